@@ -1,0 +1,71 @@
+"""Checkpoints: self-describing folders that resume a run exactly.
+
+A LoRA checkpoint holds the adapter only (``adapter_model.safetensors`` +
+``adapter_config.json``), never the frozen base; a full fine-tune holds the full
+``save_pretrained`` folder with its tokenizer. Both add ``training_state.pt``
+(optimizer, step, RNG; the data position and the learning rate are pure
+functions of the step), ``spec.json`` (the resolved spec that produced it) and,
+written last, ``manifest.json`` listing every file with its size. A folder whose
+manifest is missing or disagrees with its files is incomplete and never resumed from.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+
+MANIFEST = "manifest.json"
+STATE = "training_state.pt"
+
+
+class IncompleteCheckpoint(RuntimeError):
+    pass
+
+
+def save(directory: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, spec_json: str, metrics: dict[str, Any], tokenizer=None) -> None:
+    """Write a complete checkpoint of ``model`` after ``step`` optimizer steps into ``directory``."""
+    directory = Path(directory)
+    model.save_pretrained(directory)  # peft: adapter only; transformers: full weights
+    if tokenizer is not None:
+        tokenizer.save_pretrained(directory)
+    torch.save(
+        {
+            "step": step,
+            "optimizer": optimizer.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+        },
+        directory / STATE,
+    )
+    (directory / "spec.json").write_text(spec_json)
+    (directory / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    files = {p.relative_to(directory).as_posix(): p.stat().st_size for p in sorted(directory.rglob("*")) if p.is_file()}
+    (directory / MANIFEST).write_text(json.dumps({"step": step, "files": files}, indent=2))
+
+
+def verify(directory: str | Path) -> int:
+    """The checkpoint's step if every file in its manifest is present with the right size; raises otherwise."""
+    directory = Path(directory)
+    manifest = directory / MANIFEST
+    if not manifest.is_file():
+        raise IncompleteCheckpoint(f"{directory}: no {MANIFEST}; the checkpoint was not completely written")
+    listed = json.loads(manifest.read_text())
+    for name, size in listed["files"].items():
+        file = directory / name
+        if not file.is_file() or file.stat().st_size != size:
+            raise IncompleteCheckpoint(f"{directory}: {name} is missing or truncated")
+    return int(listed["step"])
+
+
+def restore_state(directory: str | Path, optimizer: torch.optim.Optimizer) -> int:
+    """Load optimizer and RNG state; returns the step to continue from."""
+    state = torch.load(Path(directory) / STATE, map_location="cpu", weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"]["torch"])
+    random.setstate(state["rng"]["python"])
+    if state["rng"]["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    return int(state["step"])

@@ -1,0 +1,86 @@
+"""Storage: the one place that turns a path or ``s3://`` URI into a pyarrow filesystem.
+
+Tune, Train, the data reader and the model loader all go through here, so they
+agree on endpoint, region and credentials. Known pitfalls this handles:
+
+- pyarrow ignores ``AWS_ENDPOINT_URL``; the endpoint must be passed explicitly.
+- A plain-HTTP endpoint needs ``scheme="http"``.
+- When a filesystem is passed to Ray, the path must not keep its ``s3://`` prefix.
+
+Credentials are never taken from a spec: pyarrow reads them from the environment
+or the standard AWS chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``,
+``AWS_PROFILE``, instance roles).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
+
+from orchestrator.spec import StorageSpec
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def filesystem(uri: str, storage: StorageSpec) -> tuple[pafs.FileSystem, str]:
+    """The filesystem for ``uri`` and the path within it (``bucket/key`` for S3, absolute for local)."""
+    if not is_s3(uri):
+        return pafs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
+    kwargs: dict[str, object] = {}
+    if storage.endpoint_url:
+        endpoint = urlparse(storage.endpoint_url)
+        kwargs["endpoint_override"] = endpoint.netloc or endpoint.path
+        kwargs["scheme"] = endpoint.scheme or "https"
+    region = storage.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        kwargs["region"] = region
+    # Bounded retries: an outage surfaces as an error within a minute instead of a hang.
+    kwargs["retry_strategy"] = pafs.AwsStandardS3RetryStrategy(max_attempts=5)
+    return pafs.S3FileSystem(**kwargs), uri.removeprefix("s3://").rstrip("/")
+
+
+def join(uri: str, *parts: str) -> str:
+    """Join path parts onto a local path or an s3:// URI."""
+    return "/".join([uri.rstrip("/"), *parts])
+
+
+def read_bytes(uri: str, storage: StorageSpec) -> bytes:
+    """The contents of one file, local or on S3."""
+    fs, path = filesystem(uri, storage)
+    with fs.open_input_stream(path) as stream:
+        return stream.read()
+
+
+def download_dir(uri: str, dest: Path, storage: StorageSpec) -> Path:
+    """Copy every file under an s3:// (or local) prefix into ``dest``; returns ``dest``."""
+    fs, path = filesystem(uri, storage)
+    dest.mkdir(parents=True, exist_ok=True)
+    pafs.copy_files(path, str(dest), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    return dest
+
+
+class StorageUnavailable(RuntimeError):
+    """The storage cannot be written; the message says where and what to check."""
+
+
+def check_writable(storage: StorageSpec, experiment: str) -> None:
+    """Write and delete a marker under the experiment folder, so a missing bucket or bad credentials fail before any trial starts."""
+    uri = join(storage.path, experiment)
+    fs, path = filesystem(uri, storage)
+    marker = f"{path}/.write_check"
+    try:
+        fs.create_dir(path, recursive=True)
+        with fs.open_output_stream(marker) as out:
+            out.write(b"ok")
+        fs.delete_file(marker)
+    except OSError as err:
+        hint = (
+            "check that the bucket exists, storage.endpoint_url, and the AWS credentials in the environment "
+            "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE)" if is_s3(uri) else "check the folder's permissions"
+        )
+        raise StorageUnavailable(f"storage.path {storage.path!r}: cannot write {uri} ({err}); {hint}") from None

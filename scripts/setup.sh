@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Install into the active Python environment: CPU torch first, then the project with its dev extra.
+# (An unpinned torch pulls several GB of CUDA wheels; on a GPU machine install the torch build
+# for your CUDA first and this script's `torch==2.13.0` line is then a no-op if versions match.)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python -m pip install -q --upgrade pip
+python -m pip install -q torch==2.13.0
+python -m pip install -q -e ".[dev]"
