@@ -170,6 +170,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
+    try:
+        return _sweep_and_report(experiment, runs)
+    finally:
+        if args.local:  # we started this Ray instance, so we stop it
+            import ray
+
+            ray.shutdown()
+
+
+def _sweep_and_report(experiment: ExperimentSpec, runs: list[Run]) -> int:
     from orchestrator import report
     from orchestrator.sweep import run_sweep
 
