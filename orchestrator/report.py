@@ -29,6 +29,7 @@ class RunRecord:
     final_val_loss: float | None
     final_train_loss: float | None
     tokens_per_s: float | None
+    clip_rate: float | None  # share of steps whose gradient norm was clipped
     best_checkpoint: str | None
     history: list[dict[str, float]] = field(default_factory=list)  # step, train_loss, val_loss per evaluation
 
@@ -63,6 +64,7 @@ def record_from_result(run_name: str, option: str, overrides: dict[str, Any], to
     else:
         status, reason = "incomplete", f"stopped at step {steps} of {total_steps} before finishing"
     speeds = [r["tokens_per_s"] for r in rows if _finite(r.get("tokens_per_s"))]
+    clips = [r["clip_rate"] for r in rows if _finite(r.get("clip_rate")) is not None]
     return RunRecord(
         run=run_name,
         option=option,
@@ -76,6 +78,7 @@ def record_from_result(run_name: str, option: str, overrides: dict[str, Any], to
         final_val_loss=_finite(with_val[-1]["val_loss"]) if with_val else None,
         final_train_loss=_finite(last.get("train_loss")),
         tokens_per_s=sorted(speeds)[len(speeds) // 2] if speeds else None,
+        clip_rate=sum(clips) / len(clips) if clips else None,
         best_checkpoint=best_ckpt,
         history=history,
     )
@@ -117,14 +120,14 @@ def _fmt(x: float | None, spec: str = ".4f") -> str:
 def table(records: list[RunRecord], control: str | None) -> str:
     """Markdown table sorted by best val loss, with the delta against the control."""
     base = _control(records, control)
-    head = "| # | run | status | best val | Δ vs control | best at | final val | final train | steps | tok/s |"
+    head = "| # | run | status | best val | Δ vs control | best at | final val | final train | steps | clipped | tok/s |"
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
     for i, r in enumerate(_ranked(records), 1):
         delta = "control" if base is not None and r.run == base.run else (
             f"{r.best_val_loss - base.best_val_loss:+.4f}" if base is not None and r.best_val_loss is not None else "-")
         lines.append(
             f"| {i} | {r.run} | {r.status} | {_fmt(r.best_val_loss)} | {delta} | {r.best_step or '-'} | "
-            f"{_fmt(r.final_val_loss)} | {_fmt(r.final_train_loss)} | {r.steps}/{r.total_steps} | {_fmt(r.tokens_per_s, ',.0f')} |"
+            f"{_fmt(r.final_val_loss)} | {_fmt(r.final_train_loss)} | {r.steps}/{r.total_steps} | {_fmt(r.clip_rate, '.0%')} | {_fmt(r.tokens_per_s, ',.0f')} |"
         )
     return "\n".join(lines)
 
@@ -148,31 +151,52 @@ def markdown(experiment: ExperimentSpec, records: list[RunRecord]) -> str:
     return "\n".join(parts)
 
 
-def plot(records: list[RunRecord], title: str) -> bytes:
-    """PNG of train (dashed) and val (solid) loss per run; early stops and divergence marked."""
+def _mark(ax, point: tuple[float, float], status: str, color) -> None:
+    ax.plot(*point, marker="X", markersize=12, color=color, markeredgecolor="black")
+    ax.annotate(status.replace("_", " "), point, textcoords="offset points", xytext=(6, 6), fontsize=8, color=color)
+
+
+def plot(records: list[RunRecord], title: str, control: str | None = None) -> bytes:
+    """PNG: train (dashed) and val (solid) loss per run, and val loss minus the control's at each step.
+
+    The second panel is where the options are told apart: a strong run squeezes
+    the others together on the loss scale, never on the difference scale.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(10, 6), dpi=110)
+    base = _control(records, control)
+    fig, axes = plt.subplots(1, 2 if base else 1, figsize=(16 if base else 10, 6), dpi=110, squeeze=False)
+    loss_ax = axes[0][0]
+    base_val = {h["step"]: h["val_loss"] for h in base.history if h["val_loss"] is not None} if base else {}
     colors = plt.get_cmap("tab10")
     for i, r in enumerate(_ranked(records)):
         color = colors(i % 10)
         train = [(h["step"], h["train_loss"]) for h in r.history if h["train_loss"] is not None]
         val = [(h["step"], h["val_loss"]) for h in r.history if h["val_loss"] is not None]
         if train:
-            ax.plot(*zip(*train), linestyle="--", color=color, alpha=0.6, linewidth=1)
-        if val:
-            ax.plot(*zip(*val), marker="o", markersize=3, color=color, linewidth=1.8, label=f"{r.run} ({r.status})")
-            if r.status in ("early_stopped", "diverged", "failed"):
-                ax.plot(*val[-1], marker="X", markersize=12, color=color, markeredgecolor="black")
-                ax.annotate(r.status.replace("_", " "), val[-1], textcoords="offset points", xytext=(6, 6), fontsize=8, color=color)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title(f"{title}: val (solid) and train (dashed) loss; X = stopped")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+            loss_ax.plot(*zip(*train), linestyle="--", color=color, alpha=0.6, linewidth=1)
+        if not val:
+            continue
+        loss_ax.plot(*zip(*val), marker="o", markersize=3, color=color, linewidth=1.8, label=f"{r.run} ({r.status})")
+        delta = [(step, v - base_val[step]) for step, v in val if step in base_val]
+        if base and delta:
+            axes[0][1].plot(*zip(*delta), marker="o", markersize=3, color=color, linewidth=1.8)
+        if r.status in ("early_stopped", "diverged", "failed"):
+            _mark(loss_ax, val[-1], r.status, color)
+            if base and delta:
+                _mark(axes[0][1], delta[-1], r.status, color)
+    loss_ax.set(xlabel="step", ylabel="loss", title=f"{title}: val (solid), train (dashed); X = stopped")
+    loss_ax.grid(alpha=0.3)
+    loss_ax.legend(fontsize=8)
+    if base:
+        axes[0][1].axhline(0, color="black", linewidth=0.8)
+        # symlog: linear near 0 so small gains stay visible beside a large one
+        axes[0][1].set_yscale("symlog", linthresh=0.01)
+        axes[0][1].set(xlabel="step", ylabel=f"val loss - {base.run}", title=f"val loss relative to the control {base.run} (below 0 = better; symlog)")
+        axes[0][1].grid(alpha=0.3)
     buffer = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buffer, format="png")
@@ -189,7 +213,7 @@ def write(experiment: ExperimentSpec, records: list[RunRecord]) -> str:
     files = {
         "summary.json": json.dumps(summary, indent=2).encode(),
         "report.md": markdown(experiment, records).encode(),
-        "loss_curves.png": plot(records, experiment.name),
+        "loss_curves.png": plot(records, experiment.name, experiment.control),
     }
     for name, payload in files.items():
         with fs.open_output_stream(f"{root}/{name}") as out:

@@ -30,10 +30,14 @@ from orchestrator.storage import filesystem, join
 # request the real CPUs and GPUs. Tune rejects a zero request, hence a sliver.
 TRIAL_DRIVER_CPU = 0.01
 
-# Train's controller polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S
-# (2 s by default) and each report() waits for that poll. Ray propagates this
-# variable from the process that builds the TorchTrainer to controller and workers.
-REPORT_LATENCY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"}
+# Set in the process that builds each TorchTrainer, which Ray propagates to its
+# controller and workers:
+# - Train's controller polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S
+#   (2 s by default) and each report() waits for that poll.
+# - Train moves workers into a per-run scratch folder unless RAY_CHDIR_TO_TRIAL_DIR=0;
+#   keeping the job's working directory is what lets `data.path: sources/x.md`
+#   mean the same thing under `ray job submit --working-dir .` as on a laptop.
+TRAIN_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1", "RAY_CHDIR_TO_TRIAL_DIR": "0"}
 
 
 def dir_name(run_name: str) -> str:
@@ -43,7 +47,7 @@ def dir_name(run_name: str) -> str:
 
 def trial(config: dict[str, Any]) -> None:
     """Tune function trainable: run one option as a TorchTrainer and wait for it."""
-    os.environ.update({k: v for k, v in REPORT_LATENCY_ENV.items() if k not in os.environ})
+    os.environ.update({k: v for k, v in TRAIN_ENV.items() if k not in os.environ})
     job = JobConfig.model_validate(config["job"])
     resources = job.spec.resources
     fs, root = filesystem(job.storage.path, job.storage)
