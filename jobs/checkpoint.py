@@ -69,3 +69,21 @@ def restore_state(directory: str | Path, optimizer: torch.optim.Optimizer) -> in
     if state["rng"]["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng"]["cuda"])
     return int(state["step"])
+
+
+def candidates(checkpoint) -> list:
+    """``checkpoint`` (a ray.train.Checkpoint, the latest Ray registered) then its older siblings, newest first.
+
+    Resume tries them in this order and takes the first that verifies, so a
+    corrupt latest checkpoint costs one more interval instead of the run.
+    """
+    import pyarrow.fs as pafs
+    from ray.train import Checkpoint
+
+    fs = checkpoint.filesystem
+    parent, name = checkpoint.path.rsplit("/", 1)
+    siblings = sorted(
+        (info.path for info in fs.get_file_info(pafs.FileSelector(parent)) if info.type == pafs.FileType.Directory and info.base_name.startswith("step_") and info.base_name < name),
+        reverse=True,
+    )
+    return [checkpoint] + [Checkpoint(path, filesystem=fs) for path in siblings]

@@ -48,15 +48,21 @@ def train_loop(config: dict[str, Any]) -> None:
 
 def _setup_model_and_optimizer(job: JobConfig, device: torch.device):
     """Model on its device (DDP-wrapped when there are several workers), AdamW, and the start step."""
-    spec, checkpoint = job.spec, ray.train.get_checkpoint()
-    if checkpoint is None:
-        model = ray.train.torch.prepare_model(load_model(spec, job.storage))
-        return model, _setup_optimizer(spec, model, device), 0
-    with checkpoint.as_directory() as directory:
-        ckpt.verify(directory)
-        model = ray.train.torch.prepare_model(load_model(spec, job.storage, checkpoint_dir=directory))
-        optimizer = _setup_optimizer(spec, model, device)
-        return model, optimizer, ckpt.restore_state(directory, optimizer)
+    spec, latest = job.spec, ray.train.get_checkpoint()
+    for checkpoint in ckpt.candidates(latest) if latest is not None else []:
+        with checkpoint.as_directory() as directory:
+            try:
+                ckpt.verify(directory)
+            except ckpt.IncompleteCheckpoint as err:
+                print(f"[{job.run_name}] not resuming from an incomplete checkpoint: {err}")
+                continue
+            model = ray.train.torch.prepare_model(load_model(spec, job.storage, checkpoint_dir=directory))
+            optimizer = _setup_optimizer(spec, model, device)
+            return model, optimizer, ckpt.restore_state(directory, optimizer)
+    if latest is not None:
+        print(f"[{job.run_name}] no complete checkpoint found; starting from step 0")
+    model = ray.train.torch.prepare_model(load_model(spec, job.storage))
+    return model, _setup_optimizer(spec, model, device), 0
 
 
 def _setup_optimizer(spec: TrainSpec, model: torch.nn.Module, device: torch.device) -> torch.optim.Optimizer:

@@ -130,7 +130,7 @@ def preflight(experiment: ExperimentSpec, runs: list[Run]) -> None:
         except ModelUnavailable as err:
             raise SpecError(str(err)) from None
     try:
-        check_writable(experiment.storage, experiment.name)
+        check_writable(experiment.storage)
     except StorageUnavailable as err:
         raise SpecError(str(err)) from None
 
@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--local", action="store_true", help="start a local Ray instance on this machine instead of connecting to a cluster")
     parser.add_argument("--only", action="append", metavar="NAME", help="run only this option (repeatable)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field for every run, e.g. --set run.steps=100 (repeatable)")
+    parser.add_argument("--fresh", action="store_true", help="start over under a new name (NAME-2, ...) instead of resuming an experiment of the same name")
     parser.add_argument("--schema", action="store_true", help="print the spec's JSON Schema and exit")
     args = parser.parse_args(argv)
 
@@ -164,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
             print(*notes, sep="\n")
             return 0
         preflight(experiment, runs)
+        from orchestrator.sweep import prepare
+
+        experiment, resuming = prepare(experiment, runs, args.fresh)
         print(*notes, sep="\n")
         connect(args.local, runs)
     except SpecError as err:
@@ -171,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     try:
-        return _sweep_and_report(experiment, runs)
+        return _sweep_and_report(experiment, runs, resuming)
     finally:
         if args.local:  # we started this Ray instance, so we stop it
             import ray
@@ -179,15 +183,21 @@ def main(argv: list[str] | None = None) -> int:
             ray.shutdown()
 
 
-def _sweep_and_report(experiment: ExperimentSpec, runs: list[Run]) -> int:
-    from orchestrator import report
-    from orchestrator.sweep import run_sweep
+def _sweep_and_report(experiment: ExperimentSpec, runs: list[Run], resuming: bool) -> int:
+    from orchestrator import history, report
+    from orchestrator.sweep import dir_name, run_sweep
 
     print(f"running {len(runs)} run(s): {', '.join(r.name for r in runs)}", flush=True)
-    outcome = run_sweep(experiment, runs)
+    outcome = run_sweep(experiment, runs, resuming)
     by_name = {res.config["job"]["run_name"]: res for res in outcome.results}
     records = [
-        report.record_from_result(r.name, r.option, r.overrides, r.spec.run.steps, by_name.get(r.name), outcome.stop_reasons.get(r.name), experiment.storage)
+        report.record(
+            r.name, r.option, r.overrides, r.spec.run.steps,
+            history.read(experiment.storage, experiment.name, dir_name(r.name)),
+            by_name[r.name].error if r.name in by_name else None,
+            outcome.stop_reasons.get(r.name),
+            experiment.storage,
+        )
         for r in runs
     ]
     uri = report.write(experiment, records)

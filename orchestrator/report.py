@@ -38,11 +38,10 @@ def _finite(x: Any) -> float | None:
     return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
 
 
-def record_from_result(run_name: str, option: str, overrides: dict[str, Any], total_steps: int, result: Any, stop_reason: str | None, storage: StorageSpec) -> RunRecord:
-    """One run's record from its Tune ``Result`` (metrics history, error) and the stop reason, if any."""
-    frame = result.metrics_dataframe if result is not None else None
-    rows = frame.to_dict("records") if frame is not None and len(frame) else []
-    rows = [r for r in rows if "step" in r and r["step"] == r["step"]]
+def record(run_name: str, option: str, overrides: dict[str, Any], total_steps: int, rows: list[dict[str, Any]], error: Exception | None, stop_reason: str | None, storage: StorageSpec) -> RunRecord:
+    """One run's record from its saved history rows, its error (if it failed) and its stop reason (if stopped)."""
+    by_step = {int(r["step"]): r for r in rows}  # a step redone after a failure: its latest report counts
+    rows = [by_step[step] for step in sorted(by_step)]
     history = [{"step": int(r["step"]), "train_loss": _finite(r.get("train_loss")), "val_loss": _finite(r.get("val_loss"))} for r in rows]
     last = rows[-1] if rows else {}
     with_val = [r for r in rows if _finite(r.get("val_loss")) is not None]
@@ -51,7 +50,6 @@ def record_from_result(run_name: str, option: str, overrides: dict[str, Any], to
     best_ckpt = min(checkpointed, key=lambda r: r["val_loss"])["checkpoint_path"] if checkpointed else None
     if best_ckpt and is_s3(storage.path):
         best_ckpt = f"s3://{best_ckpt}"
-    error = getattr(result, "error", None) if result is not None else None
     steps = int(last.get("step", 0))
     if error is not None:
         status, reason = "failed", str(error).strip().splitlines()[-1][:500]
@@ -59,10 +57,10 @@ def record_from_result(run_name: str, option: str, overrides: dict[str, Any], to
         status, reason = "diverged", f"diverged at step {int(last['diverged_at'])}: non-finite training loss"
     elif stop_reason:
         status, reason = "early_stopped", stop_reason
-    elif result is not None and steps >= total_steps:
+    elif steps >= total_steps:
         status, reason = "completed", None
     else:
-        status, reason = "incomplete", f"stopped at step {steps} of {total_steps} before finishing"
+        status, reason = "incomplete", f"stopped at step {steps} of {total_steps} before finishing; relaunch the same command to resume"
     speeds = [r["tokens_per_s"] for r in rows if _finite(r.get("tokens_per_s"))]
     clips = [r["clip_rate"] for r in rows if _finite(r.get("clip_rate")) is not None]
     return RunRecord(

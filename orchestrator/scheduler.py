@@ -6,12 +6,16 @@ scheduler only feeds it results and records why it stopped each run.
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from orchestrator.spec import EarlyStoppingSpec
+from orchestrator.spec import EarlyStoppingSpec, StorageSpec
+from orchestrator.storage import filesystem, join
+
+STATE_FILE = "early_stopping.json"
 
 
 @dataclass
@@ -50,21 +54,55 @@ class RegressionRule:
 
 
 class RegressionStopper(FIFOScheduler):
-    """Runs trials first-in first-out and stops any whose :class:`RegressionRule` fires."""
+    """Runs trials first-in first-out and stops any whose :class:`RegressionRule` fires.
 
-    def __init__(self, spec: EarlyStoppingSpec):
+    Every rule and stop reason is written to ``early_stopping.json`` in the experiment
+    folder after each evaluation, so a relaunched sweep (whose Tuner is restored from
+    its initial pickle) picks up each run's best and streak where they were.
+    """
+
+    def __init__(self, spec: EarlyStoppingSpec, storage: StorageSpec, experiment: str):
         super().__init__()
-        self.spec = spec
-        self.rules: dict[str, RegressionRule] = {}
-        self.reasons: dict[str, str] = {}  # trial_id -> why it was stopped
+        self.spec, self.storage, self.experiment = spec, storage, experiment
+        self.rules: dict[str, RegressionRule] | None = None  # trial_id -> rule, loaded lazily
+        self.reasons: dict[str, str] = {}  # run name -> why it was stopped
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         if not self.spec.enabled or result.get("diverged") or not isinstance(result.get("val_loss"), float):
             return TrialScheduler.CONTINUE
+        if self.rules is None:
+            self._load()
         rule = self.rules.setdefault(trial.trial_id, RegressionRule(self.spec.min_delta, self.spec.patience, self.spec.grace_evals))
         reason = rule.observe(int(result["step"]), result["val_loss"])
-        if reason is None:
-            return TrialScheduler.CONTINUE
-        self.reasons[trial.trial_id] = reason
-        print(f"[{trial.config['job']['run_name']}] early stop: {reason}", flush=True)
-        return TrialScheduler.STOP
+        name = trial.config["job"]["run_name"]
+        if reason is not None:
+            self.reasons[name] = reason
+            print(f"[{name}] early stop: {reason}", flush=True)
+        self._save()
+        return TrialScheduler.CONTINUE if reason is None else TrialScheduler.STOP
+
+    def _uri(self) -> str:
+        return join(self.storage.path, self.experiment, STATE_FILE)
+
+    def _load(self) -> None:
+        self.rules, self.reasons = load_state(self.storage, self.experiment)
+
+    def _save(self) -> None:
+        state = {"rules": {k: {**asdict(r), "seen_steps": sorted(r.seen_steps)} for k, r in self.rules.items()}, "reasons": self.reasons}
+        try:
+            fs, path = filesystem(self._uri(), self.storage)
+            with fs.open_output_stream(path) as out:
+                out.write(json.dumps(state).encode())
+        except OSError as err:  # kept in memory; saved again after the next evaluation
+            print(f"warning: {STATE_FILE} not saved yet, storage unavailable: {err}", flush=True)
+
+
+def load_state(storage: StorageSpec, experiment: str) -> tuple[dict[str, RegressionRule], dict[str, str]]:
+    """The early-stopping rules (by trial id) and stop reasons (by run name) saved for an experiment."""
+    fs, path = filesystem(join(storage.path, experiment, STATE_FILE), storage)
+    if fs.get_file_info(path).type.name != "File":
+        return {}, {}
+    with fs.open_input_stream(path) as stream:
+        state = json.loads(stream.read())
+    rules = {k: RegressionRule(**{**v, "seen_steps": set(v["seen_steps"])}) for k, v in state["rules"].items()}
+    return rules, state["reasons"]

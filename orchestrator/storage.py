@@ -27,8 +27,13 @@ def is_s3(uri: str) -> bool:
     return uri.startswith("s3://")
 
 
-def filesystem(uri: str, storage: StorageSpec) -> tuple[pafs.FileSystem, str]:
-    """The filesystem for ``uri`` and the path within it (``bucket/key`` for S3, absolute for local)."""
+def filesystem(uri: str, storage: StorageSpec, attempts: int = 12) -> tuple[pafs.FileSystem, str]:
+    """The filesystem for ``uri`` and the path within it (``bucket/key`` for S3, absolute for local).
+
+    ``attempts`` bounds the AWS SDK's retries with exponential backoff: 12 rides out
+    about a minute and a half of storage outage (Ray itself retries a checkpoint upload
+    only 3 times); checks that should fail fast pass fewer.
+    """
     if not is_s3(uri):
         return pafs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
     kwargs: dict[str, object] = {}
@@ -39,9 +44,27 @@ def filesystem(uri: str, storage: StorageSpec) -> tuple[pafs.FileSystem, str]:
     region = storage.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if region:
         kwargs["region"] = region
-    # Bounded retries: an outage surfaces as an error within a minute instead of a hang.
-    kwargs["retry_strategy"] = pafs.AwsStandardS3RetryStrategy(max_attempts=5)
-    return pafs.S3FileSystem(**kwargs), uri.removeprefix("s3://").rstrip("/")
+    return PatientS3FileSystem(attempts, **kwargs), uri.removeprefix("s3://").rstrip("/")
+
+
+class PatientS3FileSystem(pafs.S3FileSystem):
+    """An S3FileSystem whose retry budget survives pickling.
+
+    Ray pickles the storage filesystem to every Train worker and controller, and
+    pyarrow's own pickling drops ``retry_strategy`` (back to 3 attempts, ~2 s), which
+    turned a 20-second storage outage into failed runs.
+    """
+
+    def __init__(self, attempts: int, **kwargs: object):
+        super().__init__(retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=attempts), **kwargs)
+        self._init_args = (attempts, kwargs)
+
+    def __reduce__(self):
+        return _patient_s3, self._init_args
+
+
+def _patient_s3(attempts: int, kwargs: dict) -> PatientS3FileSystem:
+    return PatientS3FileSystem(attempts, **kwargs)
 
 
 def join(uri: str, *parts: str) -> str:
@@ -68,11 +91,19 @@ class StorageUnavailable(RuntimeError):
     """The storage cannot be written; the message says where and what to check."""
 
 
-def check_writable(storage: StorageSpec, experiment: str) -> None:
-    """Write and delete a marker under the experiment folder, so a missing bucket or bad credentials fail before any trial starts."""
-    uri = join(storage.path, experiment)
-    fs, path = filesystem(uri, storage)
-    marker = f"{path}/.write_check"
+def check_writable(storage: StorageSpec) -> None:
+    """Write and delete a marker under ``storage.path``, so a missing bucket or bad credentials fail before any trial starts."""
+    uri = storage.path
+    fs, path = filesystem(uri, storage, attempts=2)  # fail in seconds on a wrong endpoint
+    marker = f"{path}/.write_check-{os.getpid()}"
+    if is_s3(uri):
+        bucket = path.split("/", 1)[0]
+        try:
+            missing = fs.get_file_info(bucket).type == pafs.FileType.NotFound
+        except OSError as err:
+            raise StorageUnavailable(f"storage.path {storage.path!r}: cannot reach S3 ({err}); check storage.endpoint_url and the AWS credentials in the environment") from None
+        if missing:
+            raise StorageUnavailable(f"storage.path {storage.path!r}: bucket {bucket!r} does not exist{' at ' + storage.endpoint_url if storage.endpoint_url else ''}; create it (aws s3 mb s3://{bucket}) or fix storage.path")
     try:
         fs.create_dir(path, recursive=True)
         with fs.open_output_stream(marker) as out:

@@ -8,6 +8,7 @@ checkpoints again. Tune and Train share one storage filesystem.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -22,9 +23,12 @@ from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from jobs.train import train_loop
-from orchestrator.scheduler import RegressionStopper
-from orchestrator.spec import ExperimentSpec, JobConfig, Run
+from orchestrator.history import History
+from orchestrator.scheduler import RegressionStopper, load_state
+from orchestrator.spec import ExperimentSpec, JobConfig, Run, SpecError
 from orchestrator.storage import filesystem, join
+
+PLAN_FILE = "plan.json"  # the resolved runs an experiment was started with
 
 # Each trial's own actor only coordinates its TorchTrainer; the Train workers
 # request the real CPUs and GPUs. Tune rejects a zero request, hence a sliver.
@@ -38,6 +42,20 @@ TRIAL_DRIVER_CPU = 0.01
 #   keeping the job's working directory is what lets `data.path: sources/x.md`
 #   mean the same thing under `ray job submit --working-dir .` as on a laptop.
 TRAIN_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1", "RAY_CHDIR_TO_TRIAL_DIR": "0"}
+
+
+# Tune copies these from the driver's environment into every trial actor's runtime_env,
+# and Ray's runtime-env agent logs runtime_envs in plain text. Trial actors do not need
+# the copy: locally they inherit the driver's environment through the raylet, and on a
+# cluster each node has its own credential chain (instance role, its own env). So the
+# secrets stay out of Ray's logs. (Private Tune module; tests/test_s3.py greps for it.)
+_AWS_SECRETS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"}
+
+
+def _keep_credentials_out_of_ray_logs() -> None:
+    from ray.tune.execution import class_cache
+
+    class_cache.ENV_VARS_TO_PROPAGATE = set(class_cache.ENV_VARS_TO_PROPAGATE) - _AWS_SECRETS
 
 
 def dir_name(run_name: str) -> str:
@@ -100,7 +118,10 @@ class Progress(tune.Callback):
         print(f"[{trial.config['job']['run_name']}] finished", flush=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        error = trial.get_pickled_error() or trial.get_error()
+        try:
+            error = trial.get_pickled_error() or trial.get_error()
+        except OSError as err:  # the error file lives in storage, which may be what failed
+            error = f"(error file unreadable: {err})"
         print(f"[{trial.config['job']['run_name']}] FAILED: {str(error).strip().splitlines()[-1] if error else 'unknown error'}", flush=True)
 
 
@@ -129,31 +150,80 @@ class SweepOutcome:
     experiment_uri: str
 
 
-def run_sweep(experiment: ExperimentSpec, runs: list[Run]) -> SweepOutcome:
-    """Run every run as a Tune trial on the connected Ray cluster and wait for all of them."""
+def job_configs(experiment: ExperimentSpec, runs: list[Run]) -> list[dict[str, Any]]:
+    """What each trial receives: dicts at the Ray boundary, exactly as the user set them."""
+    return [
+        JobConfig(experiment=experiment.name, run_name=r.name, option=r.option, spec=r.spec, storage=experiment.storage).model_dump(mode="json", exclude_unset=True)
+        for r in runs
+    ]
+
+
+def prepare(experiment: ExperimentSpec, runs: list[Run], fresh: bool) -> tuple[ExperimentSpec, bool]:
+    """Decide between a new experiment and resuming one; returns (experiment, resuming).
+
+    The same name with the same resolved runs resumes. The same name with other runs is
+    refused (two sweeps are never mixed in one folder); ``fresh`` picks an unused name
+    ``NAME-2``, ``NAME-3``, ... instead. Records the plan of a new experiment.
+    """
     fs, root = filesystem(experiment.storage.path, experiment.storage)
-    jobs = [JobConfig(experiment=experiment.name, run_name=r.name, option=r.option, spec=r.spec, storage=experiment.storage).model_dump(mode="json", exclude_unset=True) for r in runs]
-    scheduler = RegressionStopper(experiment.early_stopping)
-    tuner = tune.Tuner(
-        tune.with_resources(trial, {"cpu": TRIAL_DRIVER_CPU}),
-        param_space={"job": tune.grid_search(jobs)},
-        tune_config=tune.TuneConfig(
-            scheduler=scheduler,
-            max_concurrent_trials=experiment.max_concurrent or max_concurrent(runs, ray.cluster_resources()),
-            trial_name_creator=lambda t: dir_name(t.config["job"]["run_name"]),
-            trial_dirname_creator=lambda t: dir_name(t.config["job"]["run_name"]),
-        ),
-        run_config=tune.RunConfig(
-            name=experiment.name,
-            storage_path=root,
-            storage_filesystem=fs,
-            callbacks=[Progress()],
-            verbose=0,
-            failure_config=tune.FailureConfig(max_failures=0),
-        ),
-    )
+    if fresh:
+        base, n = experiment.name, 1
+        while fs.get_file_info(f"{root}/{experiment.name}").type.name != "NotFound":
+            n += 1
+            experiment = experiment.model_copy(update={"name": f"{base}-{n}"})
+    plan_path = f"{root}/{experiment.name}/{PLAN_FILE}"
+    plan = job_configs(experiment, runs)
+    if fs.get_file_info(plan_path).type.name == "File":
+        with fs.open_input_stream(plan_path) as stream:
+            stored = json.loads(stream.read())
+        if stored != plan:
+            differ = sorted({j["run_name"] for j in stored} ^ {j["run_name"] for j in plan}) or sorted(
+                a["run_name"] for a, b in zip(stored, plan) if a != b)
+            raise SpecError(
+                f"experiment {experiment.name!r} in {experiment.storage.path} was started with different runs "
+                f"(differing: {', '.join(differ) or 'order'}); relaunch with the original spec and flags to resume it, "
+                "or pass --fresh to start over under a new name"
+            )
+        return experiment, True
+    fs.create_dir(f"{root}/{experiment.name}", recursive=True)
+    with fs.open_output_stream(plan_path) as out:
+        out.write(json.dumps(plan, indent=2).encode())
+    return experiment, False
+
+
+def run_sweep(experiment: ExperimentSpec, runs: list[Run], resuming: bool) -> SweepOutcome:
+    """Run every run as a Tune trial on the connected Ray cluster and wait for all of them.
+
+    When ``resuming``, the Tune experiment is restored: finished and stopped runs are kept
+    as they are, unfinished and failed ones continue from their latest checkpoint.
+    """
+    _keep_credentials_out_of_ray_logs()
+    fs, root = filesystem(experiment.storage.path, experiment.storage)
+    trainable = tune.with_resources(trial, {"cpu": TRIAL_DRIVER_CPU})
+    param_space = {"job": tune.grid_search(job_configs(experiment, runs))}
+    path = f"{root}/{experiment.name}"
+    if resuming and tune.Tuner.can_restore(path, storage_filesystem=fs):
+        print(f"resuming experiment {experiment.name}: unfinished runs continue from their latest checkpoints", flush=True)
+        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True, param_space=param_space, storage_filesystem=fs)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space,
+            tune_config=tune.TuneConfig(
+                scheduler=RegressionStopper(experiment.early_stopping, experiment.storage, experiment.name),
+                max_concurrent_trials=experiment.max_concurrent or max_concurrent(runs, ray.cluster_resources()),
+                trial_name_creator=lambda t: dir_name(t.config["job"]["run_name"]),
+                trial_dirname_creator=lambda t: dir_name(t.config["job"]["run_name"]),
+            ),
+            run_config=tune.RunConfig(
+                name=experiment.name,
+                storage_path=root,
+                storage_filesystem=fs,
+                callbacks=[Progress(), History(experiment.storage, experiment.name, dir_name)],
+                verbose=0,
+                failure_config=tune.FailureConfig(max_failures=0),
+            ),
+        )
     results = tuner.fit()
-    names = {r.config["job"]["run_name"]: r for r in results}
-    by_trial = {res.metrics.get("trial_id"): name for name, res in names.items()}
-    reasons = {by_trial.get(tid, tid): why for tid, why in scheduler.reasons.items()}
+    _, reasons = load_state(experiment.storage, experiment.name)
     return SweepOutcome(results=results, stop_reasons=reasons, experiment_uri=join(experiment.storage.path, experiment.name))

@@ -11,19 +11,13 @@ from orchestrator.launch import main
 from orchestrator.spec import JobConfig
 
 pytestmark = pytest.mark.ray
-STEPS = ["--set", "run.steps=40", "--set", "run.eval_every=10", "--set", "run.checkpoint_every=20"]
+from tests.conftest import REFERENCE_ARGS as STEPS
+from tests.conftest import summary as _summary
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """One smoke option (warmup + linear decay, so the LR depends on the step) trained for 40 steps."""
-    storage = tmp_path_factory.mktemp("storage")
-    assert main(["specs/smoke.yaml", "--local", "--only", "lr_schedule", "--set", f"storage.path={storage}", *STEPS]) == 0
-    return storage
-
-
-def _summary(storage: Path) -> dict:
-    return json.loads((storage / "smoke" / "summary.json").read_text())
+@pytest.fixture
+def trained(reference_run):
+    return reference_run
 
 
 def test_a_short_run_lowers_the_val_loss(trained):

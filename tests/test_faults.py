@@ -1,0 +1,87 @@
+"""Interruptions cost at most one checkpoint interval: a killed driver, a relaunch, a corrupt checkpoint."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+
+from jobs import checkpoint as ckpt
+from orchestrator.launch import load
+from orchestrator.spec import SpecError
+from orchestrator.sweep import PLAN_FILE, prepare
+from tests.conftest import REFERENCE_ARGS, summary
+
+
+def _registered(root: Path, run: str, checkpoint: str) -> bool:
+    return any(checkpoint in p.read_text() for p in root.glob(f"smoke/{run}/train-*/checkpoint_manager_snapshot.json"))
+
+
+@pytest.mark.ray
+def test_a_killed_driver_relaunched_resumes_every_unfinished_run(reference_run, tmp_path):
+    command = [sys.executable, "-m", "orchestrator.launch", "specs/smoke.yaml", "--local", "--only", "lr_schedule", "--only", "current",
+               *REFERENCE_ARGS, "--set", f"storage.path={tmp_path}"]
+    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        while not all(_registered(tmp_path, run, "step_000020") for run in ("lr_schedule", "current")):
+            assert driver.poll() is None, "the sweep ended before it could be interrupted"
+            time.sleep(0.05)
+    finally:
+        # The driver and the local Ray it started die together, as in a crash; by PID only.
+        tree = [psutil.Process(driver.pid)] + psutil.Process(driver.pid).children(recursive=True)
+        for process in tree:
+            process.kill()
+        psutil.wait_procs(tree, timeout=30)
+    assert not (tmp_path / "smoke" / "summary.json").exists()
+
+    relaunch = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert relaunch.returncode == 0, relaunch.stderr[-3000:]
+    log = relaunch.stdout + relaunch.stderr
+    assert "resuming experiment smoke" in log
+    runs = {r["run"]: r for r in summary(tmp_path)["runs"]}
+    for name in ("lr_schedule", "current"):
+        assert runs[name]["status"] == "completed" and runs[name]["steps"] == 40
+        assert f"[{name}] resumed from the checkpoint at step 20" in log  # not from scratch
+        steps = [r["step"] for r in json.loads((tmp_path / "smoke" / name / "history.json").read_text())]
+        assert steps[-1] == 40 and steps.count(10) == 1  # nothing before the checkpoint was trained again
+        assert len(steps) - len(set(steps)) <= 1  # at most the one interval after it
+    reference = summary(reference_run)["runs"][0]
+    assert runs["lr_schedule"]["final_val_loss"] == pytest.approx(reference["final_val_loss"], abs=1e-4)
+
+
+def test_a_relaunch_with_other_runs_is_refused_and_fresh_starts_a_new_name(tmp_path):
+    experiment, runs = load("specs/smoke.yaml", [f"storage.path={tmp_path}"], ["current"])
+    assert prepare(experiment, runs, fresh=False) == (experiment, False)
+    assert (tmp_path / "smoke" / PLAN_FILE).is_file()
+    assert prepare(experiment, runs, fresh=False) == (experiment, True)  # same plan: resume
+    _, other = load("specs/smoke.yaml", [f"storage.path={tmp_path}", "optim.lr=0.1"], ["current"])
+    with pytest.raises(SpecError, match="was started with different runs \\(differing: current\\).*--fresh"):
+        prepare(experiment, other, fresh=False)
+    renamed, resuming = prepare(experiment, other, fresh=True)
+    assert (renamed.name, resuming) == ("smoke-2", False)
+    assert prepare(experiment, other, fresh=True)[0].name == "smoke-3"
+
+
+def test_an_incomplete_checkpoint_is_never_chosen(tmp_path):
+    from ray.train import Checkpoint
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained("jobs/assets/tiny-gpt2")
+    optimizer = torch.optim.AdamW(model.parameters())
+    for step in (10, 20, 30):
+        ckpt.save(tmp_path / f"step_{step:06d}", model, optimizer, step, "{}", {"step": step})
+    (tmp_path / "step_000030" / "training_state.pt").write_bytes(b"truncated")  # a write cut short
+    (tmp_path / "step_000020" / ckpt.MANIFEST).unlink()  # a copy that never finished
+    order = ckpt.candidates(Checkpoint.from_directory(str(tmp_path / "step_000030")))
+    assert [Path(c.path).name for c in order] == ["step_000030", "step_000020", "step_000010"]
+    verdicts = []
+    for candidate in order:
+        try:
+            verdicts.append(ckpt.verify(candidate.path))
+        except ckpt.IncompleteCheckpoint as err:
+            verdicts.append(str(err).split(": ", 1)[1])
+    assert verdicts == ["training_state.pt is missing or truncated", "no manifest.json; the checkpoint was not completely written", 10]
