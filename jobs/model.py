@@ -102,13 +102,14 @@ def load_model(spec: TrainSpec, storage: StorageSpec, checkpoint_dir: str | None
 
     src = source_folder(spec.model.name, storage)
     try:
+        attention = {"attn_implementation": spec.compute.attention}
         if spec.method == "full" and checkpoint_dir:
-            return AutoModelForCausalLM.from_pretrained(checkpoint_dir)
+            return AutoModelForCausalLM.from_pretrained(checkpoint_dir, **attention)
         if spec.model.init == "pretrained":
-            model = AutoModelForCausalLM.from_pretrained(src)
+            model = AutoModelForCausalLM.from_pretrained(src, **attention)
         else:
             torch.manual_seed(spec.run.seed)  # the frozen random base must be identical on resume
-            model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(src))
+            model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(src), **attention)
     except OSError as err:
         raise ModelUnavailable(f"model.name {spec.model.name!r}: {err}") from None
     if spec.method == "full":

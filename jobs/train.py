@@ -20,6 +20,7 @@ import torch.distributed as dist
 
 from jobs import checkpoint as ckpt
 from jobs import data as data_lib
+from jobs import perf
 from jobs.model import load_model, load_tokenizer
 from jobs.schedule import lr_at
 from orchestrator.spec import JobConfig, TrainSpec
@@ -27,6 +28,7 @@ from orchestrator.spec import JobConfig, TrainSpec
 
 def train_loop(config: dict[str, Any]) -> None:
     """Ray Train per-worker entry point: train ``config`` (a JobConfig dict) to its last step."""
+    entered = time.time()
     job = JobConfig.model_validate(config)
     spec = job.spec
     context = ray.train.get_context()
@@ -43,7 +45,7 @@ def train_loop(config: dict[str, Any]) -> None:
     if rank == 0 and start:
         print(f"[{job.run_name}] resumed from the checkpoint at step {start}")
 
-    _loop(job, model, optimizer, start, data, tokenizer, rank, world, device)
+    _loop(job, model, optimizer, start, data, tokenizer, rank, world, device, entered)
 
 
 def _setup_model_and_optimizer(job: JobConfig, device: torch.device):
@@ -58,11 +60,15 @@ def _setup_model_and_optimizer(job: JobConfig, device: torch.device):
                 continue
             model = ray.train.torch.prepare_model(load_model(spec, job.storage, checkpoint_dir=directory))
             optimizer = _setup_optimizer(spec, model, device)
-            return model, optimizer, ckpt.restore_state(directory, optimizer)
+            return _maybe_compile(spec, model), optimizer, ckpt.restore_state(directory, optimizer)
     if latest is not None:
         print(f"[{job.run_name}] no complete checkpoint found; starting from step 0")
     model = ray.train.torch.prepare_model(load_model(spec, job.storage))
     return model, _setup_optimizer(spec, model, device), 0
+
+
+def _maybe_compile(spec: TrainSpec, model: torch.nn.Module) -> torch.nn.Module:
+    return torch.compile(model) if spec.compute.compile else model
 
 
 def _setup_optimizer(spec: TrainSpec, model: torch.nn.Module, device: torch.device) -> torch.optim.Optimizer:
@@ -77,7 +83,25 @@ def _setup_optimizer(spec: TrainSpec, model: torch.nn.Module, device: torch.devi
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model under torch.compile and DDP wrappers (what save_pretrained needs)."""
+    model = getattr(model, "_orig_mod", model)
     return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, params: list[torch.Tensor], x: torch.Tensor, lr: float, max_norm: float, bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on the batch ``x``: set the LR, forward, backward, clip, update.
+
+    Returns (loss, pre-clip gradient norm), both left on the device: no sync point.
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        loss = model(input_ids=x, labels=x).loss
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach(), norm
 
 
 def _mean_across_workers(values: torch.Tensor, world: int) -> torch.Tensor:
@@ -103,14 +127,19 @@ def evaluate(model: torch.nn.Module, val: torch.Tensor, batch_size: int, max_bat
     return (total[0] / total[1]).item()
 
 
-def _loop(job: JobConfig, model, optimizer, start: int, data: data_lib.Dataset, tokenizer, rank: int, world: int, device: torch.device) -> None:
+def _loop(job: JobConfig, model, optimizer, start: int, data: data_lib.Dataset, tokenizer, rank: int, world: int, device: torch.device, entered: float) -> None:
     spec = job.spec
     run, sched = spec.run, spec.optim.schedule
     order = data_lib.BatchOrder(len(data.train), spec.data.batch_size, run.seed, rank, world)
     params = [p for p in model.parameters() if p.requires_grad]
     max_norm = spec.optim.grad_clip or math.inf
     tokens_per_step = spec.data.batch_size * spec.data.block_size * world
+    bf16 = spec.compute.precision == "bf16"
+    peak = perf.peak_flops(device)
+    flops_per_token = perf.flops_per_token(_unwrap(model), spec.data.block_size)
     timing = {"train": 0.0, "eval": 0.0, "checkpoint": 0.0, "report": 0.0}
+    first_step_at = time.time()
+    setup_s = first_step_at - entered  # worker start to first step: data, model, checkpoint
     losses, norms = [], []
     window_start, tick = start, time.perf_counter()
     model.train()
@@ -118,17 +147,12 @@ def _loop(job: JobConfig, model, optimizer, start: int, data: data_lib.Dataset, 
     for step in range(start, run.steps):
         # 1) learning rate: a pure function of the step, so resume needs nothing else
         lr = lr_at(step, lr=spec.optim.lr, total_steps=run.steps, kind=sched.kind, warmup_steps=spec.warmup_steps, floor_ratio=sched.floor_ratio)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
 
-        # 2) forward, backward, clip (measuring the pre-clip norm), update
+        # 2) forward, backward, clip (measuring the pre-clip norm), update; results stay on device
         x = data.train[order.indices(step)].to(device, non_blocking=True)
-        loss = model(input_ids=x, labels=x).loss
-        loss.backward()
-        norms.append(torch.nn.utils.clip_grad_norm_(params, max_norm))
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.detach())  # kept on device: no sync point per step
+        loss, norm = train_step(model, optimizer, params, x, lr, max_norm, bf16)
+        losses.append(loss)
+        norms.append(norm)
 
         done = step + 1
         if done % run.eval_every and done != run.steps:
@@ -151,7 +175,11 @@ def _loop(job: JobConfig, model, optimizer, start: int, data: data_lib.Dataset, 
             "diverged": False,
             "data_longer_than_block": data.stats.longer_than_block,
             "data_train_tokens": data.stats.train_tokens,
+            "time_setup_s": setup_s,
+            "first_step_at": first_step_at,
         }
+        if peak:  # MFU against the GPU's bf16 peak, per worker
+            metrics["mfu"] = metrics["tokens_per_s"] * flops_per_token / (peak * world)
 
         # 4) divergence ends the run cleanly: report it, keep the last good checkpoint, stop
         if stats[3] > 0:
@@ -164,7 +192,8 @@ def _loop(job: JobConfig, model, optimizer, start: int, data: data_lib.Dataset, 
 
         # 5) evaluate
         t0 = time.perf_counter()
-        val_loss = evaluate(model, data.val, spec.data.batch_size, run.eval_batches, device, rank, world)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+            val_loss = evaluate(model, data.val, spec.data.batch_size, run.eval_batches, device, rank, world)
         timing["eval"] += time.perf_counter() - t0
         metrics.update(val_loss=val_loss, perplexity=math.exp(min(val_loss, 50.0)))
         metrics.update({f"time_{k}_s": v for k, v in timing.items()})
@@ -179,6 +208,7 @@ def _loop(job: JobConfig, model, optimizer, start: int, data: data_lib.Dataset, 
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             timing["checkpoint"] += time.perf_counter() - t0
             t0 = time.perf_counter()
+            metrics["reported_at"] = time.time()
             ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"step_{done:06d}" if save_now else None)
             timing["report"] += time.perf_counter() - t0
 

@@ -18,7 +18,7 @@ from orchestrator.spec import StorageSpec
 from orchestrator.storage import filesystem, join
 
 FIELDS = ("step", "train_loss", "val_loss", "lr", "grad_norm", "clip_rate", "tokens_per_s", "diverged", "diverged_at", "checkpoint_path", "timestamp",
-          "time_train_s", "time_eval_s", "time_checkpoint_s", "time_report_s")
+          "mfu", "time_setup_s", "first_step_at", "reported_at", "time_train_s", "time_eval_s", "time_checkpoint_s", "time_report_s")
 
 
 def _uri(storage: StorageSpec, experiment: str, run_dir: str) -> str:

@@ -30,6 +30,7 @@ class RunRecord:
     final_train_loss: float | None
     tokens_per_s: float | None
     clip_rate: float | None  # share of steps whose gradient norm was clipped
+    mfu: float | None  # median model FLOPs utilisation (GPU only)
     best_checkpoint: str | None
     history: list[dict[str, float]] = field(default_factory=list)  # step, train_loss, val_loss per evaluation
 
@@ -63,6 +64,7 @@ def record(run_name: str, option: str, overrides: dict[str, Any], total_steps: i
         status, reason = "incomplete", f"stopped at step {steps} of {total_steps} before finishing; relaunch the same command to resume"
     speeds = [r["tokens_per_s"] for r in rows if _finite(r.get("tokens_per_s"))]
     clips = [r["clip_rate"] for r in rows if _finite(r.get("clip_rate")) is not None]
+    mfus = sorted(r["mfu"] for r in rows if _finite(r.get("mfu")) is not None)
     return RunRecord(
         run=run_name,
         option=option,
@@ -77,6 +79,7 @@ def record(run_name: str, option: str, overrides: dict[str, Any], total_steps: i
         final_train_loss=_finite(last.get("train_loss")),
         tokens_per_s=sorted(speeds)[len(speeds) // 2] if speeds else None,
         clip_rate=sum(clips) / len(clips) if clips else None,
+        mfu=mfus[len(mfus) // 2] if mfus else None,
         best_checkpoint=best_ckpt,
         history=history,
     )
@@ -118,14 +121,14 @@ def _fmt(x: float | None, spec: str = ".4f") -> str:
 def table(records: list[RunRecord], control: str | None) -> str:
     """Markdown table sorted by best val loss, with the delta against the control."""
     base = _control(records, control)
-    head = "| # | run | status | best val | Δ vs control | best at | final val | final train | steps | clipped | tok/s |"
+    head = "| # | run | status | best val | Δ vs control | best at | final val | final train | steps | clipped | tok/s | MFU |"
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
     for i, r in enumerate(_ranked(records), 1):
         delta = "control" if base is not None and r.run == base.run else (
             f"{r.best_val_loss - base.best_val_loss:+.4f}" if base is not None and r.best_val_loss is not None else "-")
         lines.append(
             f"| {i} | {r.run} | {r.status} | {_fmt(r.best_val_loss)} | {delta} | {r.best_step or '-'} | "
-            f"{_fmt(r.final_val_loss)} | {_fmt(r.final_train_loss)} | {r.steps}/{r.total_steps} | {_fmt(r.clip_rate, '.0%')} | {_fmt(r.tokens_per_s, ',.0f')} |"
+            f"{_fmt(r.final_val_loss)} | {_fmt(r.final_train_loss)} | {r.steps}/{r.total_steps} | {_fmt(r.clip_rate, '.0%')} | {_fmt(r.tokens_per_s, ',.0f')} | {_fmt(r.mfu, '.1%')} |"
         )
     return "\n".join(lines)
 

@@ -135,6 +135,12 @@ class RunSpec(Strict):
     seed: int = Field(0, description="Seeds init, dropout and data order.")
 
 
+class ComputeSpec(Strict):
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="`bf16` runs forward and loss under bf16 autocast (weights and optimizer stay fp32).")
+    attention: Literal["sdpa", "eager"] = Field("sdpa", description="Attention kernel: PyTorch scaled_dot_product_attention (flash/memory-efficient on GPU) or the eager reference.")
+    compile: bool = Field(False, description="torch.compile the model (first steps are slower while it compiles).")
+
+
 class ResourcesSpec(Strict):
     num_workers: int = Field(1, gt=0, description="Data-parallel workers (DDP through TorchTrainer).")
     gpus_per_worker: float = Field(0, ge=0, description="GPUs per worker; fractions let several runs share a GPU.")
@@ -150,6 +156,7 @@ class TrainSpec(Strict):
     data: DataSpec = DataSpec()
     optim: OptimSpec = OptimSpec()
     run: RunSpec = RunSpec()
+    compute: ComputeSpec = ComputeSpec()
     resources: ResourcesSpec = ResourcesSpec()
 
     @property

@@ -91,6 +91,20 @@ def trial(config: dict[str, Any]) -> None:
         ),
     )
     trainer.fit()
+    _wait_until_tune_has_the_last_result()
+
+
+def _wait_until_tune_has_the_last_result(timeout_s: float = 60.0) -> None:
+    """TuneReportCallback hands each result to Tune through a one-slot queue, and Tune stops
+    draining it once this function returns: under load the final result (the last step, its
+    checkpoint) was lost and a finished run looked unfinished. Wait until the slot is empty.
+    (Ray 2.60; private session attribute.)"""
+    from ray.train._internal.session import get_session
+
+    queue = get_session()._inter_actor_queue
+    deadline = time.monotonic() + timeout_s
+    while queue is not None and not queue.empty() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 class Progress(tune.Callback):

@@ -50,3 +50,15 @@ def test_an_unreachable_hub_id_fails_fast_with_the_fix(monkeypatch):
 def test_a_folder_without_config_is_rejected(tmp_path):
     with pytest.raises(ModelUnavailable, match="has no config.json"):
         check_reachable(str(tmp_path), StorageSpec())
+
+
+def test_flops_per_token_is_nanogpts_estimate_for_gpt2_124m():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from jobs.perf import flops_per_token, peak_flops
+
+    with torch.device("meta"):
+        model = GPT2LMHeadModel(GPT2Config())
+    non_embedding = 124_439_808 - 1024 * 768  # position embeddings excluded; wte is tied to the head
+    assert flops_per_token(model, 1024) == 6 * non_embedding + 12 * 12 * 12 * 64 * 1024
+    assert peak_flops(torch.device("cpu")) is None  # no MFU without a GPU

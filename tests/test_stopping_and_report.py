@@ -33,7 +33,7 @@ def test_patience_needs_consecutive_regressions_and_grace_ignores_the_start():
 def _record(run, best, status="completed", option=None):
     return RunRecord(run=run, option=option or run, overrides={}, status=status, reason=None, steps=10, total_steps=10,
                      best_val_loss=best, best_step=10 if best else None, final_val_loss=best, final_train_loss=best,
-                     tokens_per_s=1000.0, clip_rate=0.5, best_checkpoint=None,
+                     tokens_per_s=1000.0, clip_rate=0.5, mfu=None, best_checkpoint=None,
                      history=[{"step": 5, "train_loss": 7.0, "val_loss": 7.0}, {"step": 10, "train_loss": best, "val_loss": best}] if best else [])
 
 
