@@ -93,7 +93,7 @@ def lora_config(model: torch.nn.Module, lora: LoraSpec):
 def load_tokenizer(spec: TrainSpec, storage: StorageSpec):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(source_folder(spec.model.name, storage))
+    return AutoTokenizer.from_pretrained(source_folder(spec.model.tokenizer or spec.model.name, storage))
 
 
 def load_model(spec: TrainSpec, storage: StorageSpec, checkpoint_dir: str | None = None) -> torch.nn.Module:
@@ -109,7 +109,9 @@ def load_model(spec: TrainSpec, storage: StorageSpec, checkpoint_dir: str | None
             model = AutoModelForCausalLM.from_pretrained(src, **attention)
         else:
             torch.manual_seed(spec.run.seed)  # the frozen random base must be identical on resume
-            model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(src), **attention)
+            known = config_dict(spec.model.name)  # offline when the shape is known (hub GPT-2 sizes)
+            config = AutoConfig.for_model(**known) if known else AutoConfig.from_pretrained(src)
+            model = AutoModelForCausalLM.from_config(config, **attention)
     except OSError as err:
         raise ModelUnavailable(f"model.name {spec.model.name!r}: {err}") from None
     if spec.method == "full":

@@ -124,7 +124,15 @@ def preflight(experiment: ExperimentSpec, runs: list[Run]) -> None:
     from jobs.model import ModelUnavailable, check_reachable
     from orchestrator.storage import StorageUnavailable, check_writable
 
-    for name in sorted({r.spec.model.name for r in runs}):
+    from jobs.presets import config_dict
+
+    needed = set()
+    for r in runs:
+        model = r.spec.model
+        needed.add(model.tokenizer or model.name)
+        if model.init == "pretrained" or config_dict(model.name) is None:  # weights, or a shape we only know from there
+            needed.add(model.name)
+    for name in sorted(needed):
         try:
             check_reachable(name, experiment.storage)
         except ModelUnavailable as err:

@@ -46,6 +46,9 @@ class ModelSpec(Strict):
         description="`pretrained` loads the weights; `random` builds the same architecture from "
         "its config with fresh weights (tests, benchmarks).",
     )
+    tokenizer: str | None = Field(
+        None, description="Where the tokenizer comes from, in the same forms as `name`; null uses `name`'s own."
+    )
 
 
 class LoraSpec(Strict):
