@@ -8,10 +8,12 @@ which proves every checkpoint loads without our code.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
 import tempfile
+import warnings
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -72,6 +74,14 @@ def source_folder(name: str, storage: StorageSpec) -> str:
     return name
 
 
+@contextlib.contextmanager
+def _quiet_peft():
+    """peft 0.21 calls a transformers 5 method that warns it is deprecated; not ours to act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
 def lora_config(model: torch.nn.Module, lora: LoraSpec):
     """A peft LoraConfig for ``model``; GPT-2's Conv1D layers get ``fan_in_fan_out=True`` on purpose."""
     from peft import LoraConfig
@@ -118,9 +128,10 @@ def load_model(spec: TrainSpec, storage: StorageSpec, checkpoint_dir: str | None
         return model
     from peft import PeftModel, get_peft_model
 
-    if checkpoint_dir:
-        return PeftModel.from_pretrained(model, checkpoint_dir, is_trainable=True)
-    return get_peft_model(model, lora_config(model, spec.lora))
+    with _quiet_peft():
+        if checkpoint_dir:
+            return PeftModel.from_pretrained(model, checkpoint_dir, is_trainable=True)
+        return get_peft_model(model, lora_config(model, spec.lora))
 
 
 def count_parameters(spec: TrainSpec) -> tuple[int, int] | None:
@@ -139,6 +150,7 @@ def count_parameters(spec: TrainSpec) -> tuple[int, int] | None:
         if spec.method == "lora":
             from peft import get_peft_model
 
-            model = get_peft_model(model, lora_config(model, spec.lora))
+            with _quiet_peft():
+                model = get_peft_model(model, lora_config(model, spec.lora))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trainable, sum(p.numel() for p in model.parameters())
