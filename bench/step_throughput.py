@@ -172,7 +172,8 @@ def main() -> None:
         # whole round cancels out.
         for a, b in (("ours", "bare"), ("ours", "hf_trainer"), ("hf_trainer", "bare")):
             ratios = [x / y for x, y in zip(speeds[a], speeds[b])]
-            print(f"  ratio {a + "/" + b:<22} {statistics.median(ratios):.3f}   (per round: {', '.join(f'{r:.2f}' for r in ratios)})")
+            pair = f"{a}/{b}"
+            print(f"  ratio {pair:<22} {statistics.median(ratios):.3f}   (per round: {', '.join(f'{r:.2f}' for r in ratios)})")
 
 
 if __name__ == "__main__":
