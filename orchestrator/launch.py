@@ -164,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
             resolved = experiment.storage.model_copy(update={"path": str(Path(experiment.storage.path).resolve())})
             experiment = experiment.model_copy(update={"storage": resolved})
         notes: list[str] = []
+        if not args.local and not experiment.storage.path.startswith("s3://"):
+            notes.append(f"storage.path is the local folder {experiment.storage.path} on the driver's node: fine for one node; "
+                         "on a multi-node cluster use s3:// so every node writes to the same place")
         if args.local:
             runs, notes = localize(runs, gpus_here())
         from orchestrator.plan import describe

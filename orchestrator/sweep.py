@@ -26,7 +26,7 @@ from jobs.train import train_loop
 from orchestrator.history import History
 from orchestrator.scheduler import RegressionStopper, load_state
 from orchestrator.spec import ExperimentSpec, JobConfig, Run, SpecError
-from orchestrator.storage import filesystem, join
+from orchestrator.storage import filesystem
 
 PLAN_FILE = "plan.json"  # the resolved runs an experiment was started with
 
@@ -161,7 +161,6 @@ def max_concurrent(runs: list[Run], cluster: dict[str, float]) -> int:
 class SweepOutcome:
     results: Any  # ray.tune.ResultGrid
     stop_reasons: dict[str, str]  # run name -> why early stopping stopped it
-    experiment_uri: str
 
 
 def job_configs(experiment: ExperimentSpec, runs: list[Run]) -> list[dict[str, Any]]:
@@ -240,4 +239,4 @@ def run_sweep(experiment: ExperimentSpec, runs: list[Run], resuming: bool) -> Sw
         )
     results = tuner.fit()
     _, reasons = load_state(experiment.storage, experiment.name)
-    return SweepOutcome(results=results, stop_reasons=reasons, experiment_uri=join(experiment.storage.path, experiment.name))
+    return SweepOutcome(results=results, stop_reasons=reasons)
