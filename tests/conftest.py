@@ -15,16 +15,6 @@ def _repo_root(monkeypatch):
     monkeypatch.chdir(ROOT)
 
 
-@pytest.fixture
-def local_ray():
-    """Yields while a local Ray instance may be started by the code under test; shuts it down after."""
-    import ray
-
-    yield
-    if ray.is_initialized():
-        ray.shutdown()
-
-
 def pytest_configure(config):
     os.chdir(ROOT)  # session fixtures run before the per-test chdir above
     # Never reach for the Hub from tests: loading must work from local folders only.
