@@ -73,11 +73,15 @@ def cluster():
                 break
         yield url, env
     finally:
-        started = [head] + psutil.Process(head.pid).children(recursive=True)
+        root = psutil.Process(head.pid)
+        started = [root] + root.children(recursive=True)
         head.send_signal(signal.SIGTERM)  # `ray start --block` tears down what it started
         _, alive = psutil.wait_procs(started, timeout=30)
         for process in alive:  # and anything left of our own tree, by PID
-            process.kill()
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:  # exited between the wait and the kill
+                pass
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
