@@ -2,21 +2,26 @@
 
 A LoRA checkpoint holds the adapter only (``adapter_model.safetensors`` +
 ``adapter_config.json``), never the frozen base; a full fine-tune holds the full
-``save_pretrained`` folder with its tokenizer. Both add ``training_state.pt``
-(optimizer, step, RNG; the data position and the learning rate are pure
-functions of the step), ``spec.json`` (the resolved spec that produced it) and,
-written last, ``manifest.json`` listing every file with its size. A folder whose
-manifest is missing or disagrees with its files is incomplete and never resumed from.
+``save_pretrained`` folder with its tokenizer. Both add ``README.md`` (a model
+card: which run, which step, its losses), ``training_state.pt`` (optimizer,
+step, RNG; the data position and the learning rate are pure functions of the
+step), ``spec.json`` (the resolved spec that produced it) and, written last,
+``manifest.json`` listing every file with its size. A folder whose manifest is
+missing or disagrees with its files is incomplete and never resumed from.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from orchestrator.spec import JobConfig
 
 MANIFEST = "manifest.json"
 STATE = "training_state.pt"
@@ -26,9 +31,13 @@ class IncompleteCheckpoint(RuntimeError):
     pass
 
 
-def save(directory: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, spec_json: str, metrics: dict[str, Any], tokenizer=None) -> None:
+def save(directory: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, job: JobConfig, metrics: dict[str, Any], tokenizer=None) -> None:
     """Write a complete checkpoint of ``model`` after ``step`` optimizer steps into ``directory``."""
     directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    # Written first: peft then only adds its tags to this card. Without one it renders
+    # huggingface_hub's full Jinja template, which cost 25x the rest of an adapter save.
+    (directory / "README.md").write_text(model_card(job, step, metrics))
     model.save_pretrained(directory)  # peft: adapter only; transformers: full weights
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)
@@ -40,10 +49,31 @@ def save(directory: str | Path, model: torch.nn.Module, optimizer: torch.optim.O
         },
         directory / STATE,
     )
-    (directory / "spec.json").write_text(spec_json)
+    (directory / "spec.json").write_text(job.model_dump_json(indent=2))
     (directory / "metrics.json").write_text(json.dumps(metrics, indent=2))
     files = {p.relative_to(directory).as_posix(): p.stat().st_size for p in sorted(directory.rglob("*")) if p.is_file()}
     (directory / MANIFEST).write_text(json.dumps({"step": step, "files": files}, indent=2))
+
+
+def model_card(job: JobConfig, step: int, metrics: dict[str, Any]) -> str:
+    """A Hugging Face model card (README.md) saying what this checkpoint is and how to load it."""
+    spec = job.spec
+    library = "peft" if spec.method == "lora" else "transformers"
+    load = (
+        "base = AutoModelForCausalLM.from_pretrained(...)  # the base model in spec.json\n"
+        "model = PeftModel.from_pretrained(base, \"<this folder>\")"
+        if spec.method == "lora"
+        else 'model = AutoModelForCausalLM.from_pretrained("<this folder>")'
+    )
+    losses = ", ".join(f"{name} {metrics[key]:.4f}" for name, key in (("val loss", "val_loss"), ("train loss", "train_loss")) if key in metrics)
+    return (
+        f"---\nlibrary_name: {library}\ntags:\n- {spec.method}\n- {json.dumps(job.experiment)}\n---\n\n"  # a JSON string is valid YAML
+        f"# {job.experiment} / {job.run_name}, step {step}\n\n"
+        f"A {'LoRA' if spec.method == 'lora' else 'full'} fine-tune of `{spec.model.name}`, option `{job.option}` of experiment "
+        f"`{job.experiment}`, after step {step} of {spec.run.steps}{': ' + losses if losses else ''}.\n\n"
+        f"`spec.json` is the resolved spec that produced it; `metrics.json` has every metric at this step.\n\n"
+        f"```python\n{load}\n```\n"
+    )
 
 
 def verify(directory: str | Path) -> int:
@@ -69,6 +99,24 @@ def restore_state(directory: str | Path, optimizer: torch.optim.Optimizer) -> in
     if state["rng"]["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng"]["cuda"])
     return int(state["step"])
+
+
+@contextlib.contextmanager
+def newest_complete(latest, skipped: Callable[[IncompleteCheckpoint], None]) -> Iterator[str | None]:
+    """The local folder of the newest checkpoint, from ``latest`` back, that verifies; None if none does.
+
+    ``skipped`` hears about each incomplete one passed over.
+    """
+    for checkpoint in candidates(latest):
+        with checkpoint.as_directory() as directory:
+            try:
+                verify(directory)
+            except IncompleteCheckpoint as err:
+                skipped(err)
+                continue
+            yield directory
+            return
+    yield None
 
 
 def candidates(checkpoint) -> list:

@@ -12,8 +12,8 @@ import torch
 
 from jobs import checkpoint as ckpt
 from orchestrator.launch import load
-from orchestrator.spec import SpecError
-from orchestrator.sweep import PLAN_FILE, prepare
+from orchestrator.spec import JobConfig, SpecError
+from orchestrator.sweep import PLAN_FILE, job_configs, prepare
 from tests.conftest import REFERENCE_ARGS, summary
 
 
@@ -70,18 +70,14 @@ def test_an_incomplete_checkpoint_is_never_chosen(tmp_path):
     from ray.train import Checkpoint
     from transformers import AutoModelForCausalLM
 
+    (job,) = [JobConfig.model_validate(c) for c in job_configs(*load("specs/smoke.yaml", [], ["current"]))]
     model = AutoModelForCausalLM.from_pretrained("jobs/assets/tiny-gpt2")
     optimizer = torch.optim.AdamW(model.parameters())
     for step in (10, 20, 30):
-        ckpt.save(tmp_path / f"step_{step:06d}", model, optimizer, step, "{}", {"step": step})
+        ckpt.save(tmp_path / f"step_{step:06d}", model, optimizer, step, job, {"step": step})
     (tmp_path / "step_000030" / "training_state.pt").write_bytes(b"truncated")  # a write cut short
     (tmp_path / "step_000020" / ckpt.MANIFEST).unlink()  # a copy that never finished
-    order = ckpt.candidates(Checkpoint.from_directory(str(tmp_path / "step_000030")))
-    assert [Path(c.path).name for c in order] == ["step_000030", "step_000020", "step_000010"]
-    verdicts = []
-    for candidate in order:
-        try:
-            verdicts.append(ckpt.verify(candidate.path))
-        except ckpt.IncompleteCheckpoint as err:
-            verdicts.append(str(err).split(": ", 1)[1])
-    assert verdicts == ["training_state.pt is missing or truncated", "no manifest.json; the checkpoint was not completely written", 10]
+    skipped = []
+    with ckpt.newest_complete(Checkpoint.from_directory(str(tmp_path / "step_000030")), lambda err: skipped.append(str(err))) as directory:
+        assert Path(directory).name == "step_000010"
+    assert [s.split(": ", 1)[1] for s in skipped] == ["training_state.pt is missing or truncated", "no manifest.json; the checkpoint was not completely written"]

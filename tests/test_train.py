@@ -35,8 +35,11 @@ def test_a_lora_checkpoint_is_the_adapter_only_and_loads_with_peft_alone(trained
 
     best = Path(_summary(trained)["runs"][0]["best_checkpoint"])
     files = {p.name for p in best.iterdir()}
-    assert {"adapter_model.safetensors", "adapter_config.json", "training_state.pt", "spec.json", "manifest.json"} <= files
+    assert {"adapter_model.safetensors", "adapter_config.json", "training_state.pt", "spec.json", "manifest.json", "README.md"} <= files
     assert "model.safetensors" not in files  # never the frozen base
+    card = (best / "README.md").read_text()
+    assert "# smoke / lr_schedule, step 40" in card and "val loss " in card
+    assert "library_name: peft" in card and "PEFT " in card  # ours, then peft's own additions
     assert JobConfig.model_validate_json((best / "spec.json").read_text()).spec.optim.schedule.kind == "warmup_linear"
     base = AutoModelForCausalLM.from_pretrained("jobs/assets/tiny-gpt2")
     model = PeftModel.from_pretrained(base, str(best))
