@@ -8,14 +8,13 @@ reported; a step reported twice (work redone after a failure) shows up twice.
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
 from ray import tune
 
 from orchestrator.spec import StorageSpec
-from orchestrator.storage import filesystem, join
+from orchestrator.storage import join, read_json, write_json
 
 FIELDS = ("step", "train_loss", "val_loss", "lr", "grad_norm", "clip_rate", "tokens_per_s", "diverged", "diverged_at", "checkpoint_path", "timestamp",
           "mfu", "time_setup_s", "first_step_at", "reported_at", "time_train_s", "time_eval_s", "time_checkpoint_s", "time_report_s")
@@ -27,11 +26,7 @@ def _uri(storage: StorageSpec, experiment: str, run_dir: str) -> str:
 
 def read(storage: StorageSpec, experiment: str, run_dir: str) -> list[dict[str, Any]]:
     """The rows saved for one run, oldest first; [] when it never reported."""
-    fs, path = filesystem(_uri(storage, experiment, run_dir), storage)
-    if fs.get_file_info(path).type.name != "File":
-        return []
-    with fs.open_input_stream(path) as stream:
-        return json.loads(stream.read())
+    return read_json(_uri(storage, experiment, run_dir), storage) or []
 
 
 class History(tune.Callback):
@@ -48,8 +43,6 @@ class History(tune.Callback):
         row = {k: result[k] for k in FIELDS if k in result}
         self.rows[run_dir].append({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()})
         try:
-            fs, path = filesystem(_uri(self.storage, self.experiment, run_dir), self.storage)
-            with fs.open_output_stream(path) as out:
-                out.write(json.dumps(self.rows[run_dir]).encode())
+            write_json(_uri(self.storage, self.experiment, run_dir), self.storage, self.rows[run_dir])
         except OSError as err:  # kept in memory; the next result writes everything again
             print(f"[{trial.config['job']['run_name']}] warning: history.json not saved yet, storage unavailable: {err}", flush=True)

@@ -122,9 +122,8 @@ def gpus_here() -> int:
 def preflight(experiment: ExperimentSpec, runs: list[Run]) -> None:
     """Fail in seconds when a model or the storage cannot be reached, before any trial starts."""
     from jobs.model import ModelUnavailable, check_reachable
-    from orchestrator.storage import StorageUnavailable, check_writable
-
     from jobs.presets import config_dict
+    from orchestrator.storage import StorageUnavailable, check_writable
 
     needed = set()
     for r in runs:

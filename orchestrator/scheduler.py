@@ -6,14 +6,13 @@ scheduler only feeds it results and records why it stopped each run.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from orchestrator.spec import EarlyStoppingSpec, StorageSpec
-from orchestrator.storage import filesystem, join
+from orchestrator.storage import join, read_json, write_json
 
 STATE_FILE = "early_stopping.json"
 
@@ -90,19 +89,15 @@ class RegressionStopper(FIFOScheduler):
     def _save(self) -> None:
         state = {"rules": {k: {**asdict(r), "seen_steps": sorted(r.seen_steps)} for k, r in self.rules.items()}, "reasons": self.reasons}
         try:
-            fs, path = filesystem(self._uri(), self.storage)
-            with fs.open_output_stream(path) as out:
-                out.write(json.dumps(state).encode())
+            write_json(self._uri(), self.storage, state)
         except OSError as err:  # kept in memory; saved again after the next evaluation
             print(f"warning: {STATE_FILE} not saved yet, storage unavailable: {err}", flush=True)
 
 
 def load_state(storage: StorageSpec, experiment: str) -> tuple[dict[str, RegressionRule], dict[str, str]]:
     """The early-stopping rules (by trial id) and stop reasons (by run name) saved for an experiment."""
-    fs, path = filesystem(join(storage.path, experiment, STATE_FILE), storage)
-    if fs.get_file_info(path).type.name != "File":
+    state = read_json(join(storage.path, experiment, STATE_FILE), storage)
+    if state is None:
         return {}, {}
-    with fs.open_input_stream(path) as stream:
-        state = json.loads(stream.read())
     rules = {k: RegressionRule(**{**v, "seen_steps": set(v["seen_steps"])}) for k, v in state["rules"].items()}
     return rules, state["reasons"]

@@ -14,8 +14,10 @@ or the standard AWS chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``,
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
@@ -77,6 +79,22 @@ def read_bytes(uri: str, storage: StorageSpec) -> bytes:
     fs, path = filesystem(uri, storage)
     with fs.open_input_stream(path) as stream:
         return stream.read()
+
+
+def read_json(uri: str, storage: StorageSpec) -> Any:
+    """The value in a JSON file, local or on S3; None when there is no such file."""
+    fs, path = filesystem(uri, storage)
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as stream:
+        return json.loads(stream.read())
+
+
+def write_json(uri: str, storage: StorageSpec, value: Any, indent: int | None = None) -> None:
+    """Write ``value`` as a JSON file, local or on S3, replacing what was there."""
+    fs, path = filesystem(uri, storage)
+    with fs.open_output_stream(path) as out:
+        out.write(json.dumps(value, indent=indent).encode())
 
 
 def download_dir(uri: str, dest: Path, storage: StorageSpec) -> Path:

@@ -8,7 +8,6 @@ checkpoints again. Tune and Train share one storage filesystem.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -26,7 +25,7 @@ from jobs.train import train_loop
 from orchestrator.history import History
 from orchestrator.scheduler import RegressionStopper, load_state
 from orchestrator.spec import ExperimentSpec, JobConfig, Run, SpecError
-from orchestrator.storage import filesystem
+from orchestrator.storage import filesystem, join, read_json, write_json
 
 PLAN_FILE = "plan.json"  # the resolved runs an experiment was started with
 
@@ -184,11 +183,10 @@ def prepare(experiment: ExperimentSpec, runs: list[Run], fresh: bool) -> tuple[E
         while fs.get_file_info(f"{root}/{experiment.name}").type.name != "NotFound":
             n += 1
             experiment = experiment.model_copy(update={"name": f"{base}-{n}"})
-    plan_path = f"{root}/{experiment.name}/{PLAN_FILE}"
+    plan_uri = join(experiment.storage.path, experiment.name, PLAN_FILE)
     plan = job_configs(experiment, runs)
-    if fs.get_file_info(plan_path).type.name == "File":
-        with fs.open_input_stream(plan_path) as stream:
-            stored = json.loads(stream.read())
+    stored = read_json(plan_uri, experiment.storage)
+    if stored is not None:
         if stored != plan:
             differ = sorted({j["run_name"] for j in stored} ^ {j["run_name"] for j in plan}) or sorted(
                 a["run_name"] for a, b in zip(stored, plan) if a != b)
@@ -199,8 +197,7 @@ def prepare(experiment: ExperimentSpec, runs: list[Run], fresh: bool) -> tuple[E
             )
         return experiment, True
     fs.create_dir(f"{root}/{experiment.name}", recursive=True)
-    with fs.open_output_stream(plan_path) as out:
-        out.write(json.dumps(plan, indent=2).encode())
+    write_json(plan_uri, experiment.storage, plan, indent=2)
     return experiment, False
 
 
