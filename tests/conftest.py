@@ -52,6 +52,11 @@ def s3_env(s3_server, monkeypatch):
 REFERENCE_ARGS = ["--set", "run.steps=40", "--set", "run.eval_every=10", "--set", "run.checkpoint_every=20"]
 
 
+def registered(root: Path, checkpoint: str) -> bool:
+    """Whether Ray Train has registered ``checkpoint`` under ``root`` (uploaded and recorded in its snapshot)."""
+    return any(checkpoint in p.read_text() for p in root.glob("**/checkpoint_manager_snapshot.json"))
+
+
 def summary(storage: Path, experiment: str = "smoke") -> dict:
     import json
 

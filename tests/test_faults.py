@@ -14,11 +14,7 @@ from jobs import checkpoint as ckpt
 from orchestrator.launch import load
 from orchestrator.spec import JobConfig, SpecError
 from orchestrator.sweep import PLAN_FILE, job_configs, prepare
-from tests.conftest import REFERENCE_ARGS, summary
-
-
-def _registered(root: Path, run: str, checkpoint: str) -> bool:
-    return any(checkpoint in p.read_text() for p in root.glob(f"smoke/{run}/train-*/checkpoint_manager_snapshot.json"))
+from tests.conftest import REFERENCE_ARGS, registered, summary
 
 
 @pytest.mark.ray
@@ -27,7 +23,7 @@ def test_a_killed_driver_relaunched_resumes_every_unfinished_run(reference_run, 
                *REFERENCE_ARGS, "--set", f"storage.path={tmp_path}"]
     driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        while not all(_registered(tmp_path, run, "step_000020") for run in ("lr_schedule", "current")):
+        while not all(registered(tmp_path / "smoke" / run, "step_000020") for run in ("lr_schedule", "current")):
             assert driver.poll() is None, "the sweep ended before it could be interrupted"
             time.sleep(0.05)
     finally:

@@ -12,6 +12,7 @@ from orchestrator.spec import JobConfig
 
 pytestmark = pytest.mark.ray
 from tests.conftest import REFERENCE_ARGS as STEPS
+from tests.conftest import registered
 from tests.conftest import summary as _summary
 
 
@@ -46,16 +47,11 @@ def test_a_lora_checkpoint_is_the_adapter_only_and_loads_with_peft_alone(trained
     assert model(input_ids=torch.tensor([[1, 2, 3]])).logits.shape == (1, 3, 1024)
 
 
-def _registered(root: Path, checkpoint: str) -> bool:
-    """Whether Ray Train has registered ``checkpoint`` (uploaded and recorded in its snapshot)."""
-    return any(checkpoint in p.read_text() for p in root.glob("**/checkpoint_manager_snapshot.json"))
-
-
 def _kill_train_worker_after(checkpoint: str, root: Path, launch: threading.Thread) -> int:
     """Wait until a checkpoint is registered, then SIGKILL this test's RayTrainWorker process; returns its PID."""
     import psutil
 
-    while not _registered(root, checkpoint):
+    while not registered(root, checkpoint):
         assert launch.is_alive(), f"the launch ended before {checkpoint} was registered under {root}"
         time.sleep(0.05)
     workers = [p for p in psutil.Process().children(recursive=True) if "RayTrainWorker" in " ".join(p.cmdline())]
