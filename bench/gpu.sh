@@ -18,3 +18,5 @@ python -m bench.sweep_time --spec specs/best.yaml --only current --only lora_cap
     --only long_context --only full_finetune --set model.init=random --set model.tokenizer=tiny-gpt2 \
     --set compute.precision=bf16 \
     --set run.steps=300 --set run.eval_every=100 --set run.checkpoint_every=100
+echo "== checkpoint stall per checkpoint, GPT-2 124M full fine-tune to a local SeaweedFS: synchronous vs asynchronous"
+python -m bench.checkpoint_stall --device cuda

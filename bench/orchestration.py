@@ -21,9 +21,12 @@ import os  # noqa: E402
 import platform  # noqa: E402
 import tempfile  # noqa: E402
 
+from orchestrator import ray_workarounds  # noqa: E402,F401  (before ray: Ray's console settings)
 from orchestrator import history  # noqa: E402
 from orchestrator.launch import connect, load, localize, preflight  # noqa: E402
-from orchestrator.sweep import dir_name, prepare, run_sweep  # noqa: E402
+from orchestrator.spec import dir_name  # noqa: E402
+from orchestrator.store import prepare  # noqa: E402
+from orchestrator.sweep import run_sweep  # noqa: E402
 
 
 def sweep(spec: str, only: list[str] | None, sets: list[str], max_concurrent: int | None = None) -> dict:
@@ -32,20 +35,20 @@ def sweep(spec: str, only: list[str] | None, sets: list[str], max_concurrent: in
 
     storage = tempfile.mkdtemp(prefix="bench-")
     sets = [*sets, f"storage.path={storage}"] + ([f"max_concurrent={max_concurrent}"] if max_concurrent else [])
-    experiment, runs = load(spec, sets, only)
-    runs, _ = localize(runs, 0)
-    preflight(experiment, runs)
-    experiment, resuming = prepare(experiment, runs, fresh=False)
+    experiment, plan = load(spec, sets, only)
+    plan, _ = localize(plan, 0)
+    preflight(experiment, plan)
+    experiment, resuming = prepare(experiment, plan, fresh=False)
     t0 = time.time()
-    connect(True, runs)
+    connect(True, plan)
     t1 = time.time()
     try:
-        run_sweep(experiment, runs, resuming)
+        run_sweep(experiment, plan, resuming)
     finally:
         ray.shutdown()
     t2 = time.time()
-    rows = {r.name: history.read(experiment.storage, experiment.name, dir_name(r.name)) for r in runs}
-    tokens = sum(r.spec.data.batch_size * r.spec.data.block_size * r.spec.resources.num_workers * r.spec.run.steps for r in runs)
+    rows = {r.name: history.read(experiment.storage, experiment.name, dir_name(r.name)) for r in plan.runs}
+    tokens = sum(r.spec.data.batch_size * r.spec.data.block_size * r.spec.run.steps for r in plan.runs)
     return {"ray_start_s": t1 - t0, "sweep_start": t1, "sweep_s": t2 - t1, "rows": rows, "tokens": tokens}
 
 

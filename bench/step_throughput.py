@@ -20,13 +20,13 @@ import time
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, Trainer, TrainingArguments
 
+from contract.presets import config_dict
+from contract.spec import LoraSpec
 from jobs import perf
 from jobs.data import BatchOrder
 from jobs.model import lora_config
-from jobs.presets import config_dict
 from jobs.schedule import lr_at
 from jobs.train import train_step
-from orchestrator.spec import LoraSpec
 
 SHAPES = {"tiny": "tiny-gpt2", "gpt2": "gpt2"}
 
@@ -61,7 +61,7 @@ def ours(model, blocks, args, device):
         for _ in range(n):
             lr = lr_at(step, lr=1e-4, total_steps=10**9, kind="constant")
             x = blocks[order.indices(step)].to(device, non_blocking=True)
-            loss, _ = train_step(model, optimizer, params, x, lr, 1.0, args.precision == "bf16")
+            loss, _ = train_step(model, optimizer, params, [x], lr, 1.0, args.precision == "bf16")
             losses.append(loss)
             step += 1
         torch.stack(losses).tolist()  # the loop's one sync point per evaluation window
@@ -145,7 +145,7 @@ def main() -> None:
     vocab = config_dict(SHAPES[args.shape])["vocab_size"]
     blocks = torch.randint(0, vocab, (max(256, 4 * args.batch), args.block), generator=torch.Generator().manual_seed(0))
     tokens = args.batch * args.block * args.steps
-    peak = perf.peak_flops(device)
+    peak = perf.peak_flops(device, args.precision)
 
     for method in (["lora", "full"] if args.method == "both" else [args.method]):
         base = build(args.shape, method, args.attention)

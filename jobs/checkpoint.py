@@ -15,13 +15,16 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import tempfile
+import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from orchestrator.spec import JobConfig
+from contract.spec import JobConfig
 
 MANIFEST = "manifest.json"
 STATE = "training_state.pt"
@@ -31,28 +34,104 @@ class IncompleteCheckpoint(RuntimeError):
     pass
 
 
-def save(directory: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, job: JobConfig, metrics: dict[str, Any], tokenizer=None) -> None:
-    """Write a complete checkpoint of ``model`` after ``step`` optimizer steps into ``directory``."""
+@dataclass
+class Snapshot:
+    """A checkpoint's tensors copied to host memory: training may go on while it is written."""
+
+    step: int
+    weights: dict[str, torch.Tensor]  # LoRA: the adapter's trainable weights only; full: every weight
+    optimizer: dict[str, Any]
+    rng: dict[str, Any]
+
+
+def _to_host(value: Any, copies: dict[tuple, torch.Tensor]) -> Any:
+    """``value`` with every tensor copied to the CPU; tensors that share storage (GPT-2's tied
+    embedding and head) share their copy, so save_pretrained still sees them as tied."""
+    if isinstance(value, torch.Tensor):
+        key = (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape), value.dtype)
+        if value.numel() == 0 or key not in copies:
+            copies[key] = value.detach().to("cpu", copy=True)
+        return copies[key]
+    if isinstance(value, dict):
+        return {k: _to_host(v, copies) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_host(v, copies) for v in value)
+    return value
+
+
+def snapshot(model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, adapter_only: bool) -> Snapshot:
+    """Copy what a checkpoint of ``model`` after ``step`` steps needs to host memory (a memcpy, no disk)."""
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    weights = {k: v for k, v in model.state_dict().items() if not adapter_only or k in trainable}
+    return Snapshot(
+        step=step,
+        weights=_to_host(weights, {}),
+        optimizer=_to_host(optimizer.state_dict(), {}),
+        rng={"torch": torch.get_rng_state(), "python": random.getstate(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+    )
+
+
+def write(directory: str | Path, snap: Snapshot, model: torch.nn.Module, job: JobConfig, metrics: dict[str, Any], tokenizer=None) -> None:
+    """Write a complete checkpoint of ``snap`` into ``directory``; ``model`` gives only its config and structure."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     # Written first: peft then only adds its tags to this card. Without one it renders
     # huggingface_hub's full Jinja template, which cost 25x the rest of an adapter save.
-    (directory / "README.md").write_text(model_card(job, step, metrics))
-    model.save_pretrained(directory)  # peft: adapter only; transformers: full weights
+    (directory / "README.md").write_text(model_card(job, snap.step, metrics))
+    model.save_pretrained(directory, state_dict=snap.weights)  # peft: adapter only; transformers: full weights
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)
-    torch.save(
-        {
-            "step": step,
-            "optimizer": optimizer.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-        },
-        directory / STATE,
-    )
+    torch.save({"step": snap.step, "optimizer": snap.optimizer, "rng": snap.rng}, directory / STATE)
     (directory / "spec.json").write_text(job.model_dump_json(indent=2))
     (directory / "metrics.json").write_text(json.dumps(metrics, indent=2))
     files = {p.relative_to(directory).as_posix(): p.stat().st_size for p in sorted(directory.rglob("*")) if p.is_file()}
-    (directory / MANIFEST).write_text(json.dumps({"step": step, "files": files}, indent=2))
+    (directory / MANIFEST).write_text(json.dumps({"step": snap.step, "files": files}, indent=2))
+
+
+def save(directory: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, job: JobConfig, metrics: dict[str, Any], tokenizer=None) -> None:
+    """Write a complete checkpoint of ``model`` after ``step`` optimizer steps into ``directory``, now."""
+    write(directory, snapshot(model, optimizer, step, job.spec.method == "lora"), model, job, metrics, tokenizer)
+
+
+class Checkpointer:
+    """Checkpoints that do not stall training: a snapshot to host memory, then the write and
+    the upload in Ray Train's background upload thread (``checkpoint_upload_mode=ASYNC``).
+
+    At most one checkpoint is in flight: when the next one comes before the last upload
+    has finished, training waits for it, so no checkpoint is skipped and host memory
+    holds one snapshot at most. Ray registers a checkpoint only once its upload is
+    done, and its manifest is written last, so resume never sees a partial one.
+    """
+
+    def __init__(self, model: torch.nn.Module, job: JobConfig, tokenizer=None):
+        self.model, self.job, self.tokenizer = model, job, tokenizer
+        self.idle = threading.Event()
+        self.idle.set()
+
+    def prepare(self, optimizer: torch.optim.Optimizer, step: int, metrics: dict[str, Any]) -> tuple[Any, Callable]:
+        """Snapshot now; returns the ray.train.Checkpoint to report and the upload function that writes and uploads it."""
+        from ray.train import Checkpoint
+
+        self.idle.wait()  # the previous checkpoint is uploaded (or failed, which Ray raises in this thread)
+        snap = snapshot(self.model, optimizer, step, self.job.spec.method == "lora")
+        directory = tempfile.mkdtemp(prefix=f"ckpt-{step:06d}-")  # Ray deletes it after the upload
+        self.idle.clear()
+
+        def upload(checkpoint: Checkpoint, dir_name: str) -> Checkpoint:
+            import ray.train
+
+            try:
+                write(directory, snap, self.model, self.job, metrics, self.tokenizer)
+                # Ray's own upload (pyarrow copy_files to the run's storage folder)
+                return ray.train.get_context().get_storage().persist_current_checkpoint(checkpoint, dir_name)
+            finally:
+                self.idle.set()
+
+        return Checkpoint.from_directory(directory), upload
+
+    def wait(self) -> None:
+        """Block until the last checkpoint's upload is done (before the run ends)."""
+        self.idle.wait()
 
 
 def model_card(job: JobConfig, step: int, metrics: dict[str, Any]) -> str:

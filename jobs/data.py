@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from orchestrator.spec import DataSpec, StorageSpec
-from orchestrator.storage import is_s3, read_bytes
+from contract.spec import DataSpec, StorageSpec
+from contract.storage import is_s3, read_bytes
 
 # A new document starts at a markdown heading or at a question marker ("Q:", "**Question:**").
 _BOUNDARY = re.compile(r"^(#{1,6}\s|\**\s*(q|question)\s*[:.]\**)", re.IGNORECASE)
@@ -45,8 +45,12 @@ class DataStats:
 @dataclass
 class Dataset:
     train: torch.Tensor  # [n_blocks, block_size] token ids
-    val: torch.Tensor
+    val_docs: list[list[int]]  # token ids of each val document, EOS included; scored by jobs.evaluate
     stats: DataStats
+
+
+class DataError(ValueError):
+    """The data file cannot be used; the message names the file, where it went wrong, and the fix."""
 
 
 def parse_markdown(text: str) -> list[str]:
@@ -67,18 +71,29 @@ def parse_markdown(text: str) -> list[str]:
     return [doc for lines in docs if (doc := "\n".join(lines).strip()) and len([ln for ln in lines if ln.strip()]) > 1]
 
 
-def parse_jsonl(text: str) -> list[str]:
-    docs = []
+def jsonl_records(text: str):
+    """(line number, object) for each non-empty line of JSONL text; DataError naming the line that is not an object."""
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        record = json.loads(line)
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"line {number}: not valid JSON ({err.msg} at column {err.colno}); each line of a JSONL file is one JSON object") from None
+        if not isinstance(record, dict):
+            raise DataError(f"line {number}: a JSONL record must be an object, got {type(record).__name__}")
+        yield number, record
+
+
+def parse_jsonl(text: str) -> list[str]:
+    docs = []
+    for number, record in jsonl_records(text):
         if "text" in record:
             docs.append(str(record["text"]))
         elif "question" in record and "answer" in record:
             docs.append(f"Q: {record['question']}\n\n{record['answer']}")
         else:
-            raise ValueError(f"line {number}: a JSONL record needs 'text' or 'question' and 'answer', got keys {sorted(record)}")
+            raise DataError(f"line {number}: a JSONL record needs 'text' or 'question' and 'answer', got keys {sorted(record)}")
     return docs
 
 
@@ -86,17 +101,44 @@ def parse_text(text: str) -> list[str]:
     return [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
 
 
+def decode(raw: bytes) -> str:
+    """The file's text; raises :class:`DataError` for binary or non-UTF-8 bytes, with the offset and the fix."""
+    nul = raw.find(b"\x00", 0, 65536)
+    if nul >= 0:
+        raise DataError(f"looks binary (a NUL byte at offset {nul}); training data is text: markdown, plain text or JSONL")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise DataError(
+            f"not UTF-8: byte 0x{raw[err.start]:02x} at offset {err.start}, line {line} ({err.reason}); convert it, "
+            "e.g. `iconv -f latin1 -t utf-8 FILE > FILE.utf8` (use the file's real encoding)"
+        ) from None
+
+
 def read_documents(spec: DataSpec, storage: StorageSpec) -> list[str]:
-    """The documents in ``spec.path`` (local or s3://), parsed by format."""
-    raw = read_bytes(spec.path, storage) if is_s3(spec.path) else Path(spec.path).read_bytes()
-    text = raw.decode("utf-8")
+    """The documents in ``spec.path`` (local or s3://), parsed by format. Raises :class:`DataError` naming the file."""
+    try:
+        raw = read_bytes(spec.path, storage) if is_s3(spec.path) else Path(spec.path).read_bytes()
+    except FileNotFoundError:
+        raise DataError(
+            f"data.path {spec.path!r}: no such file (relative paths resolve against the working directory "
+            f"{Path.cwd()}); fix the path or use an s3:// URI"
+        ) from None
+    except OSError as err:
+        raise DataError(f"data.path {spec.path!r}: cannot read it ({err})") from None
     fmt = spec.format
     if fmt == "auto":
         suffix = Path(spec.path).suffix.lower()
         fmt = {".md": "markdown", ".markdown": "markdown", ".jsonl": "jsonl"}.get(suffix, "text")
-    docs = {"markdown": parse_markdown, "jsonl": parse_jsonl, "text": parse_text}[fmt](text)
+    try:
+        docs = {"markdown": parse_markdown, "jsonl": parse_jsonl, "text": parse_text}[fmt](decode(raw))
+    except DataError as err:
+        raise DataError(f"data.path {spec.path!r}: {err}") from None
     if not docs:
-        raise ValueError(f"data.path {spec.path!r}: no documents found as {fmt}; check data.format")
+        raise DataError(f"data.path {spec.path!r}: no documents found when read as {fmt} ({len(raw)} bytes); point data.path at the training text or set data.format")
+    if len(docs) < 2:
+        raise DataError(f"data.path {spec.path!r}: {len(docs)} document found as {fmt}; need at least 2 to split train and val")
     return docs
 
 
@@ -112,7 +154,7 @@ def split(docs: list[str], val_fraction: float, seed: int) -> tuple[list[str], l
 
     scored = sorted(((score(d), i) for i, d in enumerate(docs)))
     if len(scored) < 2:
-        raise ValueError(f"need at least 2 documents to split train/val, found {len(scored)}")
+        raise DataError(f"need at least 2 documents to split train/val, found {len(scored)}")
     val_ids = {i for s, i in scored if s < val_fraction} or {scored[0][1]}
     if len(val_ids) == len(docs):
         val_ids.discard(scored[-1][1])
@@ -123,57 +165,55 @@ def split(docs: list[str], val_fraction: float, seed: int) -> tuple[list[str], l
     return train, val
 
 
-def pack(docs: list[str], tokenizer, block_size: int) -> tuple[torch.Tensor, list[int]]:
-    """Tokenize, join with EOS between documents, and cut into full blocks (the tail is dropped).
+def tokenize(docs: list[str], tokenizer) -> list[list[int]]:
+    """Each document's token ids followed by EOS (the boundary the model learns to predict)."""
+    # verbose=False: documents longer than the model's context are expected; packing cuts them
+    return [tokenizer(doc, add_special_tokens=False, verbose=False)["input_ids"] + [tokenizer.eos_token_id] for doc in docs]
 
-    Returns the blocks and each document's token count (with its EOS).
-    """
-    ids: list[int] = []
-    lengths = []
-    for doc in docs:
-        # verbose=False: documents longer than the model's context are expected; packing cuts them
-        tokens = tokenizer(doc, add_special_tokens=False, verbose=False)["input_ids"] + [tokenizer.eos_token_id]
-        ids += tokens
-        lengths.append(len(tokens))
+
+def pack(docs: list[list[int]], block_size: int) -> torch.Tensor:
+    """Join tokenized documents and cut the stream into full blocks (the tail is dropped)."""
+    ids = [t for doc in docs for t in doc]
     n_blocks = len(ids) // block_size
-    blocks = torch.tensor(ids[: n_blocks * block_size], dtype=torch.long).view(n_blocks, block_size)
-    return blocks, lengths
+    return torch.tensor(ids[: n_blocks * block_size], dtype=torch.long).view(n_blocks, block_size)
 
 
 def load(spec: DataSpec, storage: StorageSpec, tokenizer) -> Dataset:
-    """Read, split and pack the data; raises ValueError with the fix when a side has no full block."""
-    docs = read_documents(spec, storage)
-    train_docs, val_docs = split(docs, spec.val_fraction, spec.split_seed)
-    train, train_lengths = pack(train_docs, tokenizer, spec.block_size)
-    val, val_lengths = pack(val_docs, tokenizer, spec.block_size)
-    for side, blocks, lengths in (("train", train, train_lengths), ("val", val, val_lengths)):
-        if len(blocks) == 0:
-            raise ValueError(
-                f"data: the {side} split has {sum(lengths)} tokens, less than one block of "
-                f"data.block_size {spec.block_size}; use more data, a smaller block_size, or another val_fraction"
-            )
-    lengths = train_lengths + val_lengths
+    """Read, split, tokenize; pack the train side into blocks. Raises DataError with the fix when train has no full block."""
+    train_docs, val_docs = split(read_documents(spec, storage), spec.val_fraction, spec.split_seed)
+    train_tokens, val_tokens = tokenize(train_docs, tokenizer), tokenize(val_docs, tokenizer)
+    train = pack(train_tokens, spec.block_size)
+    if len(train) == 0:
+        raise DataError(
+            f"data: the train split has {sum(map(len, train_tokens))} tokens, less than one block of "
+            f"data.block_size {spec.block_size}; use more data, a smaller block_size, or another val_fraction"
+        )
+    lengths = [len(d) for d in train_tokens + val_tokens]
     stats = DataStats(
-        documents=len(docs),
+        documents=len(lengths),
         train_documents=len(train_docs),
         val_documents=len(val_docs),
-        train_tokens=sum(train_lengths),
-        val_tokens=sum(val_lengths),
+        train_tokens=sum(map(len, train_tokens)),
+        val_tokens=sum(map(len, val_tokens)),
         longer_than_block=sum(n > spec.block_size for n in lengths) / len(lengths),
         block_size=spec.block_size,
     )
-    return Dataset(train=train, val=val, stats=stats)
+    return Dataset(train=train, val_docs=val_tokens, stats=stats)
 
 
 class BatchOrder:
-    """Which train blocks form each step's batch: a pure function of (seed, step, rank).
+    """Which train blocks form each step's batch: a pure function of (seed, step), whatever the workers.
 
-    The blocks are visited in a fresh seeded permutation each epoch, and the global
-    batch of step ``s`` is positions ``[s*B*W, (s+1)*B*W)`` of that endless stream,
-    worker ``r`` taking its own slice. So the step alone restores the data position.
+    The blocks are visited in a fresh seeded permutation each epoch, and the batch of
+    step ``s`` is positions ``[s*B, (s+1)*B)`` of that endless stream, ``B`` being the
+    effective batch. Worker ``r`` of ``W`` takes the ``r``-th of ``W`` equal slices. So the
+    step alone restores the data position, and the union over workers is the same
+    batch for any ``W``.
     """
 
     def __init__(self, n_blocks: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+        if batch_size % world_size:
+            raise ValueError(f"batch_size {batch_size} does not split over {world_size} workers")
         self.n, self.batch, self.seed, self.rank, self.world = n_blocks, batch_size, seed, rank, world_size
         self._perms: dict[int, torch.Tensor] = {}
 
@@ -185,9 +225,11 @@ class BatchOrder:
         return self._perms[epoch]
 
     def indices(self, step: int) -> list[int]:
-        start = (step * self.world + self.rank) * self.batch
+        """This worker's blocks for ``step``."""
+        share = self.batch // self.world
+        start = step * self.batch + self.rank * share
         out = []
-        for pos in range(start, start + self.batch):
+        for pos in range(start, start + share):
             epoch, offset = divmod(pos, self.n)
             out.append(int(self._perm(epoch)[offset]))
         return out

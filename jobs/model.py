@@ -19,9 +19,9 @@ from urllib.parse import urlparse
 
 import torch
 
-from jobs.presets import PRESETS, config_dict, local_folder
-from orchestrator.spec import LoraSpec, StorageSpec, TrainSpec
-from orchestrator.storage import download_dir, filesystem, is_s3
+from contract.presets import PRESETS, config_dict, local_folder
+from contract.spec import LoraSpec, StorageSpec, TrainSpec
+from contract.storage import download_dir, filesystem, is_s3
 
 
 class ModelUnavailable(RuntimeError):
@@ -103,18 +103,26 @@ def lora_config(model: torch.nn.Module, lora: LoraSpec):
 def load_tokenizer(spec: TrainSpec, storage: StorageSpec):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(source_folder(spec.model.tokenizer or spec.model.name, storage))
+    return AutoTokenizer.from_pretrained(source_folder(spec.model.tokenizer_source, storage))
+
+
+def _causal_lm_loss(model: torch.nn.Module) -> torch.nn.Module:
+    """Name the loss GPT-2 uses anyway: transformers 5 warns when a config names none, once per worker."""
+    model.loss_type = "ForCausalLM"
+    return model
 
 
 def load_model(spec: TrainSpec, storage: StorageSpec, checkpoint_dir: str | None = None) -> torch.nn.Module:
     """The model to train: base weights (or fresh ones), then LoRA; from ``checkpoint_dir`` when resuming."""
     from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a worker's output is a log stream, not a terminal
     src = source_folder(spec.model.name, storage)
     try:
         attention = {"attn_implementation": spec.compute.attention}
         if spec.method == "full" and checkpoint_dir:
-            return AutoModelForCausalLM.from_pretrained(checkpoint_dir, **attention)
+            return _causal_lm_loss(AutoModelForCausalLM.from_pretrained(checkpoint_dir, **attention))
         if spec.model.init == "pretrained":
             model = AutoModelForCausalLM.from_pretrained(src, **attention)
         else:
@@ -124,6 +132,7 @@ def load_model(spec: TrainSpec, storage: StorageSpec, checkpoint_dir: str | None
             model = AutoModelForCausalLM.from_config(config, **attention)
     except OSError as err:
         raise ModelUnavailable(f"model.name {spec.model.name!r}: {err}") from None
+    model = _causal_lm_loss(model)
     if spec.method == "full":
         return model
     from peft import PeftModel, get_peft_model

@@ -1,62 +1,139 @@
-"""The training loop that runs on every Ray Train worker: setup, then one flat loop.
+"""The training recipe that runs on every Ray Train worker: set up, then one flat loop.
 
-Per step: set the LR, forward, backward, clip, update. Metrics stay on the device
-between evaluations (no per-step CPU-GPU sync), and Ray is told about progress
-only at evaluations, since each ``ray.train.report()`` is a barrier across workers.
+``train_loop`` is the entry point: validate the job, set up (data, model, optimizer,
+micro-batch), then loop. Per step: set the LR, forward and backward over the
+micro-batches, clip, update. Metrics stay on the device between evaluations (no
+per-step CPU-GPU sync), and Ray hears about progress only at evaluations, since each
+``ray.train.report()`` is a barrier across workers. Step 0 is evaluated before any
+training, so every run's curve starts at the same point.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
-import tempfile
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray.train
 import ray.train.torch
 import torch
 import torch.distributed as dist
+from ray.train import CheckpointUploadMode
 
+from contract.spec import JobConfig, TrainSpec
 from jobs import checkpoint as ckpt
 from jobs import data as data_lib
-from jobs import perf
+from jobs import evaluate as eval_lib
+from jobs import memory, perf
 from jobs.model import load_model, load_tokenizer
 from jobs.schedule import lr_at
-from orchestrator.spec import JobConfig, TrainSpec
+
+
+@dataclass
+class Setup:
+    """Everything the loop reads and never changes."""
+
+    job: JobConfig
+    rank: int
+    world: int
+    device: torch.device
+    model: torch.nn.Module  # DDP-wrapped and compiled as the spec says
+    optimizer: torch.optim.Optimizer
+    tokenizer: Any
+    data: data_lib.Dataset
+    evalset: eval_lib.EvalSet
+    order: data_lib.BatchOrder
+    start: int  # the first step to train (0, or the resumed checkpoint's step)
+    micro: int  # sequences per forward/backward on this worker
+    memory_note: str | None  # set when the micro-batch had to shrink
+    entered: float  # when this worker process started the job
+
+    @property
+    def spec(self) -> TrainSpec:
+        return self.job.spec
+
+    def log(self, message: str) -> None:
+        if self.rank == 0:
+            print(f"[{self.job.run_name}] {message}", flush=True)
+
+
+@dataclass
+class Timers:
+    """Cumulative seconds by phase (bench/orchestration reads them from the metrics)."""
+
+    train: float = 0.0
+    eval: float = 0.0
+    checkpoint: float = 0.0
+    report: float = 0.0
+
+    def metrics(self) -> dict[str, float]:
+        return {f"time_{k}_s": v for k, v in vars(self).items()}
+
+
+@dataclass
+class Window:
+    """What the loop carries from one evaluation to the next."""
+
+    start_step: int
+    tick: float = field(default_factory=time.perf_counter)
+    losses: list[torch.Tensor] = field(default_factory=list)
+    norms: list[torch.Tensor] = field(default_factory=list)
 
 
 def train_loop(config: dict[str, Any]) -> None:
     """Ray Train per-worker entry point: train ``config`` (a JobConfig dict) to its last step."""
     entered = time.time()
     job = JobConfig.model_validate(config)
-    spec = job.spec
+    setup = _setup(job, entered)
+    _train(setup)
+
+
+# ----------------------------------------------------------------------- setup
+
+
+def _setup(job: JobConfig, entered: float) -> Setup:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
-    torch.manual_seed(spec.run.seed)
-    random.seed(spec.run.seed)
+    torch.manual_seed(job.spec.run.seed)
+    random.seed(job.spec.run.seed)
+    tokenizer = load_tokenizer(job.spec, job.storage)
+    data, evalset = _setup_data(job, tokenizer, rank)
+    model, optimizer, start = _setup_model_and_optimizer(job, device, rank)
+    order = data_lib.BatchOrder(len(data.train), job.spec.data.batch_size, job.spec.run.seed, rank, world)
+    setup = Setup(job, rank, world, device, model, optimizer, tokenizer, data, evalset, order, start, job.spec.micro_batch, None, entered)
+    _setup_micro_batch(setup)
+    return setup
 
-    tokenizer = load_tokenizer(spec, job.storage)
-    data = data_lib.load(spec.data, job.storage, tokenizer)
+
+def _setup_data(job: JobConfig, tokenizer, rank: int) -> tuple[data_lib.Dataset, eval_lib.EvalSet]:
+    data = data_lib.load(job.spec.data, job.storage, tokenizer)
+    evalset = eval_lib.eval_set(data.val_docs, job.evaluation)
     if rank == 0:
-        print(f"[{job.run_name}] data: {data.stats.describe()}")
-    model, optimizer, start = _setup_model_and_optimizer(job, device)
-    if rank == 0 and start:
-        print(f"[{job.run_name}] resumed from the checkpoint at step {start}")
-
-    _loop(job, model, optimizer, start, data, tokenizer, rank, world, device, entered)
+        p = job.evaluation
+        print(f"[{job.run_name}] data: {data.stats.describe()}; evaluation scores {evalset.eval_tokens:,} tokens of "
+              f"{evalset.n_docs} val documents with context {p.context}, stride {p.stride}", flush=True)
+    return data, evalset
 
 
-def _setup_model_and_optimizer(job: JobConfig, device: torch.device):
+def _setup_model_and_optimizer(job: JobConfig, device: torch.device, rank: int):
     """Model, AdamW and the start step: from the newest complete checkpoint if there is one."""
     latest = ray.train.get_checkpoint()
     if latest is not None:
-        with ckpt.newest_complete(latest, lambda err: print(f"[{job.run_name}] not resuming from an incomplete checkpoint: {err}")) as directory:
+        def skipped(err: Exception) -> None:
+            print(f"[{job.run_name}] not resuming from an incomplete checkpoint: {err}", flush=True)
+
+        with ckpt.newest_complete(latest, skipped) as directory:
             if directory is not None:
                 model, optimizer = _build(job, device, directory)
-                return model, optimizer, ckpt.restore_state(directory, optimizer)
-        print(f"[{job.run_name}] no complete checkpoint found; starting from step 0")
+                start = ckpt.restore_state(directory, optimizer)
+                if rank == 0:
+                    print(f"[{job.run_name}] resumed from the checkpoint at step {start}", flush=True)
+                return model, optimizer, start
+        print(f"[{job.run_name}] no complete checkpoint found; starting from step 0", flush=True)
     return (*_build(job, device), 0)
 
 
@@ -64,19 +141,56 @@ def _build(job: JobConfig, device: torch.device, checkpoint_dir: str | None = No
     """The model on its device (DDP-wrapped when there are several workers, compiled if the spec says so) and its AdamW."""
     spec = job.spec
     model = ray.train.torch.prepare_model(load_model(spec, job.storage, checkpoint_dir=checkpoint_dir))
-    optimizer = _setup_optimizer(spec, model, device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        params, lr=spec.optim.lr, betas=spec.optim.betas, weight_decay=spec.optim.weight_decay,
+        fused=device.type == "cuda",  # one kernel for all parameters on GPU
+    )
     return (torch.compile(model) if spec.compute.compile else model), optimizer
 
 
-def _setup_optimizer(spec: TrainSpec, model: torch.nn.Module, device: torch.device) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(
-        params,
-        lr=spec.optim.lr,
-        betas=spec.optim.betas,
-        weight_decay=spec.optim.weight_decay,
-        fused=device.type == "cuda",  # one kernel for all parameters on GPU
-    )
+def _setup_micro_batch(s: Setup) -> None:
+    """Shrink the micro-batch until one step of it fits on every worker (jobs.memory)."""
+    x = s.data.train[s.order.indices(s.start)]
+    s.micro, s.memory_note = fit_micro_batch(s.model, s.optimizer, x, s.micro, s.spec.worker_batch, s.world, s.device, s.spec.compute.precision == "bf16", s.start)
+    if s.memory_note:
+        s.log(s.memory_note)
+
+
+def fit_micro_batch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, micro: int, share: int, world: int,
+                    device: torch.device, bf16: bool, step: int) -> tuple[int, str | None]:
+    """The micro-batch that fits, from ``micro`` down, tried on ``x`` (this worker's share of a real batch), and the note to record.
+
+    Each try is one forward and backward (no gradient communication) and, on a fresh
+    optimizer, the allocation of its state by a zero-lr step that is then undone: the
+    peak of a real step. The model, the optimizer and the random number generators are
+    left as they were: a resumed run must draw the same dropout masks as an unbroken one.
+    """
+    fresh = not optimizer.state
+    rng = torch.get_rng_state(), (torch.cuda.get_rng_state_all() if device.type == "cuda" else None)
+
+    def try_step(m: int) -> None:
+        try:
+            with _no_sync(model):
+                _forward(model, x[:m].to(device), bf16).backward()
+            if fresh:
+                _set_lr(optimizer, 0.0)
+                optimizer.step()
+        finally:  # what a failed try allocated goes too
+            if fresh:
+                optimizer.state.clear()
+            optimizer.zero_grad(set_to_none=True)
+
+    try:
+        fitted, tried = memory.fit_micro_batch(try_step, micro, share, world, device)
+    finally:
+        torch.set_rng_state(rng[0])
+        if rng[1] is not None:
+            torch.cuda.set_rng_state_all(rng[1])
+    return fitted, memory.fallback_note(tried, fitted, step)
+
+
+# ------------------------------------------------------------------- one step
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -85,130 +199,157 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
-def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, params: list[torch.Tensor], x: torch.Tensor, lr: float, max_norm: float, bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step on the batch ``x``: set the LR, forward, backward, clip, update.
+def _no_sync(model: torch.nn.Module):
+    """DDP's no_sync (no gradient all-reduce on this backward), or nothing without DDP."""
+    ddp = getattr(model, "_orig_mod", model)
+    return ddp.no_sync() if isinstance(ddp, torch.nn.parallel.DistributedDataParallel) else contextlib.nullcontext()
 
-    Returns (loss, pre-clip gradient norm), both left on the device: no sync point.
-    """
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
+
+
+def _forward(model: torch.nn.Module, x: torch.Tensor, bf16: bool) -> torch.Tensor:
     with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=bf16):
         # No KV cache: nothing is decoded here, and building one costs ~5% of a step.
-        loss = model(input_ids=x, labels=x, use_cache=False).loss
-    loss.backward()
+        return model(input_ids=x, labels=x, use_cache=False).loss
+
+
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, params: list[torch.Tensor], micro_batches: list[torch.Tensor], lr: float, max_norm: float, bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step over this worker's share of the batch, as ``micro_batches``.
+
+    Every micro-batch has the same number of tokens, so scaling each loss by
+    1/len(micro_batches) accumulates exactly this worker's mean, and DDP's average
+    across equal shares is the mean over the whole batch: the same step for any
+    split into workers and micro-batches. Gradients are all-reduced on the last
+    micro-batch only. Returns (mean loss, pre-clip gradient norm), left on the device.
+    """
+    _set_lr(optimizer, lr)
+    total = torch.zeros((), device=micro_batches[0].device)
+    for i, x in enumerate(micro_batches):
+        last = i == len(micro_batches) - 1
+        with contextlib.nullcontext() if last else _no_sync(model):
+            loss = _forward(model, x, bf16)
+            (loss / len(micro_batches)).backward()
+        total += loss.detach()
     norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return loss.detach(), norm
+    return total / len(micro_batches), norm
 
 
-def _mean_across_workers(values: torch.Tensor, world: int) -> torch.Tensor:
-    if world > 1:
-        dist.all_reduce(values)
-        values /= world
-    return values
+# ----------------------------------------------------------------------- loop
 
 
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, val: torch.Tensor, batch_size: int, max_batches: int | None, device: torch.device, rank: int = 0, world: int = 1) -> float:
-    """Mean loss over the val blocks (the first ``max_batches`` batches), sharded across workers."""
-    model.eval()
-    starts = list(range(0, len(val), batch_size))[:max_batches]
-    total = torch.zeros(2, device=device)
-    for start in starts[rank::world]:
-        x = val[start : start + batch_size].to(device)
-        total[0] += model(input_ids=x, labels=x, use_cache=False).loss * len(x)
-        total[1] += len(x)
-    if world > 1:
-        dist.all_reduce(total)
-    model.train()
-    return (total[0] / total[1]).item()
-
-
-def _loop(job: JobConfig, model, optimizer, start: int, data: data_lib.Dataset, tokenizer, rank: int, world: int, device: torch.device, entered: float) -> None:
-    spec = job.spec
-    run, sched = spec.run, spec.optim.schedule
-    order = data_lib.BatchOrder(len(data.train), spec.data.batch_size, run.seed, rank, world)
-    params = [p for p in model.parameters() if p.requires_grad]
+def _train(s: Setup) -> None:
+    spec, run = s.spec, s.spec.run
+    sched = spec.optim.schedule
+    params = [p for p in s.model.parameters() if p.requires_grad]
     max_norm = spec.optim.grad_clip or math.inf
-    tokens_per_step = spec.data.batch_size * spec.data.block_size * world
     bf16 = spec.compute.precision == "bf16"
-    peak = perf.peak_flops(device)
-    flops_per_token = perf.flops_per_token(_unwrap(model), spec.data.block_size)
-    timing = {"train": 0.0, "eval": 0.0, "checkpoint": 0.0, "report": 0.0}
+    checkpointer = ckpt.Checkpointer(_unwrap(s.model), s.job, s.tokenizer if spec.method == "full" else None)
+    timers = Timers()
     first_step_at = time.time()
-    setup_s = first_step_at - entered  # worker start to first step: data, model, checkpoint
-    losses, norms = [], []
-    window_start, tick = start, time.perf_counter()
-    model.train()
+    static = _static_metrics(s, first_step_at - s.entered)
+    if s.start == 0:
+        _report(s, {"step": 0, **static, **_evaluate(s, bf16, timers)}, timers, checkpointer, save=False)
+    window = Window(s.start)
 
-    for step in range(start, run.steps):
+    for step in range(s.start, run.steps):
         # 1) learning rate: a pure function of the step, so resume needs nothing else
-        lr = lr_at(step, lr=spec.optim.lr, total_steps=run.steps, kind=sched.kind, warmup_steps=spec.warmup_steps, floor_ratio=sched.floor_ratio)
+        lr = lr_at(step, lr=spec.optim.lr, total_steps=run.steps, kind=sched.kind, warmup_steps=spec.warmup_steps, floor_ratio=sched.floor_ratio or 0.0)
 
-        # 2) forward, backward, clip (measuring the pre-clip norm), update; results stay on device
-        x = data.train[order.indices(step)].to(device, non_blocking=True)
-        loss, norm = train_step(model, optimizer, params, x, lr, max_norm, bf16)
-        losses.append(loss)
-        norms.append(norm)
+        # 2) forward and backward over the micro-batches, clip (measuring the pre-clip norm), update
+        x = s.data.train[s.order.indices(step)].to(s.device, non_blocking=True)
+        loss, norm = train_step(s.model, s.optimizer, params, list(x.split(s.micro)), lr, max_norm, bf16)
+        window.losses.append(loss)
+        window.norms.append(norm)
 
         done = step + 1
         if done % run.eval_every and done != run.steps:
             continue
 
         # 3) window statistics; .tolist() is the CPU-GPU sync point that makes the timing honest
-        window = torch.stack([torch.stack(losses), torch.stack(norms)])
-        finite = torch.isfinite(window[0])
-        stats = _mean_across_workers(torch.stack([window[0].mean(), window[1].mean(), (window[1] > max_norm).float().mean(), (~finite).float().sum()]), world).tolist()
-        train_time = time.perf_counter() - tick
-        timing["train"] += train_time
-        metrics: dict[str, Any] = {
-            "step": done,
-            "total_steps": run.steps,
-            "train_loss": stats[0],
-            "lr": lr,
-            "grad_norm": stats[1],
-            "clip_rate": stats[2],
-            "tokens_per_s": tokens_per_step * (done - window_start) / train_time,
-            "diverged": False,
-            "data_longer_than_block": data.stats.longer_than_block,
-            "data_train_tokens": data.stats.train_tokens,
-            "time_setup_s": setup_s,
-            "first_step_at": first_step_at,
-        }
-        if peak:  # MFU against the GPU's bf16 peak, per worker
-            metrics["mfu"] = metrics["tokens_per_s"] * flops_per_token / (peak * world)
+        metrics = {"step": done, **static, **_window_metrics(s, window, done, lr, max_norm, timers)}
 
         # 4) divergence ends the run cleanly: report it, keep the last good checkpoint, stop
-        if stats[3] > 0:
-            first_bad = window_start + int((~finite).nonzero()[0]) + 1 if not finite.all() else done
-            metrics.update(diverged=True, diverged_at=first_bad, val_loss=math.nan, perplexity=math.nan)
-            if rank == 0:
-                print(f"[{job.run_name}] diverged at step {first_bad}: non-finite training loss")
-            ray.train.report(metrics)
-            return
+        if metrics["diverged"]:
+            s.log(f"diverged at step {metrics['diverged_at']}: non-finite training loss")
+            _report(s, metrics, timers, checkpointer, save=False)
+            break
 
-        # 5) evaluate
-        t0 = time.perf_counter()
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
-            val_loss = evaluate(model, data.val, spec.data.batch_size, run.eval_batches, device, rank, world)
-        timing["eval"] += time.perf_counter() - t0
-        metrics.update(val_loss=val_loss, perplexity=math.exp(min(val_loss, 50.0)))
-        metrics.update({f"time_{k}_s": v for k, v in timing.items()})
+        # 5) evaluate; 6) report, with a checkpoint at checkpoint steps
+        metrics.update(_evaluate(s, bf16, timers))
+        _report(s, metrics, timers, checkpointer, save=done % run.checkpoint_every == 0 or done == run.steps)
+        window = Window(done)
+    checkpointer.wait()
 
-        # 6) report, with a checkpoint at checkpoint steps (rank 0 writes it; Ray uploads it)
-        save_now = done % run.checkpoint_every == 0 or done == run.steps
-        with tempfile.TemporaryDirectory() as tmp:
-            checkpoint = None
-            t0 = time.perf_counter()
-            if save_now and rank == 0:
-                ckpt.save(tmp, _unwrap(model), optimizer, done, job, metrics, tokenizer if spec.method == "full" else None)
-                checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            timing["checkpoint"] += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            metrics["reported_at"] = time.time()
-            ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"step_{done:06d}" if save_now else None)
-            timing["report"] += time.perf_counter() - t0
 
-        losses, norms = [], []
-        window_start, tick = done, time.perf_counter()
+def _static_metrics(s: Setup, setup_s: float) -> dict[str, Any]:
+    """What every report carries besides the step's own figures."""
+    return {
+        "total_steps": s.spec.run.steps,
+        "micro_batch_size": s.micro,
+        "accumulation_steps": s.spec.worker_batch // s.micro,
+        "memory_fallback": s.memory_note,
+        "data_longer_than_block": s.data.stats.longer_than_block,
+        "data_train_tokens": s.data.stats.train_tokens,
+        "eval_tokens": s.evalset.eval_tokens,
+        "time_setup_s": setup_s,  # worker start to first step: data, model, checkpoint, memory probe
+        "first_step_at": time.time(),
+    }
+
+
+def _window_metrics(s: Setup, window: Window, done: int, lr: float, max_norm: float, timers: Timers) -> dict[str, Any]:
+    losses, norms = torch.stack(window.losses), torch.stack(window.norms)
+    finite = torch.isfinite(losses)
+    stats = torch.stack([losses.mean(), norms.mean(), (norms > max_norm).float().mean(), (~finite).float().sum()])
+    if s.world > 1:
+        dist.all_reduce(stats)
+        stats /= s.world
+    mean_loss, mean_norm, clip_rate, non_finite = stats.tolist()
+    elapsed = time.perf_counter() - window.tick
+    timers.train += elapsed
+    tokens_per_s = s.spec.data.batch_size * s.spec.data.block_size * (done - window.start_step) / elapsed
+    metrics: dict[str, Any] = {
+        "train_loss": mean_loss, "lr": lr, "grad_norm": mean_norm, "clip_rate": clip_rate,
+        "grad_norms": norms.tolist(),  # this worker's per-step pre-clip norms: the diagnosis reads their percentiles
+        "tokens_per_s": tokens_per_s, "diverged": non_finite > 0,
+    }
+    if non_finite > 0:
+        bad = (~finite).nonzero()
+        metrics.update(diverged_at=window.start_step + int(bad[0]) + 1 if len(bad) else done, val_loss=math.nan)
+    peak = perf.peak_flops(s.device, s.spec.compute.precision)
+    if peak:  # MFU against the peak of the precision in use, per worker
+        metrics["mfu"] = tokens_per_s * perf.flops_per_token(_unwrap(s.model), s.spec.data.block_size) / (peak * s.world)
+    return metrics
+
+
+def _evaluate(s: Setup, bf16: bool, timers: Timers) -> dict[str, Any]:
+    """The protocol's per-document losses, and the val loss that early stopping and checkpoint ranking use."""
+    t0 = time.perf_counter()
+    batch = max(1, s.micro * s.spec.data.block_size // s.job.evaluation.context)  # about a micro-batch of tokens
+    with torch.autocast(device_type=s.device.type, dtype=torch.bfloat16, enabled=bf16):
+        doc_nll = eval_lib.per_document_nll(s.model, s.evalset, batch, s.device, s.rank, s.world)
+    doc_nll = doc_nll.tolist()
+    val_loss = s.job.evaluation.mean_nll(doc_nll, s.evalset.doc_tokens, "choose")
+    timers.eval += time.perf_counter() - t0
+    return {"val_loss": val_loss, "perplexity": math.exp(min(val_loss, 50.0)), "doc_nll": doc_nll, "doc_tokens": s.evalset.doc_tokens}
+
+
+def _report(s: Setup, metrics: dict[str, Any], timers: Timers, checkpointer: ckpt.Checkpointer, save: bool) -> None:
+    """Report to Ray (a barrier across workers), handing rank 0's checkpoint to the background upload."""
+    done = metrics["step"]
+    t0 = time.perf_counter()
+    checkpoint, upload = None, None
+    if save and s.rank == 0:
+        checkpoint, upload = checkpointer.prepare(s.optimizer, done, metrics)
+    timers.checkpoint += time.perf_counter() - t0
+    metrics.update(timers.metrics(), reported_at=time.time())
+    t0 = time.perf_counter()
+    ray.train.report(
+        metrics, checkpoint=checkpoint, checkpoint_dir_name=f"step_{done:06d}" if save else None,
+        checkpoint_upload_mode=CheckpointUploadMode.ASYNC, checkpoint_upload_fn=upload,
+    )
+    timers.report += time.perf_counter() - t0

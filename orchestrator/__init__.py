@@ -1,5 +1,7 @@
-"""The driver side: specs, launch, the Tune sweep, early stopping, storage and the report.
+"""The driver: the experiment spec, launch, the Tune sweep, early stopping, the verdict, the report and diagnosis.
 
-The public surface is the spec models (:mod:`orchestrator.spec`) and the
-``python -m orchestrator.launch`` command; everything else is an implementation detail.
+The public surface is the spec models (:mod:`orchestrator.spec`, with the run-level parts
+in :mod:`contract.spec`), ``python -m orchestrator.launch`` and ``python -m
+orchestrator.diagnose``; everything else is an implementation detail. Nothing in
+``jobs`` (the worker) imports from here.
 """

@@ -1,12 +1,15 @@
 """Run every option of a spec in parallel on Ray and say which fix worked.
 
-    python -m orchestrator.launch SPEC [--dry-run] [--local] [--only NAME]... [--set key.path=value]...
+    python -m orchestrator.launch [SPEC] [--dry-run] [--local] [--only NAME]... [--set key.path=value]...
+    python -m orchestrator.launch SPEC --status      # progress of its experiment, from storage
+    python -m orchestrator.launch SPEC --report      # rebuild report.md, summary.json and the plot from storage
     ray job submit --working-dir . -- python -m orchestrator.launch specs/best.yaml
 
-Without SPEC the embedded defaults run: one LoRA run of the bundled tiny GPT-2 on
-the bundled corpus, stored under ./runs. Exit codes: 0 done (failed runs are
-recorded in the report), 1 every run failed, 2 the spec or the setup is wrong
-(nothing was started).
+Without SPEC the default job runs: the loss-plateau plan in miniature (specs/smoke.yaml:
+the control with two seeds and every fix, on the bundled pretrained tiny GPT-2 and Q&A
+corpus), stored under ./runs/default. Exit codes: 0 done (failed runs are recorded in
+the report), 1 every run failed, 2 the spec, the data or the setup is wrong (nothing was
+started).
 """
 
 from __future__ import annotations
@@ -21,8 +24,13 @@ from typing import Any
 
 import yaml
 
-from jobs.presets import PRESETS, local_folder
-from orchestrator.spec import ExperimentSpec, Run, SpecError, deep_merge, format_validation_error, json_schema, resolve_runs
+from contract.presets import PRESETS, local_folder
+from contract.storage import is_s3
+from orchestrator.spec import ExperimentSpec, Plan, SpecError, deep_merge, format_validation_error, json_schema, resolve_runs
+from orchestrator.specfile import read_spec
+
+DEFAULT_SPEC = Path(__file__).resolve().parent.parent / "specs" / "smoke.yaml"
+DEFAULT_NAME = "default"
 
 
 def parse_sets(items: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -31,9 +39,12 @@ def parse_sets(items: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     run: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
-        if not sep or not key:
+        if not sep or not key or any(not part for part in key.split(".")):
             raise SpecError(f"--set {item!r}: expected key.path=value, e.g. --set optim.lr=3e-5")
-        value: Any = yaml.safe_load(raw)
+        try:
+            value: Any = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise SpecError(f"--set {item!r}: the value is not valid YAML; quote it") from None
         for part in reversed(key.split(".")):
             value = {part: value}
         top = key.split(".")[0]
@@ -42,42 +53,32 @@ def parse_sets(items: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     return experiment, run
 
 
-def load(path: str | None, sets: list[str] = (), only: list[str] | None = None) -> tuple[ExperimentSpec, list[Run]]:
-    """Read, validate and expand a spec file (or the embedded defaults). Raises :class:`SpecError`."""
-    where = path or "(embedded defaults)"
-    data: Any = {}
-    if path is not None:
-        try:
-            text = Path(path).read_text()
-        except OSError as err:
-            raise SpecError(f"{path}: cannot read the spec ({err.strerror}); check the path") from None
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise SpecError(f"{path}: not valid YAML{at}: {getattr(err, 'problem', err)}; a spec is a YAML mapping (see specs/smoke.yaml)") from None
-        if not isinstance(data, dict):
-            raise SpecError(f"{path}: a spec must be a YAML mapping with base/options, got a {type(data).__name__}")
+def load(path: str | None, sets: list[str] = (), only: list[str] | None = None) -> tuple[ExperimentSpec, Plan]:
+    """Read, validate and expand a spec file (or the default job). Raises :class:`SpecError`."""
+    if path is None:
+        data, where = {**read_spec(str(DEFAULT_SPEC)), "name": DEFAULT_NAME}, "(the default job, specs/smoke.yaml)"
+    else:
+        data, where = read_spec(path), path
     experiment_sets, run_sets = parse_sets(list(sets))
     try:
         experiment = ExperimentSpec.model_validate(deep_merge(data, experiment_sets))
-    except Exception as err:
+    except Exception as err:  # pydantic.ValidationError, re-worded with its location
         raise SpecError(format_validation_error(err, where, ExperimentSpec)) from None
     try:
-        runs = resolve_runs(experiment, run_sets, only)
+        plan = resolve_runs(experiment, run_sets, only)
     except SpecError as err:
         raise SpecError(f"{where}: {err}") from None
-    return experiment, runs
+    return experiment, plan
 
 
-def localize(runs: list[Run], gpus: int) -> tuple[list[Run], list[str]]:
+def localize(plan: Plan, gpus: int) -> tuple[Plan, list[str]]:
     """Local mode: every run starts at once on this machine.
 
     Relative data and model paths become absolute (Ray's workers do not start in
     this directory). GPU requests are split so all runs share the GPUs here, or
     dropped on a CPU-only machine; CPU requests stand, since Ray's CPUs are logical.
     """
+    runs = plan.runs
     asking = [r for r in runs if r.spec.resources.gpus_per_worker > 0]
     workers = sum(r.spec.resources.num_workers for r in asking)
     total = sum(r.spec.resources.num_workers * r.spec.resources.gpus_per_worker for r in asking)
@@ -89,17 +90,19 @@ def localize(runs: list[Run], gpus: int) -> tuple[list[Run], list[str]]:
     localized = []
     for run in runs:
         spec = run.spec
-        if not spec.data.path.startswith("s3://"):
+        if not is_s3(spec.data.path):
             spec = spec.model_copy(update={"data": spec.data.model_copy(update={"path": str(Path(spec.data.path).resolve())})})
         if local_folder(spec.model.name) is not None and spec.model.name not in PRESETS:
             spec = spec.model_copy(update={"model": spec.model.model_copy(update={"name": str(Path(spec.model.name).resolve())})})
         if share is not None and spec.resources.gpus_per_worker > 0:
             spec = spec.model_copy(update={"resources": spec.resources.model_copy(update={"gpus_per_worker": share})})
         localized.append(run.model_copy(update={"spec": spec}))
-    return localized, notes
+    return plan.model_copy(update={"runs": localized}), notes
 
 
-def connect(local: bool, runs: list[Run]) -> None:
+def connect(local: bool, plan: Plan) -> None:
+    import logging
+
     import ray
 
     from orchestrator.sweep import TRIAL_DRIVER_CPU
@@ -107,10 +110,12 @@ def connect(local: bool, runs: list[Run]) -> None:
     if not local:
         if not os.environ.get("RAY_ADDRESS"):
             raise SpecError("no Ray cluster to connect to: submit with `ray job submit -- python -m orchestrator.launch SPEC`, set RAY_ADDRESS, or pass --local")
-        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True, logging_level=logging.WARNING)
         return
-    demand = sum(r.spec.resources.num_workers * r.spec.resources.cpus_per_worker + TRIAL_DRIVER_CPU for r in runs)
-    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, math.ceil(demand)), include_dashboard=False, log_to_driver=True)
+    demand = sum(r.spec.resources.num_workers * r.spec.resources.cpus_per_worker + TRIAL_DRIVER_CPU for r in plan.runs)
+    cpus = max(os.cpu_count() or 1, math.ceil(demand))
+    print(f"starting a local Ray instance ({cpus} logical CPUs)", flush=True)
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=True, logging_level=logging.WARNING)
 
 
 def gpus_here() -> int:
@@ -119,16 +124,24 @@ def gpus_here() -> int:
     return torch.cuda.device_count()
 
 
-def preflight(experiment: ExperimentSpec, runs: list[Run]) -> None:
-    """Fail in seconds when a model or the storage cannot be reached, before any trial starts."""
+def preflight(experiment: ExperimentSpec, plan: Plan) -> None:
+    """Fail in seconds, before Ray starts, when the data, a model, the storage or tracking cannot be used."""
+    from contract.presets import config_dict
+    from contract.storage import StorageUnavailable, check_writable
+    from jobs.data import DataError, read_documents
     from jobs.model import ModelUnavailable, check_reachable
-    from jobs.presets import config_dict
-    from orchestrator.storage import StorageUnavailable, check_writable
+    from orchestrator.tracking import TrackingUnavailable, mlflow_callback
 
+    for data in {r.spec.data.model_dump_json(): r.spec.data for r in plan.runs}.values():
+        if not is_s3(data.path):  # s3:// data is checked the same way by the worker, after download
+            try:
+                read_documents(data, experiment.storage)
+            except DataError as err:
+                raise SpecError(str(err)) from None
     needed = set()
-    for r in runs:
+    for r in plan.runs:
         model = r.spec.model
-        needed.add(model.tokenizer or model.name)
+        needed.add(model.tokenizer_source)
         if model.init == "pretrained" or config_dict(model.name) is None:  # weights, or a shape we only know from there
             needed.add(model.name)
     for name in sorted(needed):
@@ -138,18 +151,21 @@ def preflight(experiment: ExperimentSpec, runs: list[Run]) -> None:
             raise SpecError(str(err)) from None
     try:
         check_writable(experiment.storage)
-    except StorageUnavailable as err:
+        mlflow_callback(experiment.tracking, experiment.name)
+    except (StorageUnavailable, TrackingUnavailable) as err:
         raise SpecError(str(err)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m orchestrator.launch", description=__doc__.split("\n\n")[0])
-    parser.add_argument("spec", nargs="?", help="experiment spec (YAML); omit for the embedded defaults")
+    parser.add_argument("spec", nargs="?", help="experiment spec (YAML); omit for the default job")
     parser.add_argument("--dry-run", action="store_true", help="validate and print the resolved plan; start nothing")
     parser.add_argument("--local", action="store_true", help="start a local Ray instance on this machine instead of connecting to a cluster")
     parser.add_argument("--only", action="append", metavar="NAME", help="run only this option (repeatable)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field for every run, e.g. --set run.steps=100 (repeatable)")
     parser.add_argument("--fresh", action="store_true", help="start over under a new name (NAME-2, ...) instead of resuming an experiment of the same name")
+    parser.add_argument("--status", action="store_true", help="print the progress of the spec's experiment from its storage, running or finished; start nothing")
+    parser.add_argument("--report", action="store_true", help="rebuild report.md, summary.json and loss_curves.png from storage; start nothing")
     parser.add_argument("--schema", action="store_true", help="print the spec's JSON Schema and exit")
     args = parser.parse_args(argv)
 
@@ -157,35 +173,43 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(json_schema(), indent=2))
         return 0
     try:
-        experiment, runs = load(args.spec, args.set, args.only)
-        if not experiment.storage.path.startswith("s3://"):
+        experiment, plan = load(args.spec, args.set, args.only)
+        if not is_s3(experiment.storage.path):
             # Trial actors run in their own folders: hand them an absolute storage path.
             resolved = experiment.storage.model_copy(update={"path": str(Path(experiment.storage.path).resolve())})
             experiment = experiment.model_copy(update={"storage": resolved})
         notes: list[str] = []
-        if not args.local and not experiment.storage.path.startswith("s3://"):
+        if not args.local and not is_s3(experiment.storage.path):
             notes.append(f"storage.path is the local folder {experiment.storage.path} on the driver's node: fine for one node; "
                          "on a multi-node cluster use s3:// so every node writes to the same place")
         if args.local:
-            runs, notes = localize(runs, gpus_here())
-        from orchestrator.plan import describe
-
+            plan, notes = localize(plan, gpus_here())
         if args.dry_run:
-            print(describe(experiment, runs))
+            from orchestrator.plan import describe
+
+            print(describe(experiment, plan))
             print(*notes, sep="\n")
             return 0
-        preflight(experiment, runs)
-        from orchestrator.sweep import prepare
+        if args.status or args.report:
+            return _from_storage(experiment, args.status)
+        from orchestrator import ray_workarounds  # noqa: F401  (before anything imports ray: it sets Ray's console variables)
 
-        experiment, resuming = prepare(experiment, runs, args.fresh)
+        preflight(experiment, plan)
+        from orchestrator.store import prepare
+
+        experiment, resuming = prepare(experiment, plan, args.fresh)
         print(*notes, sep="\n")
-        connect(args.local, runs)
+        connect(args.local, plan)
     except SpecError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
     try:
-        return _sweep_and_report(experiment, runs, resuming)
+        from orchestrator.sweep import run_sweep
+
+        print(f"running {len(plan.runs)} run(s): {', '.join(r.name for r in plan.runs)}", flush=True)
+        run_sweep(experiment, plan, resuming)
+        return _report(experiment, plan)
     finally:
         if args.local:  # we started this Ray instance, so we stop it
             import ray
@@ -193,29 +217,41 @@ def main(argv: list[str] | None = None) -> int:
             ray.shutdown()
 
 
-def _sweep_and_report(experiment: ExperimentSpec, runs: list[Run], resuming: bool) -> int:
-    from orchestrator import history, report
-    from orchestrator.sweep import dir_name, run_sweep
+def _from_storage(experiment: ExperimentSpec, status: bool) -> int:
+    """--status and --report: the experiment as it was started (its plan.json), read from storage."""
+    from orchestrator.store import stored_plan
 
-    print(f"running {len(runs)} run(s): {', '.join(r.name for r in runs)}", flush=True)
-    outcome = run_sweep(experiment, runs, resuming)
-    by_name = {res.config["job"]["run_name"]: res for res in outcome.results}
-    records = [
-        report.record(
-            r.name, r.option, r.overrides, r.spec.run.steps,
-            history.read(experiment.storage, experiment.name, dir_name(r.name)),
-            by_name[r.name].error if r.name in by_name else None,
-            outcome.stop_reasons.get(r.name),
-            experiment.storage,
-        )
-        for r in runs
-    ]
-    uri = report.write(experiment, records)
+    stored = stored_plan(experiment.storage, experiment.name)
+    if stored is None:
+        raise SpecError(f"no experiment {experiment.name!r} in {experiment.storage.path} yet; launch it first (same spec and --set flags)")
+    experiment, plan = stored
+    if status:
+        from orchestrator.status import show
+
+        print(show(experiment, plan))
+        return 0
+    return _report(experiment, plan)
+
+
+def _report(experiment: ExperimentSpec, plan: Plan) -> int:
+    """Build the report from what is in storage, write it, and print the verdict and the table."""
+    from orchestrator import report
+    from orchestrator.diagnose.sweep import follow_up_spec, sweep_diagnosis
+    from orchestrator.records import collect
+
+    records = collect(experiment, plan)
+    results = report.build(experiment, plan, records)
+    results.diagnosis = sweep_diagnosis(results)
+    follow_up = follow_up_spec(results)
+    extra = {}
+    if follow_up is not None:
+        results.follow_up, extra = follow_up.name, {follow_up.name: follow_up.text.encode()}
+    uri = report.write(results, extra)
     print()
-    print(report.verdict(records, experiment.control, experiment.early_stopping.min_delta))
+    print(results.comparisons.verdict.reason)
     print()
-    print(report.table(records, experiment.control))
-    print(f"\nresults: {uri}/summary.json, report.md, loss_curves.png")
+    print(report.table(results))
+    print(f"\nresults: {uri}/summary.json, report.md, loss_curves.png" + (f"; next: {uri}/{results.follow_up}" if results.follow_up else ""))
     return 1 if all(r.status == "failed" for r in records) else 0
 
 

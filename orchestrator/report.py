@@ -1,155 +1,166 @@
-"""The result: summary.json, report.md and loss_curves.png beside the checkpoints, and a verdict.
+"""The result: summary.json, report.md and loss_curves.png beside the checkpoints, and the verdict.
 
-Built from plain per-run records (:class:`RunRecord`), so the same code renders
-a finished sweep, a partly failed one, or a relaunched one.
+Rendered from run records (:mod:`orchestrator.records`) and their comparison with the
+control (:mod:`orchestrator.verdict`), so a finished sweep, a partly failed one and one
+rebuilt from storage (``--report``) read the same.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.spec import ExperimentSpec, StorageSpec
-from orchestrator.storage import filesystem, is_s3, join
+import numpy as np
+
+from contract.spec import EvalProtocol
+from contract.storage import filesystem, join
+from orchestrator.records import RunRecord
+from orchestrator.spec import ExperimentSpec, Plan, Run
+from orchestrator.verdict import Comparisons, VariantResult, compare
+
 
 @dataclass
-class RunRecord:
-    run: str
-    option: str
-    overrides: dict[str, Any]
-    status: str
-    reason: str | None
-    steps: int
-    total_steps: int
-    best_val_loss: float | None
-    best_step: int | None
-    final_val_loss: float | None
-    final_train_loss: float | None
-    tokens_per_s: float | None
-    clip_rate: float | None  # share of steps whose gradient norm was clipped
-    mfu: float | None  # median model FLOPs utilisation (GPU only)
-    best_checkpoint: str | None
-    history: list[dict[str, float]] = field(default_factory=list)  # step, train_loss, val_loss per evaluation
+class Results:
+    experiment: ExperimentSpec
+    plan: Plan
+    records: list[RunRecord]  # in the plan's order
+    comparisons: Comparisons
+    diagnosis: str = ""  # markdown: why each run won or lost (orchestrator.diagnose)
+    follow_up: str | None = None  # file name of the next experiment's spec, written beside the report
+
+    @property
+    def protocol(self) -> EvalProtocol:
+        return self.plan.evaluation
+
+    def run(self, name: str) -> Run:
+        return next(r for r in self.plan.runs if r.name == name)
 
 
-def _finite(x: Any) -> float | None:
-    return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
-
-
-def record(run_name: str, option: str, overrides: dict[str, Any], total_steps: int, rows: list[dict[str, Any]], error: Exception | None, stop_reason: str | None, storage: StorageSpec) -> RunRecord:
-    """One run's record from its saved history rows, its error (if it failed) and its stop reason (if stopped)."""
-    by_step = {int(r["step"]): r for r in rows}  # a step redone after a failure: its latest report counts
-    rows = [by_step[step] for step in sorted(by_step)]
-    history = [{"step": int(r["step"]), "train_loss": _finite(r.get("train_loss")), "val_loss": _finite(r.get("val_loss"))} for r in rows]
-    last = rows[-1] if rows else {}
-    with_val = [r for r in rows if _finite(r.get("val_loss")) is not None]
-    best = min(with_val, key=lambda r: r["val_loss"]) if with_val else None
-    checkpointed = [r for r in with_val if isinstance(r.get("checkpoint_path"), str)]
-    best_ckpt = min(checkpointed, key=lambda r: r["val_loss"])["checkpoint_path"] if checkpointed else None
-    if best_ckpt and is_s3(storage.path):
-        best_ckpt = f"s3://{best_ckpt}"
-    steps = int(last.get("step", 0))
-    if error is not None:
-        status, reason = "failed", str(error).strip().splitlines()[-1][:500]
-    elif last.get("diverged"):
-        status, reason = "diverged", f"diverged at step {int(last['diverged_at'])}: non-finite training loss"
-    elif stop_reason:
-        status, reason = "early_stopped", stop_reason
-    elif steps >= total_steps:
-        status, reason = "completed", None
-    else:
-        status, reason = "incomplete", f"stopped at step {steps} of {total_steps} before finishing; relaunch the same command to resume"
-    speeds = [r["tokens_per_s"] for r in rows if _finite(r.get("tokens_per_s"))]
-    clips = [r["clip_rate"] for r in rows if _finite(r.get("clip_rate")) is not None]
-    mfus = sorted(r["mfu"] for r in rows if _finite(r.get("mfu")) is not None)
-    return RunRecord(
-        run=run_name,
-        option=option,
-        overrides=overrides,
-        status=status,
-        reason=reason,
-        steps=steps,
-        total_steps=total_steps,
-        best_val_loss=_finite(best["val_loss"]) if best else None,
-        best_step=int(best["step"]) if best else None,
-        final_val_loss=_finite(with_val[-1]["val_loss"]) if with_val else None,
-        final_train_loss=_finite(last.get("train_loss")),
-        tokens_per_s=sorted(speeds)[len(speeds) // 2] if speeds else None,
-        clip_rate=sum(clips) / len(clips) if clips else None,
-        mfu=mfus[len(mfus) // 2] if mfus else None,
-        best_checkpoint=best_ckpt,
-        history=history,
-    )
-
-
-def _ranked(records: list[RunRecord]) -> list[RunRecord]:
-    return sorted(records, key=lambda r: (r.best_val_loss is None, r.best_val_loss or 0.0))
-
-
-def _control(records: list[RunRecord], control: str | None) -> RunRecord | None:
-    found = [r for r in records if r.option == control and r.best_val_loss is not None]
-    return found[0] if found else None
-
-
-def verdict(records: list[RunRecord], control: str | None, noise: float) -> str:
-    """Which option to take, in plain words. ``noise`` is the val-loss difference that counts."""
-    ranked = [r for r in _ranked(records) if r.best_val_loss is not None]
-    if not ranked:
-        return "No run produced a validation loss; see the reasons below."
-    best = ranked[0]
-    base = _control(records, control)
-    where = f"{best.best_val_loss:.4f} at step {best.best_step}"
-    if base is None:
-        return f"Take **{best.run}**: lowest validation loss, {where}."
-    if best.run == base.run:
-        return f"None of the fixes beat the control **{base.run}** ({base.best_val_loss:.4f}); keep the current configuration."
-    gain = base.best_val_loss - best.best_val_loss
-    if gain <= noise:
-        return (f"No fix clearly beats the control: **{best.run}** is best with {where}, only {gain:.4f} "
-                f"below **{base.run}** ({base.best_val_loss:.4f}), within min_delta {noise}.")
-    return (f"Take **{best.run}**: best validation loss {where}, {gain:.4f} ({gain / base.best_val_loss:.1%}) "
-            f"below the control **{base.run}** ({base.best_val_loss:.4f}).")
+def build(experiment: ExperimentSpec, plan: Plan, records: list[RunRecord]) -> Results:
+    """Compare every variant with the control on the protocol's scoring documents."""
+    n_docs = next((len(r.doc_tokens) for r in records if r.doc_tokens), 0)
+    scoring = plan.evaluation.share(n_docs, "score") if n_docs else None
+    return Results(experiment, plan, records, compare(records, experiment.control, scoring))
 
 
 def _fmt(x: float | None, spec: str = ".4f") -> str:
     return "-" if x is None else format(x, spec)
 
 
-def table(records: list[RunRecord], control: str | None) -> str:
-    """Markdown table sorted by best val loss, with the delta against the control."""
-    base = _control(records, control)
-    head = "| # | run | status | best val | Δ vs control | best at | final val | final train | steps | clipped | tok/s | MFU |"
+def _seeds(v: VariantResult) -> str:
+    return ", ".join(str(r.seed) for r in v.runs)
+
+
+def _mean(values: list[float | None]) -> float | None:
+    kept = [x for x in values if x is not None]
+    return float(np.mean(kept)) if kept else None
+
+
+def _delta(v: VariantResult) -> str:
+    if v.is_control:
+        return "control" + (f" (seed sd {v.seed_std:.4f})" if v.seed_std is not None else "")
+    if v.delta is None:
+        return "-"
+    d = v.delta
+    return f"{d.mean:+.4f} [{d.ci95[0]:+.4f}, {d.ci95[1]:+.4f}]"
+
+
+def table(results: Results) -> str:
+    """Markdown table of the variants: the control first, then by Δ (best first)."""
+    head = "| # | option | seeds | status | val at step 0 → compared | Δ vs control [95% CI] | p (Holm) | compared at | clipped | grad-norm p90 | tok/s | MFU |"
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
-    for i, r in enumerate(_ranked(records), 1):
-        delta = "control" if base is not None and r.run == base.run else (
-            f"{r.best_val_loss - base.best_val_loss:+.4f}" if base is not None and r.best_val_loss is not None else "-")
+    for i, v in enumerate(results.comparisons.variants, 1):
+        first = _mean([r.first_val_loss for r in v.runs])
+        spread = f" ± {v.seed_std:.4f}" if v.seed_std is not None else ""
+        steps = sorted({r.compared_step for r in v.runs if r.compared_step is not None})
         lines.append(
-            f"| {i} | {r.run} | {r.status} | {_fmt(r.best_val_loss)} | {delta} | {r.best_step or '-'} | "
-            f"{_fmt(r.final_val_loss)} | {_fmt(r.final_train_loss)} | {r.steps}/{r.total_steps} | {_fmt(r.clip_rate, '.0%')} | {_fmt(r.tokens_per_s, ',.0f')} | {_fmt(r.mfu, '.1%')} |"
+            f"| {i} | {v.variant} | {_seeds(v)} | {v.status} | {_fmt(first)} → {_fmt(v.compared_mean)}{spread} | {_delta(v)} | "
+            f"{'-' if v.p_holm is None else format(v.p_holm, '.4f')} | {'/'.join(map(str, steps)) or '-'} | "
+            f"{_fmt(_mean([r.clip_rate for r in v.runs]), '.0%')} | {_fmt(_mean([r.grad_norm_p90 for r in v.runs]), '.3f')} | "
+            f"{_fmt(_mean([r.tokens_per_s for r in v.runs]), ',.0f')} | {_fmt(_mean([r.mfu for r in v.runs]), '.1%')} |"
         )
     return "\n".join(lines)
 
 
-def markdown(experiment: ExperimentSpec, records: list[RunRecord]) -> str:
+def runs_table(records: list[RunRecord]) -> str:
+    """Every run, seed by seed."""
+    head = "| run | status | steps | val first → final | best val (step) | compared (step) | final train | micro-batch × accumulation |"
+    lines = [head, "|---" * (head.count("|") - 1) + "|"]
+    for r in records:
+        lines.append(
+            f"| {r.run} | {r.status} | {r.steps}/{r.total_steps} | {_fmt(r.first_val_loss)} → {_fmt(r.final_val_loss)} | "
+            f"{_fmt(r.best_val_loss)} ({r.best_step if r.best_step is not None else '-'}) | "
+            f"{_fmt(r.compared_loss)} ({r.compared_step if r.compared_step is not None else '-'}) | {_fmt(r.final_train_loss)} | "
+            f"{r.micro_batch_size or '-'} × {r.accumulation_steps or '-'} |"
+        )
+    return "\n".join(lines)
+
+
+def protocol_line(protocol: EvalProtocol, records: list[RunRecord]) -> str:
+    tokens = next((r.eval_tokens for r in records if r.eval_tokens), None)
+    docs = next((len(r.doc_tokens) for r in records if r.doc_tokens), None)
+    compared = (
+        "the final evaluation of each run, on all of them"
+        if protocol.selection_fraction is None
+        else f"each run's best evaluation, chosen on {protocol.selection_fraction:.0%} of them and scored on the rest"
+    )
+    return (
+        f"Every run is scored on the same {tokens or '?'} tokens of {docs or '?'} val documents, with a sliding window of "
+        f"{protocol.context} tokens every {protocol.stride} (at least {protocol.context - protocol.stride} tokens of context). "
+        f"Compared: {compared}. Δ is the option's loss minus the control's (below 0 is better), with a 95% paired-bootstrap "
+        f"interval over documents and seeds."
+    )
+
+
+def markdown(results: Results) -> str:
+    experiment, records = results.experiment, results.records
     parts = [
         f"# Sweep `{experiment.name}`: which fix worked",
         "",
-        verdict(records, experiment.control, experiment.early_stopping.min_delta),
+        results.comparisons.verdict.reason,
         "",
-        table(records, experiment.control),
+        table(results),
+        "",
+        protocol_line(results.protocol, records),
+        "",
+        "![val loss per option, and relative to the control](loss_curves.png)",
         "",
     ]
+    if results.diagnosis:
+        parts += ["## Why each run won or lost", "", results.diagnosis, ""]
+    if results.follow_up:
+        parts += ["## Next experiment", "", f"`{results.follow_up}` (beside this report) is the next sweep. Run it with:", "",
+                  f"    python -m orchestrator.launch {results.follow_up}", ""]
+    parts += ["## Every run", "", runs_table(records), ""]
     stopped = [r for r in records if r.reason]
     if stopped:
         parts += ["## Runs that did not finish", ""] + [f"- **{r.run}** ({r.status}): {r.reason}" for r in stopped] + [""]
+    memory = [r for r in records if r.memory_fallback]
+    if memory:
+        parts += ["## Memory", ""] + [f"- **{r.run}**: {r.memory_fallback}" for r in memory] + [""]
     parts += ["## What each run changed", ""]
     parts += [f"- **{r.run}**: `{json.dumps(r.overrides)}`" for r in records]
     parts += ["", "## Best checkpoints", ""] + [f"- **{r.run}**: `{r.best_checkpoint or '-'}`" for r in records]
-    parts += ["", "![train and val loss per run](loss_curves.png)", ""]
-    return "\n".join(parts)
+    return "\n".join(parts) + "\n"
+
+
+def summary(results: Results) -> dict[str, Any]:
+    by_variant = {v.variant: v for v in results.comparisons.variants}
+    runs = []
+    for r in results.records:
+        v = by_variant[r.variant]
+        runs.append({**r.summary(), "delta_vs_control": None if v.is_control else v.delta_json()})
+    p = results.protocol
+    return {
+        "experiment": results.experiment.name,
+        "control": results.experiment.control,
+        "evaluation": {**p.model_dump(), "eval_tokens": next((r.eval_tokens for r in results.records if r.eval_tokens), None)},
+        **results.comparisons.to_json(),
+        "follow_up_spec": results.follow_up,
+        "runs": runs,
+    }
 
 
 def _mark(ax, point: tuple[float, float], status: str, color) -> None:
@@ -157,47 +168,66 @@ def _mark(ax, point: tuple[float, float], status: str, color) -> None:
     ax.annotate(status.replace("_", " "), point, textcoords="offset points", xytext=(6, 6), fontsize=8, color=color)
 
 
-def plot(records: list[RunRecord], title: str, control: str | None = None) -> bytes:
-    """PNG: train (dashed) and val (solid) loss per run, and val loss minus the control's at each step.
+def _curve(runs: list[RunRecord], key: str) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray]:
+    """(steps, mean, min, max) of ``key`` over the runs' evaluations at steps every run has."""
+    series = [{h["step"]: h[key] for h in r.history if h.get(key) is not None} for r in runs]
+    series = [s for s in series if s]
+    if not series:
+        return [], np.array([]), np.array([]), np.array([])
+    steps = sorted(set.intersection(*(set(s) for s in series)))
+    values = np.array([[s[t] for t in steps] for s in series])
+    return steps, values.mean(0), values.min(0), values.max(0)
 
-    The second panel is where the options are told apart: a strong run squeezes
-    the others together on the loss scale, never on the difference scale.
-    """
+
+def plot(results: Results) -> bytes:
+    """PNG: val loss per option (mean over seeds, band = min to max), train dashed; and Δ vs the control per
+    step, with the compared evaluation's 95% interval as an error bar."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    base = _control(records, control)
+    variants = results.comparisons.variants
+    base = results.comparisons.control
     fig, axes = plt.subplots(1, 2 if base else 1, figsize=(16 if base else 10, 6), dpi=110, squeeze=False)
     loss_ax = axes[0][0]
-    base_val = {h["step"]: h["val_loss"] for h in base.history if h["val_loss"] is not None} if base else {}
     colors = plt.get_cmap("tab10")
-    for i, r in enumerate(_ranked(records)):
-        color = colors(i % 10)
-        train = [(h["step"], h["train_loss"]) for h in r.history if h["train_loss"] is not None]
-        val = [(h["step"], h["val_loss"]) for h in r.history if h["val_loss"] is not None]
-        if train:
-            loss_ax.plot(*zip(*train), linestyle="--", color=color, alpha=0.6, linewidth=1)
-        if not val:
+    base_steps, base_mean, _, _ = _curve(base.runs, "val_loss") if base else ([], None, None, None)
+    base_at = dict(zip(base_steps, base_mean)) if base else {}
+    for i, v in enumerate(variants):
+        color = "black" if v.is_control else colors(i % 10)
+        steps, mean, low, high = _curve(v.runs, "val_loss")
+        t_steps, t_mean, _, _ = _curve(v.runs, "train_loss")
+        if len(t_steps):
+            loss_ax.plot(t_steps, t_mean, linestyle="--", color=color, alpha=0.5, linewidth=1)
+        if not len(steps):
             continue
-        loss_ax.plot(*zip(*val), marker="o", markersize=3, color=color, linewidth=1.8, label=f"{r.run} ({r.status})")
-        delta = [(step, v - base_val[step]) for step, v in val if step in base_val]
-        if base and delta:
-            axes[0][1].plot(*zip(*delta), marker="o", markersize=3, color=color, linewidth=1.8)
-        if r.status in ("early_stopped", "diverged", "failed"):
-            _mark(loss_ax, val[-1], r.status, color)
-            if base and delta:
-                _mark(axes[0][1], delta[-1], r.status, color)
-    loss_ax.set(xlabel="step", ylabel="loss", title=f"{title}: val (solid), train (dashed); X = stopped")
+        label = f"{v.variant} ({v.status}{', %d seeds' % len(v.runs) if len(v.runs) > 1 else ''})"
+        loss_ax.plot(steps, mean, marker="o", markersize=3, color=color, linewidth=1.8, label=label)
+        if len(v.runs) > 1:
+            loss_ax.fill_between(steps, low, high, color=color, alpha=0.15)
+        if base and not v.is_control:
+            rel = [(t, m - base_at[t]) for t, m in zip(steps, mean) if t in base_at]
+            if rel:
+                axes[0][1].plot(*zip(*rel), marker="o", markersize=3, color=color, linewidth=1.5, label=v.variant)
+            compared = [r.compared_step for r in v.runs if r.compared_step is not None]
+            if v.delta is not None and compared:
+                d = v.delta
+                axes[0][1].errorbar([np.mean(compared)], [d.mean], yerr=[[d.mean - d.ci95[0]], [d.ci95[1] - d.mean]],
+                                    fmt="s", color=color, capsize=5, markersize=7, markeredgecolor="black")
+        if v.status in ("early_stopped", "diverged", "failed"):
+            _mark(loss_ax, (steps[-1], mean[-1]), v.status, color)
+    loss_ax.set(xlabel="step", ylabel="loss (nats/token)", title=f"{results.experiment.name}: val (solid; band = seeds' range), train (dashed)")
     loss_ax.grid(alpha=0.3)
     loss_ax.legend(fontsize=8)
     if base:
-        axes[0][1].axhline(0, color="black", linewidth=0.8)
-        # symlog: linear near 0 so small gains stay visible beside a large one
-        axes[0][1].set_yscale("symlog", linthresh=0.01)
-        axes[0][1].set(xlabel="step", ylabel=f"val loss - {base.run}", title=f"val loss relative to the control {base.run} (below 0 = better; symlog)")
-        axes[0][1].grid(alpha=0.3)
+        ax = axes[0][1]
+        ax.axhline(0, color="black", linewidth=0.8)
+        if base.seed_std is not None:  # the control's own seed noise, as a band around 0
+            ax.axhspan(-base.seed_std, base.seed_std, color="grey", alpha=0.2, label=f"control seed sd ±{base.seed_std:.4f}")
+        ax.set(xlabel="step", ylabel=f"val loss - {base.variant}", title="Δ vs the control (below 0 = better); squares: compared step, 95% CI")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     buffer = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buffer, format="png")
@@ -205,16 +235,17 @@ def plot(records: list[RunRecord], title: str, control: str | None = None) -> by
     return buffer.getvalue()
 
 
-def write(experiment: ExperimentSpec, records: list[RunRecord]) -> str:
-    """Write summary.json, report.md and loss_curves.png into the experiment's folder; returns its URI."""
+def write(results: Results, extra: dict[str, bytes] | None = None) -> str:
+    """Write summary.json, report.md, loss_curves.png (and ``extra`` files) into the experiment's folder; returns its URI."""
+    experiment = results.experiment
     uri = join(experiment.storage.path, experiment.name)
     fs, root = filesystem(uri, experiment.storage)
     fs.create_dir(root, recursive=True)
-    summary = {"experiment": experiment.name, "control": experiment.control, "verdict": verdict(records, experiment.control, experiment.early_stopping.min_delta), "runs": [asdict(r) for r in _ranked(records)]}
     files = {
-        "summary.json": json.dumps(summary, indent=2).encode(),
-        "report.md": markdown(experiment, records).encode(),
-        "loss_curves.png": plot(records, experiment.name, experiment.control),
+        "summary.json": json.dumps(summary(results), indent=2).encode(),
+        "report.md": markdown(results).encode(),
+        "loss_curves.png": plot(results),
+        **(extra or {}),
     }
     for name, payload in files.items():
         with fs.open_output_stream(f"{root}/{name}") as out:

@@ -11,8 +11,9 @@ from dataclasses import asdict, dataclass, field
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from orchestrator.spec import EarlyStoppingSpec, StorageSpec
-from orchestrator.storage import join, read_json, write_json
+from contract.spec import StorageSpec
+from contract.storage import join, read_json, write_json
+from orchestrator.spec import EarlyStoppingSpec
 
 STATE_FILE = "early_stopping.json"
 

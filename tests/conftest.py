@@ -51,6 +51,34 @@ def s3_env(s3_server, monkeypatch):
 # on the step) trained 40 steps. Fault tests end where it ends, or they lost work.
 REFERENCE_ARGS = ["--set", "run.steps=40", "--set", "run.eval_every=10", "--set", "run.checkpoint_every=20"]
 
+# The shared end-to-end sweep: every behaviour the tests check on a real local Ray, in one
+# sweep, on the pretrained demo model. LoRA dropout is off so that runs that differ only in
+# how the batch is split (micro-batches, workers) must end at the same losses.
+BEHAVIOUR = {
+    "name": "behaviour",
+    "control": "current",
+    "max_concurrent": 6,  # fewer slots than runs: the queued ones wait for a slot to free
+    "early_stopping": {"min_delta": 0.05, "patience": 1, "grace_evals": 1},
+    "evaluation": {"context": 256},  # what the longest block gives anyway; stated, so a part of this sweep run alone scores the same
+    "base": {
+        "lora": {"rank": 8, "alpha": 16.0, "dropout": 0.0},
+        "data": {"block_size": 128, "batch_size": 16},
+        "optim": {"lr": 2.0e-3},
+        "run": {"steps": 30, "eval_every": 10, "checkpoint_every": 10},
+    },
+    "options": {
+        "current": {},  # the control, with 2 seeds
+        "same_but_seed": {"run": {"seed": 2}},  # A/A: the control on another seed
+        "full": {"method": "full", "lora": None},  # A/B: truly better
+        "hot_lr": {"optim": {"lr": 0.2}},  # 100x the control's learning rate
+        "diverge": {"method": "full", "lora": None, "optim": {"lr": 1.0e8, "grad_clip": None}},
+        "broken": {"lora": {"target_modules": ["no_such_module"]}, "run": {"max_failures": 0}},
+        "long_context": {"data": {"block_size": 256, "batch_size": 8}},
+        "micro_batches": {"compute": {"micro_batch_size": 4}},  # 4 x 4 accumulated
+        "two_workers": {"resources": {"num_workers": 2}},  # 2 x 8, data parallel (gloo)
+    },
+}
+
 
 def registered(root: Path, checkpoint: str) -> bool:
     """Whether Ray Train has registered ``checkpoint`` under ``root`` (uploaded and recorded in its snapshot)."""
@@ -61,6 +89,29 @@ def summary(storage: Path, experiment: str = "smoke") -> dict:
     import json
 
     return json.loads((storage / experiment / "summary.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def behaviour(tmp_path_factory):
+    """(exit code, experiment folder, console output, MLflow URI) of the shared sweep, run once per session."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    root = tmp_path_factory.mktemp("behaviour")
+    spec = {**BEHAVIOUR, "storage": {"path": str(root / "out")}, "tracking": {"mlflow_uri": f"sqlite:///{root / 'mlflow.db'}"}}
+    (root / "behaviour.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    # A subprocess, as a user runs it: Ray reads its console settings when it is first imported.
+    out = subprocess.run([sys.executable, "-m", "orchestrator.launch", str(root / "behaviour.yaml"), "--local"],
+                         capture_output=True, text=True, timeout=1200)
+    return out.returncode, root / "out" / "behaviour", out.stdout + out.stderr, spec["tracking"]["mlflow_uri"]
+
+
+def runs_of(folder: Path) -> dict:
+    import json
+
+    return {r["run"]: r for r in json.loads((folder / "summary.json").read_text())["runs"]}
 
 
 @pytest.fixture(scope="session")

@@ -99,7 +99,7 @@ def test_ray_job_submit_runs_the_sweep(cluster, tmp_path):
         "ray", "job", "submit", f"--address={url}", "--working-dir=.", "--",
         "python", "-m", "orchestrator.launch", "specs/smoke.yaml",
         "--only", "current", "--only", "lora_capacity",
-        "--set", "run.steps=20", "--set", f"storage.path={storage}",
+        "--set", "run.steps=20", "--set", "control_seeds=1", "--set", f"storage.path={storage}",
     ]
     out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     log = out.stdout + out.stderr

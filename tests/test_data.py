@@ -1,8 +1,12 @@
+"""Data: documents, the train/val split, packing, the batch order, and errors that name the file and the fix."""
+
 import json
 
+import pytest
+
+from contract.spec import DataSpec, StorageSpec, TrainSpec
 from jobs import data as data_lib
 from jobs.model import load_tokenizer
-from orchestrator.spec import DataSpec, StorageSpec, TrainSpec
 
 CORPUS = "sources/training_data_final_merged.md"
 
@@ -22,6 +26,27 @@ def test_jsonl_text_and_question_answer(tmp_path):
     assert docs == ["hello", "Q: q?\n\na."]
 
 
+BAD_DATA = {
+    "binary": (b"PK\x03\x04\x00\x00binary", "d.md", "looks binary (a NUL byte at offset 4)"),
+    "latin-1": ("## Q: caf\u00e9?\n\nA caf\u00e9.\n\n## Q: two?\n\nB.".encode("latin-1"), "d.md", "not UTF-8: byte 0xe9 at offset 9, line 1 (invalid continuation byte); convert it, e.g. `iconv -f latin1 -t utf-8"),
+    "broken jsonl line": (b'{"text": "a"}\n{"text": "b"}\n{"text": \n', "d.jsonl", "line 3: not valid JSON"),
+    "jsonl without text": (b'{"text": "a"}\n{"prompt": "b"}\n', "d.jsonl", "line 2: a JSONL record needs 'text' or 'question' and 'answer', got keys ['prompt']"),
+    "empty": (b"", "d.md", "no documents found when read as markdown (0 bytes)"),
+    "only headings": (b"# Title\n\n# Another\n", "d.md", "no documents found when read as markdown"),
+    "one document": (b"just one paragraph", "d.txt", "1 document found as text; need at least 2"),
+}
+
+
+@pytest.mark.parametrize("raw,name,expected", BAD_DATA.values(), ids=list(BAD_DATA))
+def test_unusable_data_is_refused_naming_the_file_and_the_fix(tmp_path, raw, name, expected):
+    file = tmp_path / name
+    file.write_bytes(raw)
+    with pytest.raises(data_lib.DataError) as err:
+        data_lib.read_documents(DataSpec(path=str(file)), StorageSpec())
+    assert f"data.path {str(file)!r}: " in str(err.value)
+    assert expected in str(err.value)
+
+
 def test_split_has_no_overlap_and_is_deterministic():
     docs = data_lib.read_documents(DataSpec(path=CORPUS), StorageSpec())
     docs += docs[:20]  # exact duplicates must not leak across the split
@@ -34,16 +59,16 @@ def test_split_has_no_overlap_and_is_deterministic():
 
 
 def test_packing_puts_eos_between_documents_and_reports_stats():
-    spec = TrainSpec()
-    tokenizer = load_tokenizer(spec, StorageSpec())
-    docs = ["a b c", "d e"]
-    blocks, lengths = data_lib.pack(docs, tokenizer, block_size=2)
-    expected = sum((tokenizer(d, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for d in docs), [])
-    assert lengths == [len(tokenizer(d)["input_ids"]) + 1 for d in docs]
-    assert blocks.flatten().tolist() == expected[: len(expected) // 2 * 2]  # EOS after each document, tail dropped
+    tokenizer = load_tokenizer(TrainSpec(), StorageSpec())
+    docs = data_lib.tokenize(["a b c", "d e"], tokenizer)
+    assert [d[-1] for d in docs] == [tokenizer.eos_token_id] * 2
+    blocks = data_lib.pack(docs, block_size=2)
+    stream = docs[0] + docs[1]
+    assert blocks.flatten().tolist() == stream[: len(stream) // 2 * 2]  # EOS after each document, tail dropped
     dataset = data_lib.load(DataSpec(path=CORPUS, block_size=128), StorageSpec(), tokenizer)
-    assert dataset.train.shape[1] == 128 and len(dataset.val) > 0
-    assert 0 < dataset.stats.longer_than_block < 1  # the corpus has some answers longer than 128 tokens
+    assert dataset.train.shape[1] == 128 and dataset.val_docs
+    assert dataset.stats.val_tokens == sum(map(len, dataset.val_docs))
+    assert dataset.stats.longer_than_block > 0.5  # most Q&A pairs are longer than 128 tokens
 
 
 def test_batch_order_is_a_pure_function_of_step_and_covers_each_epoch():
@@ -51,5 +76,11 @@ def test_batch_order_is_a_pure_function_of_step_and_covers_each_epoch():
     first = [order.indices(s) for s in range(5)]
     assert [data_lib.BatchOrder(10, 4, seed=3).indices(s) for s in range(4, -1, -1)][::-1] == first  # any order of calls
     assert sorted(sum(first, [])[:10]) == list(range(10))  # epoch 0 visits every block once
-    workers = [data_lib.BatchOrder(10, 2, seed=3, rank=r, world_size=2).indices(0) for r in (0, 1)]
-    assert workers[0] + workers[1] == first[0]  # two workers split the same global batch
+
+
+@pytest.mark.parametrize("workers", [2, 4])
+def test_workers_split_the_same_batch_of_the_experiment(workers):
+    """batch_size is the effective batch: more workers share it, they never add to it."""
+    alone = [data_lib.BatchOrder(40, 8, seed=1).indices(s) for s in range(7)]
+    shared = [sum((data_lib.BatchOrder(40, 8, seed=1, rank=r, world_size=workers).indices(s) for r in range(workers)), []) for s in range(7)]
+    assert shared == alone

@@ -10,17 +10,19 @@ import psutil
 import pytest
 import torch
 
+from contract.spec import JobConfig
 from jobs import checkpoint as ckpt
 from orchestrator.launch import load
-from orchestrator.spec import JobConfig, SpecError
-from orchestrator.sweep import PLAN_FILE, job_configs, prepare
+from orchestrator.spec import SpecError
+from orchestrator.store import PLAN_FILE, prepare
+from orchestrator.sweep import job_configs
 from tests.conftest import REFERENCE_ARGS, registered, summary
 
 
 @pytest.mark.ray
 def test_a_killed_driver_relaunched_resumes_every_unfinished_run(reference_run, tmp_path):
     command = [sys.executable, "-m", "orchestrator.launch", "specs/smoke.yaml", "--local", "--only", "lr_schedule", "--only", "current",
-               *REFERENCE_ARGS, "--set", f"storage.path={tmp_path}"]
+               *REFERENCE_ARGS, "--set", "control_seeds=1", "--set", f"storage.path={tmp_path}"]
     driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         while not all(registered(tmp_path / "smoke" / run, "step_000020") for run in ("lr_schedule", "current")):
@@ -50,11 +52,11 @@ def test_a_killed_driver_relaunched_resumes_every_unfinished_run(reference_run, 
 
 
 def test_a_relaunch_with_other_runs_is_refused_and_fresh_starts_a_new_name(tmp_path):
-    experiment, runs = load("specs/smoke.yaml", [f"storage.path={tmp_path}"], ["current"])
-    assert prepare(experiment, runs, fresh=False) == (experiment, False)
+    experiment, plan = load("specs/smoke.yaml", [f"storage.path={tmp_path}", "control_seeds=1"], ["current"])
+    assert prepare(experiment, plan, fresh=False) == (experiment, False)
     assert (tmp_path / "smoke" / PLAN_FILE).is_file()
-    assert prepare(experiment, runs, fresh=False) == (experiment, True)  # same plan: resume
-    _, other = load("specs/smoke.yaml", [f"storage.path={tmp_path}", "optim.lr=0.1"], ["current"])
+    assert prepare(experiment, plan, fresh=False) == (experiment, True)  # same plan: resume
+    _, other = load("specs/smoke.yaml", [f"storage.path={tmp_path}", "control_seeds=1", "optim.lr=0.1"], ["current"])
     with pytest.raises(SpecError, match="was started with different runs \\(differing: current\\).*--fresh"):
         prepare(experiment, other, fresh=False)
     renamed, resuming = prepare(experiment, other, fresh=True)
@@ -66,8 +68,8 @@ def test_an_incomplete_checkpoint_is_never_chosen(tmp_path):
     from ray.train import Checkpoint
     from transformers import AutoModelForCausalLM
 
-    (job,) = [JobConfig.model_validate(c) for c in job_configs(*load("specs/smoke.yaml", [], ["current"]))]
-    model = AutoModelForCausalLM.from_pretrained("jobs/assets/tiny-gpt2")
+    (job,) = [JobConfig.model_validate(c) for c in job_configs(*load("specs/smoke.yaml", ["control_seeds=1"], ["current"]))]
+    model = AutoModelForCausalLM.from_pretrained("contract/assets/tiny-gpt2")
     optimizer = torch.optim.AdamW(model.parameters())
     for step in (10, 20, 30):
         ckpt.save(tmp_path / f"step_{step:06d}", model, optimizer, step, job, {"step": step})

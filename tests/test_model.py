@@ -1,24 +1,23 @@
-"""Model loading: every source through from_pretrained; LoRA sizes; clear errors offline."""
-
-import time
+"""Model loading: every source through from_pretrained; LoRA sizes; clear errors offline; honest MFU peaks."""
 
 import pytest
 import torch
 
+from contract.spec import StorageSpec, TrainSpec
 from jobs.model import ModelUnavailable, check_reachable, count_parameters, load_model, load_tokenizer
-from orchestrator.spec import StorageSpec, TrainSpec
+from jobs.perf import flops_per_token, peak_for
 
 
 @pytest.mark.parametrize("rank", [1, 8, 16])
 def test_lora_on_gpt2_c_attn_has_36864_x_rank_trainable_parameters(rank):
     spec = TrainSpec.model_validate({"model": {"name": "gpt2"}, "lora": {"rank": rank}})
     trainable, total = count_parameters(spec)
-    assert trainable == 36_864 * rank
+    assert trainable == 36_864 * rank  # (768 in + 2304 out) x rank on each of 12 layers
     assert total == 124_439_808 + trainable
 
 
 def test_full_finetune_trains_everything():
-    trainable, total = count_parameters(TrainSpec.model_validate({"model": {"name": "gpt2"}, "method": "full", "data": {"block_size": 64}}))
+    trainable, total = count_parameters(TrainSpec.model_validate({"model": {"name": "gpt2"}, "method": "full", "lora": None, "data": {"block_size": 64}}))
     assert trainable == total == 124_439_808
 
 
@@ -30,21 +29,26 @@ def test_a_saved_folder_loads_through_the_same_path_as_a_hub_id(tmp_path):
     original = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=1, n_head=2))
     original.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
-    spec = TrainSpec.model_validate({"model": {"name": str(tmp_path)}, "data": {"block_size": 64}, "method": "full"})
+    spec = TrainSpec.model_validate({"model": {"name": str(tmp_path)}, "data": {"block_size": 64}, "method": "full", "lora": None})
     check_reachable(str(tmp_path), StorageSpec())
     loaded = load_model(spec, StorageSpec())
     assert torch.equal(loaded.transformer.wte.weight, original.transformer.wte.weight)
-    lora = load_model(spec.model_copy(update={"method": "lora"}), StorageSpec())
+    lora = load_model(spec.model_copy(update={"method": "lora", "lora": TrainSpec().lora}), StorageSpec())
     assert lora.peft_config["default"].fan_in_fan_out is True  # GPT-2's Conv1D, set on purpose
     assert sum(p.numel() for p in lora.parameters() if p.requires_grad) == 1 * 8 * (32 + 3 * 32)
 
 
-def test_an_unreachable_hub_id_fails_fast_with_the_fix(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    start = time.monotonic()
-    with pytest.raises(ModelUnavailable, match="not in the local Hugging Face cache.*local folder or an s3:// prefix"):
+def test_an_uncached_hub_id_with_the_hub_unreachable_fails_naming_the_host_and_the_fix(monkeypatch):
+    """Not offline mode: the probe really connects, to a port where nothing listens."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "https://127.0.0.1:9")
+    with pytest.raises(ModelUnavailable, match=r"model.name 'gpt2-xl' is not in the local Hugging Face cache.*local folder or an s3:// prefix.*\(127\.0\.0\.1: "):
         check_reachable("gpt2-xl", StorageSpec())
-    assert time.monotonic() - start < 10
+
+
+def test_offline_mode_says_so():
+    with pytest.raises(ModelUnavailable, match=r"\(HF_HUB_OFFLINE=1 is set\)"):
+        check_reachable("gpt2-xl", StorageSpec())
 
 
 def test_a_folder_without_config_is_rejected(tmp_path):
@@ -52,13 +56,19 @@ def test_a_folder_without_config_is_rejected(tmp_path):
         check_reachable(str(tmp_path), StorageSpec())
 
 
-def test_flops_per_token_is_nanogpts_estimate_for_gpt2_124m():
+def test_flops_per_token_counts_non_embedding_weights_and_attention():
     from transformers import GPT2Config, GPT2LMHeadModel
-
-    from jobs.perf import flops_per_token, peak_flops
 
     with torch.device("meta"):
         model = GPT2LMHeadModel(GPT2Config())
     non_embedding = 124_439_808 - 1024 * 768  # position embeddings excluded; wte is tied to the head
     assert flops_per_token(model, 1024) == 6 * non_embedding + 12 * 12 * 12 * 64 * 1024
-    assert peak_flops(torch.device("cpu")) is None  # no MFU without a GPU
+
+
+def test_mfu_peaks_follow_the_precision_and_the_exact_gpu():
+    assert peak_for("NVIDIA H100 80GB HBM3", "bf16") > 10 * peak_for("NVIDIA H100 80GB HBM3", "fp32")  # fp32 runs get the fp32 peak
+    assert peak_for("NVIDIA H100 PCIe", "bf16") < peak_for("NVIDIA H100 80GB HBM3", "bf16")
+    assert peak_for("Tesla V100-SXM2-16GB", "bf16") is None  # Volta has no bf16: no MFU rather than a wrong one
+    assert len({peak_for(name, "bf16") for name in ("NVIDIA A10", "NVIDIA A10G", "NVIDIA A100-SXM4-80GB")}) == 3  # "A10" is a prefix of both
+    assert len({peak_for(name, "bf16") for name in ("NVIDIA L4", "NVIDIA L40S")}) == 2
+    assert peak_for("NVIDIA GeForce RTX 4090", "bf16") is None

@@ -3,8 +3,10 @@ credentials only from the environment; a storage outage mid-run."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -35,7 +37,7 @@ def s3_sweep(s3_server, tmp_path_factory):
     from tests.seaweed import ACCESS_KEY
 
     client = s3_server.client()
-    _upload_folder(client, Path("jobs/assets/tiny-gpt2"), "models/tiny-gpt2")
+    _upload_folder(client, Path("contract/assets/tiny-gpt2"), "models/tiny-gpt2")
     client.upload_file("sources/training_data_final_merged.md", "sweeps", "data/qa.md")
     spec = yaml.safe_load(Path("specs/smoke.yaml").read_text())
     spec["name"] = "s3smoke"
@@ -44,15 +46,20 @@ def s3_sweep(s3_server, tmp_path_factory):
     spec["base"]["data"]["path"] = "s3://sweeps/data/qa.md"
     path = tmp_path_factory.mktemp("spec") / "s3.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_REGION": "us-east-1", "RAY_DEDUP_LOGS": "0"}
+    # A Ray temp folder of this test's own (short: Ray's socket paths must fit 107 characters), so the
+    # secret check reads the logs of the Ray instance this sweep started, not whichever ran last.
+    ray_tmp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_REGION": "us-east-1", "RAY_DEDUP_LOGS": "0",
+           "RAY_TMPDIR": str(ray_tmp)}
     out = subprocess.run([sys.executable, "-m", "orchestrator.launch", str(path), "--local", "--only", "current", "--only", "lora_capacity",
-                          "--set", "run.steps=20"], env=env, capture_output=True, text=True, timeout=600)
+                          "--set", "run.steps=20", "--set", "control_seeds=1"], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
-    return client, out.stdout + out.stderr, path
+    yield client, out.stdout + out.stderr, path, ray_tmp
+    shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def test_checkpoints_and_results_land_in_the_bucket(s3_sweep):
-    client, log, _ = s3_sweep
+    client, log, _, _ = s3_sweep
     keys = _keys(client, "experiments/s3smoke/")
     for name in ("summary.json", "report.md", "loss_curves.png", "plan.json", "current/history.json"):
         assert f"experiments/s3smoke/{name}" in keys
@@ -69,7 +76,7 @@ def test_the_best_adapter_in_the_bucket_loads_with_peft_alone(s3_sweep, tmp_path
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    client, _, _ = s3_sweep
+    client = s3_sweep[0]
     summary = json.loads(client.get_object(Bucket="sweeps", Key="experiments/s3smoke/summary.json")["Body"].read())
     prefix = summary["runs"][0]["best_checkpoint"].removeprefix("s3://sweeps/")
     for key in _keys(client, prefix + "/"):
@@ -78,20 +85,21 @@ def test_the_best_adapter_in_the_bucket_loads_with_peft_alone(s3_sweep, tmp_path
         target = tmp_path / key.removeprefix(prefix + "/")
         target.parent.mkdir(parents=True, exist_ok=True)
         client.download_file("sweeps", key, str(target))
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("jobs/assets/tiny-gpt2"), str(tmp_path))
-    assert model.peft_config["default"].r == summary["runs"][0]["overrides"].get("lora", {}).get("rank", 16)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("contract/assets/tiny-gpt2"), str(tmp_path))
+    best = next(r for r in summary["runs"] if r["best_checkpoint"] and r["best_checkpoint"].removeprefix("s3://sweeps/") == prefix)
+    assert model.peft_config["default"].r == best["overrides"].get("lora", {}).get("rank", 16)
 
 
 def test_the_secret_appears_in_no_output(s3_sweep):
-    client, log, spec = s3_sweep
+    client, log, spec, ray_tmp = s3_sweep
     assert SECRET_KEY not in log
     assert SECRET_KEY not in spec.read_text()
     for key in _keys(client, "experiments/"):  # specs, checkpoints, tuner.pkl, reports, Tune state
         assert SECRET_KEY.encode() not in client.get_object(Bucket="sweeps", Key=key)["Body"].read(), key
-    session_logs = Path("/tmp/ray/session_latest/logs")
-    for file in session_logs.rglob("*"):
-        if file.is_file():
-            assert SECRET_KEY.encode() not in file.read_bytes(), file
+    logs = [f for f in ray_tmp.glob("ray/session_*/logs/**/*") if f.is_file()]
+    assert any(f.name.startswith("runtime_env") for f in logs)  # Ray's runtime-env agent, which logs runtime_envs
+    for file in logs:
+        assert SECRET_KEY.encode() not in file.read_bytes(), file
 
 
 def test_a_missing_bucket_fails_before_anything_starts(s3_env):

@@ -1,4 +1,4 @@
-"""Model shapes that are known without network or weights, and the bundled tiny preset.
+"""Model shapes that are known without network or weights, and the bundled demo preset.
 
 Specs are validated and plans are printed before anything is downloaded, so the
 few facts they need (n_positions, layer sizes) must be available offline.
@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 ASSETS = Path(__file__).parent / "assets"
-# A 2-layer, width-128 GPT-2 with a byte-level BPE tokenizer trained on the bundled
-# corpus; weights are random (seeded). Rebuild with scripts/build_tiny_preset.py.
+# A 4-layer, width-128 GPT-2 and its byte-level BPE tokenizer, pretrained on the Python
+# documentation (its README.md is the model card). Rebuilt by scripts/build_tiny_preset.py.
 PRESETS = {"tiny-gpt2": ASSETS / "tiny-gpt2"}
 
 _GPT2 = {"model_type": "gpt2", "vocab_size": 50257, "n_positions": 1024}

@@ -1,0 +1,209 @@
+"""Diagnosis after a sweep of ours: why each run won or lost, in numbers, and the next experiment to run.
+
+Read from what the sweep stored (each run's history, per-document losses and gradient
+norms), so it runs at the end of every sweep and from ``python -m orchestrator.diagnose``
+on a finished or running experiment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import yaml
+
+from orchestrator.diagnose.logs import Point, RunLog
+from orchestrator.diagnose.rules import Context, diagnose
+from orchestrator.plan import flatten
+from orchestrator.records import RunRecord
+from orchestrator.spec import Run, deep_merge
+from orchestrator.verdict import VariantResult
+
+
+def run_log(record: RunRecord, rows: list[dict[str, Any]] | None = None) -> RunLog:
+    """A run of ours as a RunLog, with its per-document losses when ``rows`` (its history) are given."""
+    points = [Point(h["step"], h.get("train_loss"), h.get("val_loss"), h.get("lr"), h.get("grad_norm")) for h in record.history]
+    log = RunLog(name=record.run, points=points, source="plateau-sweep run", clip_rate=record.clip_rate, doc_tokens=record.doc_tokens)
+    for row in rows or []:
+        log.grad_norms += [n for n in row.get("grad_norms") or [] if n is not None]
+        if row.get("doc_nll") and row.get("val_loss") is not None:
+            log.doc_losses.append((int(row["step"]), row["doc_nll"]))
+        if row.get("data_longer_than_block") is not None:
+            log.longer_than_block = row["data_longer_than_block"]
+    return log
+
+
+def spec_dict(run: Run) -> dict[str, Any]:
+    """A run's spec as a compact dict: what differs from the defaults (it validates back to the same spec)."""
+    return run.spec.model_dump(mode="json", exclude_defaults=True)
+
+
+def differences(a: Run, b: Run) -> dict[str, tuple[Any, Any]]:
+    """The spec fields where ``a`` differs from ``b`` (seed excluded): field -> (a's value, b's value).
+
+    A block that is null on one side (``lora`` of a full fine-tune) is one difference, not one per field.
+    """
+    da, db = a.spec.model_dump(mode="json"), b.spec.model_dump(mode="json")
+    out: dict[str, tuple[Any, Any]] = {}
+    for section in sorted(set(da) | set(db)):
+        va, vb = da.get(section), db.get(section)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            fa, fb = flatten(va, f"{section}."), flatten(vb, f"{section}.")
+            out.update({k: (fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)})
+        elif va != vb:
+            out[section] = (va, vb)
+    out.pop("run.seed", None)
+    return out
+
+
+def _value(v: Any) -> str:
+    return "null" if v is None else "{...}" if isinstance(v, dict) else str(v)
+
+
+def _change(diff: dict[str, tuple[Any, Any]]) -> str:
+    return ", ".join(f"{k} {_value(v[1])} → {_value(v[0])}" for k, v in diff.items()) or "nothing (another seed)"
+
+
+def _same_losses(a: VariantResult, b: VariantResult) -> bool:
+    docs_a = [r.doc_nll for r in a.runs if r.doc_nll is not None]
+    docs_b = [r.doc_nll for r in b.runs if r.doc_nll is not None]
+    if not docs_a or len(docs_a) != len(docs_b):
+        return False
+    return all(np.allclose(x, y, rtol=0, atol=1e-6) for x, y in zip(docs_a, docs_b))
+
+
+def variant_lines(results, runs: dict[str, Run], histories: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """One bullet per variant: what it changed, how it compared, and the rules that fired on its curve."""
+    comparisons = results.comparisons
+    base = comparisons.control
+    lines = []
+    for v in comparisons.variants:
+        first = runs[v.runs[0].run]
+        if v.is_control:
+            lead = f"**{v.variant}** (control)"
+            spread = f"seed-to-seed sd {v.seed_std:.4f} over {len(v.runs)} seeds" if v.seed_std is not None else "one seed"
+            body = [f"compared loss {v.compared_mean:.4f} ({spread})" if v.compared_mean is not None else "no result"]
+        else:
+            diff = differences(first, runs[base.runs[0].run]) if base else {}
+            lead = f"**{v.variant}** changes {_change(diff)}"
+            body = [_outcome(v, base)]
+            twin = next((w for w in comparisons.variants if w is not v and not w.is_control and _same_losses(v, w)), None)
+            if twin is not None:
+                body.append(_twin_reason(v, twin, runs))
+        changes_clip = base is not None and not v.is_control and "optim.grad_clip" in differences(first, runs[base.runs[0].run])
+        for r in v.runs[:1]:
+            log = run_log(r, histories.get(r.run))
+            findings = [f for f in diagnose(log, Context(spec_dict(runs[r.run]))) if f.rule in ("regression", "plateau", "clipping", "overfit")]
+            # "never clipped" matters only where the clip is what the run changes
+            findings = [f for f in findings if not (f.rule == "clipping" and f.data.get("rate") == 0 and not changes_clip)]
+            body += [f"{f.title.lower()}: {f.evidence}" for f in findings]
+            if r.memory_fallback:
+                body.append(r.memory_fallback)
+        lines.append(f"- {lead}: " + "; ".join(body) + ".")
+    return lines
+
+
+def _outcome(v: VariantResult, base: VariantResult | None) -> str:
+    r = v.runs[0]
+    if v.status in ("failed", "diverged", "incomplete") or (r.reason and not v.eligible):
+        return f"{v.status}: {r.reason}"
+    prefix = f"early-stopped ({r.reason}); " if v.status == "early_stopped" else ""
+    if v.delta is None or base is None:
+        return prefix + "not compared (no control result)"
+    d = v.delta
+    interval = f"Δ {d.mean:+.4f} (95% CI [{d.ci95[0]:+.4f}, {d.ci95[1]:+.4f}], Holm p {v.p_holm:.3f})"
+    if d.ci95[1] < 0 and v.p_holm is not None and v.p_holm < 0.05:
+        return prefix + f"{interval}: lower loss than the control, beyond noise"
+    if d.ci95[0] > 0 and v.p_holm is not None and v.p_holm < 0.05:
+        return prefix + f"{interval}: worse than the control"
+    return prefix + f"{interval}: not distinguishable from the control" + (f" (control seed sd {base.seed_std:.4f})" if base.seed_std is not None else "")
+
+
+def _twin_reason(v: VariantResult, twin: VariantResult, runs: dict[str, Run]) -> str:
+    diff = differences(runs[v.runs[0].run], runs[twin.runs[0].run])
+    if set(diff) == {"optim.grad_clip"}:
+        rate = min(r.clip_rate for r in v.runs + twin.runs if r.clip_rate is not None) if any(r.clip_rate is not None for r in v.runs + twin.runs) else None
+        p90 = max((r.grad_norm_p90 for r in v.runs + twin.runs if r.grad_norm_p90 is not None), default=None)
+        if rate == 0:
+            norms = f" (pre-clip norms p90 {p90:.3f}, below both thresholds)" if p90 is not None else ""
+            return f"equals {twin.variant} exactly: clip rate 0%, so the clip never engaged{norms}"
+    return f"equals {twin.variant} exactly: the setting it changes ({', '.join(diff)}) had no effect"
+
+
+def sweep_diagnosis(results) -> str:
+    """Markdown: one bullet per variant, for report.md."""
+    from orchestrator import history
+    from orchestrator.spec import dir_name
+
+    experiment = results.experiment
+    runs = {r.name: r for r in results.plan.runs}
+    histories = {r.run: history.read(experiment.storage, experiment.name, dir_name(r.run)) for r in results.records}
+    return "\n".join(variant_lines(results, runs, histories))
+
+
+@dataclass
+class FollowUp:
+    name: str  # the file name, beside the report
+    text: str
+
+
+def follow_up_spec(results) -> FollowUp | None:
+    """The next experiment: the winner confirmed with more steps and seeds; or, when nothing was
+    distinguishable, the closest candidates with the seeds the verdict estimated. None without a control."""
+    comparisons, experiment = results.comparisons, results.experiment
+    base = comparisons.control
+    if base is None or base.compared_mean is None:
+        return None
+    verdict = comparisons.verdict
+    candidates = [v for v in comparisons.variants if not v.is_control and v.delta is not None and v.eligible]
+    if verdict.take is not None:
+        chosen = [next(v for v in candidates if v.variant == verdict.take)]
+        seeds, steps_factor, why = 3, 2, f"confirm {verdict.take} with twice the steps and 3 seeds each"
+        name = f"{experiment.name}-confirm"
+    else:
+        chosen = [v for v in candidates if v.delta.mean < 0][:2]
+        if not chosen:
+            return None
+        seeds, steps_factor, why = 5, 1, f"tell {', '.join(v.variant for v in chosen)} from the control with 5 seeds each"
+        name = f"{experiment.name}-more-seeds"
+    top = results.run(chosen[0].runs[0].run)
+    control_run = results.run(base.runs[0].run)
+    base_spec = spec_dict(top)
+    base_spec.setdefault("run", {})["steps"] = top.spec.run.steps * steps_factor
+    for key in ("eval_every", "checkpoint_every"):
+        base_spec["run"][key] = getattr(top.spec.run, key) * steps_factor
+    base_spec["run"].pop("seed", None)
+    options: dict[str, Any] = {"control": _overrides(control_run, top)}
+    for v in chosen:
+        options[_option_name(v.variant)] = deep_merge(_overrides(results.run(v.runs[0].run), top), {"run": {"seed": list(range(seeds))}})
+    spec = {
+        "name": name,
+        "control": "control",
+        "control_seeds": seeds,
+        "early_stopping": experiment.early_stopping.model_dump(),
+        "evaluation": experiment.evaluation.model_dump(exclude_defaults=True),
+        "storage": experiment.storage.model_dump(exclude_defaults=True),
+        "base": base_spec,
+        "options": options,
+    }
+    header = (f"# Follow-up to `{experiment.name}`, written with its report: {why}.\n"
+              f"# The control is {base.variant} from that sweep; the base is {chosen[0].variant}.\n"
+              f"#\n#   python -m orchestrator.launch {name}.yaml --dry-run\n\n")
+    return FollowUp(f"{name}.yaml", header + yaml.safe_dump(spec, sort_keys=False, default_flow_style=None, width=120))
+
+
+def _option_name(variant: str) -> str:
+    return "".join(c if c.isalnum() or c in "_-" else "_" for c in variant).strip("_")
+
+
+def _overrides(run: Run, base: Run) -> dict[str, Any]:
+    """The nested override that turns ``base``'s spec into ``run``'s (seed excluded)."""
+    out: dict[str, Any] = {}
+    for path, (value, _) in differences(run, base).items():
+        keys = path.split(".")
+        target = out
+        for key in keys[:-1]:
+            target = target.setdefault(key, {})
+        target[keys[-1]] = value
+    return out

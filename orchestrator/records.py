@@ -1,0 +1,144 @@
+"""One record per run, from its saved evaluation history: what happened and which evaluation is compared.
+
+Built from plain rows (``history.json``), so the same code describes a finished
+sweep, a partly failed one, a relaunched one, or one read back from storage by
+``--report``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from contract.spec import EvalProtocol, StorageSpec
+from contract.storage import is_s3
+from orchestrator import history
+from orchestrator.scheduler import load_state
+from orchestrator.spec import ExperimentSpec, Plan, Run, dir_name
+
+OK_STATUSES = ("completed", "early_stopped")  # the statuses a verdict may take
+
+
+@dataclass
+class RunRecord:
+    run: str
+    option: str
+    variant: str  # the run without its seed: seeds of one variant are pooled
+    seed: int
+    overrides: dict[str, Any]
+    status: str  # completed, early_stopped, diverged, failed, incomplete
+    reason: str | None
+    steps: int
+    total_steps: int
+    first_val_loss: float | None  # at the first evaluation (step 0: before any training)
+    final_val_loss: float | None
+    best_val_loss: float | None
+    best_step: int | None
+    compared_step: int | None  # the evaluation the verdict compares (see EvalProtocol.selection_fraction)
+    compared_loss: float | None  # token-weighted mean NLL on the scoring documents at compared_step
+    final_train_loss: float | None
+    tokens_per_s: float | None
+    clip_rate: float | None  # share of steps whose gradient norm was clipped
+    grad_norm_p50: float | None  # pre-clip gradient norms over the whole run
+    grad_norm_p90: float | None
+    mfu: float | None  # median model FLOPs utilisation (GPU only)
+    micro_batch_size: int | None
+    accumulation_steps: int | None
+    memory_fallback: str | None
+    eval_tokens: int | None
+    best_checkpoint: str | None
+    history: list[dict[str, Any]] = field(default_factory=list)  # step, train_loss, val_loss, lr, clip_rate, grad_norm
+    doc_nll: list[float] | None = field(default=None, repr=False)  # per val document, at compared_step
+    doc_tokens: list[int] | None = field(default=None, repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        """What summary.json keeps (the per-document arrays stay in history.json)."""
+        return {k: v for k, v in vars(self).items() if k not in ("doc_nll", "doc_tokens")}
+
+
+def finite(x: Any) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
+
+
+def _median(values: list[float]) -> float | None:
+    return float(np.median(values)) if values else None
+
+
+def collect(experiment: ExperimentSpec, plan: Plan) -> list[RunRecord]:
+    """Every run's record, read from storage: what the report is built from, during a sweep, after it, or from another machine."""
+    _, stop_reasons = load_state(experiment.storage, experiment.name)
+    out = []
+    for run in plan.runs:
+        rows = history.read(experiment.storage, experiment.name, dir_name(run.name))
+        state = history.read_state(experiment.storage, experiment.name, dir_name(run.name))
+        error = state.get("error") if state.get("state") == "failed" else None
+        out.append(record(run, rows, error, stop_reasons.get(run.name), experiment.storage, plan.evaluation))
+    return out
+
+
+def record(run: Run, rows: list[dict[str, Any]], error: str | None, stop_reason: str | None, storage: StorageSpec, protocol: EvalProtocol) -> RunRecord:
+    """One run's record from its saved history rows, its error (if it failed) and its stop reason (if stopped)."""
+    by_step = {int(r["step"]): r for r in rows}  # a step redone after a failure: its latest report counts
+    rows = [by_step[step] for step in sorted(by_step)]
+    evals = [r for r in rows if finite(r.get("val_loss")) is not None]
+    last = rows[-1] if rows else {}
+    steps = int(last.get("step", 0))
+    status, reason = _status(run, last, steps, error, stop_reason)
+    best = min(evals, key=lambda r: r["val_loss"]) if evals else None
+    compared = _compared(evals, protocol)
+    doc_tokens = next((r["doc_tokens"] for r in rows if r.get("doc_tokens")), None)
+    norms = [n for r in rows for n in (r.get("grad_norms") or []) if finite(n) is not None]
+    checkpointed = [r for r in evals if isinstance(r.get("checkpoint_path"), str)]
+    best_ckpt = min(checkpointed, key=lambda r: r["val_loss"])["checkpoint_path"] if checkpointed else None
+    if best_ckpt and is_s3(storage.path):
+        best_ckpt = f"s3://{best_ckpt}"
+    trained = [r for r in rows if int(r["step"]) > 0]
+    return RunRecord(
+        run=run.name, option=run.option, variant=run.variant, seed=run.spec.run.seed, overrides=run.overrides,
+        status=status, reason=reason, steps=steps, total_steps=run.spec.run.steps,
+        first_val_loss=finite(evals[0]["val_loss"]) if evals else None,
+        final_val_loss=finite(evals[-1]["val_loss"]) if evals else None,
+        best_val_loss=finite(best["val_loss"]) if best else None,
+        best_step=int(best["step"]) if best else None,
+        compared_step=int(compared["step"]) if compared else None,
+        compared_loss=finite(protocol.mean_nll(compared["doc_nll"], doc_tokens, "score")) if compared and doc_tokens else None,
+        final_train_loss=finite(last.get("train_loss")),
+        tokens_per_s=_median([r["tokens_per_s"] for r in trained if finite(r.get("tokens_per_s"))]),
+        clip_rate=float(np.mean([r["clip_rate"] for r in trained if finite(r.get("clip_rate")) is not None])) if any(finite(r.get("clip_rate")) is not None for r in trained) else None,
+        grad_norm_p50=float(np.percentile(norms, 50)) if norms else None,
+        grad_norm_p90=float(np.percentile(norms, 90)) if norms else None,
+        mfu=_median([r["mfu"] for r in trained if finite(r.get("mfu")) is not None]),
+        micro_batch_size=last.get("micro_batch_size"),
+        accumulation_steps=last.get("accumulation_steps"),
+        memory_fallback=next((r["memory_fallback"] for r in rows if r.get("memory_fallback")), None),
+        eval_tokens=last.get("eval_tokens"),
+        best_checkpoint=best_ckpt,
+        history=[{k: (finite(r.get(k)) if k != "step" else int(r["step"])) for k in ("step", "train_loss", "val_loss", "lr", "clip_rate", "grad_norm")} for r in rows],
+        doc_nll=compared["doc_nll"] if compared else None,
+        doc_tokens=doc_tokens,
+    )
+
+
+def _status(run: Run, last: dict[str, Any], steps: int, error: str | None, stop_reason: str | None) -> tuple[str, str | None]:
+    if error is not None:
+        return "failed", error.strip().splitlines()[-1][:500] if error.strip() else "failed"
+    if last.get("diverged"):
+        return "diverged", f"diverged at step {int(last['diverged_at'])}: non-finite training loss"
+    if stop_reason:
+        return "early_stopped", stop_reason
+    if steps >= run.spec.run.steps:
+        return "completed", None
+    return "incomplete", f"stopped at step {steps} of {run.spec.run.steps} before finishing; relaunch the same command to resume"
+
+
+def _compared(evals: list[dict[str, Any]], protocol: EvalProtocol) -> dict[str, Any] | None:
+    """The final evaluation, or with a selection share the best by val loss (which is measured on that share only)."""
+    evals = [r for r in evals if r.get("doc_nll")]
+    if not evals:
+        return None
+    if protocol.selection_fraction is None:
+        return evals[-1]
+    return min(evals, key=lambda r: (r["val_loss"], r["step"]))

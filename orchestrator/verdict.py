@@ -1,0 +1,180 @@
+"""Which fix worked, and how sure that is: variants pooled over seeds, each compared with the control.
+
+"Take X" needs all of:
+- every run of X completed, or was early-stopped cleanly (failed, diverged and
+  unfinished runs are never taken);
+- X's difference from the control is significant after Holm's correction across the
+  options (paired bootstrap over documents and seeds, :mod:`orchestrator.stats`), with
+  a 95% interval entirely below 0;
+- X's gain is larger than the control's seed-to-seed spread (the standard deviation of
+  the control's compared losses over its seeds).
+
+Otherwise no fix is distinguishable from the control, and the verdict estimates what
+would decide it: more val documents, more seeds, or nothing (an effect smaller than
+seed noise).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from orchestrator import stats
+from orchestrator.records import OK_STATUSES, RunRecord
+
+
+@dataclass
+class VariantResult:
+    variant: str
+    option: str
+    runs: list[RunRecord]
+    is_control: bool
+    compared_mean: float | None  # mean over seeds of the compared loss
+    seed_std: float | None  # over seeds (None with one seed)
+    delta: stats.Comparison | None = None
+    p_holm: float | None = None
+    eligible: bool = False  # every run completed or was stopped cleanly
+
+    @property
+    def status(self) -> str:
+        statuses = sorted({r.status for r in self.runs})
+        return statuses[0] if len(statuses) == 1 else "/".join(statuses)
+
+    def delta_json(self) -> dict[str, Any] | None:
+        if self.delta is None:
+            return None
+        return {"mean": self.delta.mean, "ci95": list(self.delta.ci95), "p": self.delta.p, "p_holm": self.p_holm}
+
+
+@dataclass
+class Verdict:
+    take: str | None  # a variant (an option, or one grid point of it), or None
+    reason: str
+    candidates: list[str] = field(default_factory=list)  # every variant that passed, best first
+
+
+@dataclass
+class Comparisons:
+    variants: list[VariantResult]  # control first, then by delta (best first)
+    control: VariantResult | None
+    verdict: Verdict
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "verdict": asdict(self.verdict),
+            "control_seed_std": self.control.seed_std if self.control else None,
+            "variants": [
+                {"variant": v.variant, "option": v.option, "runs": [r.run for r in v.runs], "status": v.status,
+                 "compared_mean": v.compared_mean, "seed_std": v.seed_std, "delta_vs_control": v.delta_json()}
+                for v in self.variants
+            ],
+        }
+
+
+def group(records: list[RunRecord], control: str | None) -> list[VariantResult]:
+    """Runs pooled by variant, in first-seen order."""
+    by: dict[str, list[RunRecord]] = {}
+    for r in records:
+        by.setdefault(r.variant, []).append(r)
+    out = []
+    for variant, runs in by.items():
+        losses = [r.compared_loss for r in runs if r.compared_loss is not None]
+        out.append(VariantResult(
+            variant=variant, option=runs[0].option, runs=runs, is_control=runs[0].option == control,
+            compared_mean=float(np.mean(losses)) if losses else None,
+            seed_std=float(np.std(losses, ddof=1)) if len(losses) > 1 else None,
+            eligible=all(r.status in OK_STATUSES for r in runs),
+        ))
+    return out
+
+
+def _docs(v: VariantResult) -> np.ndarray | None:
+    rows = [r.doc_nll for r in v.runs if r.doc_nll is not None]
+    return np.asarray(rows, dtype=float) if rows else None
+
+
+def compare(records: list[RunRecord], control: str | None, scoring: list[bool] | None = None, resamples: int = stats.RESAMPLES) -> Comparisons:
+    """Group, compare every variant with the control, correct for multiple comparisons, and decide.
+
+    ``scoring`` marks the val documents that score (the rest chose the compared evaluation).
+    """
+    variants = group(records, control)
+    base = next((v for v in variants if v.is_control), None)
+    others = [v for v in variants if v is not base]
+    base_docs = _docs(base) if base else None
+    if base_docs is not None:
+        tokens = np.asarray(next(r.doc_tokens for r in base.runs if r.doc_tokens is not None), dtype=float)
+        keep = np.asarray(scoring if scoring is not None else [True] * len(tokens), dtype=bool)
+        for v in others:
+            docs = _docs(v)
+            if docs is not None and not any(r.status in ("failed", "diverged") for r in v.runs):  # their last evaluation means nothing
+                v.delta = stats.paired_bootstrap(docs[:, keep], base_docs[:, keep], tokens[keep], resamples=resamples)
+        compared = [v for v in others if v.delta is not None]
+        for v, p in zip(compared, stats.holm([v.delta.p for v in compared])):
+            v.p_holm = p
+    others.sort(key=lambda v: (v.delta is None, v.delta.mean if v.delta else 0.0))
+    ordered = ([base] if base else []) + others
+    return Comparisons(variants=ordered, control=base, verdict=decide(base, others, control, len(records)))
+
+
+def decide(base: VariantResult | None, others: list[VariantResult], control: str | None, n_runs: int) -> Verdict:
+    if control is None:
+        return Verdict(None, "No control is named, so no fix can be judged against the current configuration; set `control:` to the option you run today.")
+    if not others:
+        return Verdict(None, f"Only the control **{control}** ran; add the fixes to compare as options.")
+    if base is None or base.compared_mean is None:
+        reason = base.runs[0].reason if base and base.runs[0].reason else "it produced no evaluation"
+        return Verdict(None, f"The control **{control}** has no result ({reason}), so nothing can be compared with it; fix it and relaunch to resume.")
+    spread = base.seed_std
+    passed = [v for v in others if _passes(v, spread)]
+    if passed:
+        best = passed[0]
+        d = best.delta
+        noise = f"larger than the control's seed-to-seed spread ({spread:.4f})" if spread is not None else "the control ran with one seed, so seed spread was not measured (control_seeds: 1)"
+        return Verdict(best.variant, (
+            f"Take **{best.variant}**: its loss is {-d.mean:.4f} below the control **{base.variant}** "
+            f"({best.compared_mean:.4f} vs {base.compared_mean:.4f}; Δ {d.mean:+.4f}, 95% CI [{d.ci95[0]:+.4f}, {d.ci95[1]:+.4f}], "
+            f"p {d.p:.4f}, Holm-corrected {best.p_holm:.4f}), {noise}."
+            + (f" Also distinguishable: {', '.join(v.variant for v in passed[1:])}." if len(passed) > 1 else "")
+        ), [v.variant for v in passed])
+    return Verdict(None, _undecided(base, others, spread))
+
+
+def _passes(v: VariantResult, spread: float | None) -> bool:
+    d = v.delta
+    return (
+        v.eligible and d is not None and v.p_holm is not None
+        and v.p_holm < stats.ALPHA and d.ci95[1] < 0
+        and (spread is None or -d.mean > spread)
+    )
+
+
+def _undecided(base: VariantResult, others: list[VariantResult], spread: float | None) -> str:
+    """No fix is distinguishable: say so, and what would decide it."""
+    contenders = [v for v in others if v.delta is not None and v.eligible]
+    if not contenders:
+        unfinished = ", ".join(f"{v.variant} ({v.status})" for v in others)
+        return f"No fix can be taken: none finished cleanly ({unfinished}); see why each stopped below."
+    best = contenders[0]
+    d = best.delta
+    measured = f"Δ {d.mean:+.4f} (95% CI [{d.ci95[0]:+.4f}, {d.ci95[1]:+.4f}], Holm-corrected p {best.p_holm:.3f})"
+    if d.mean >= 0:
+        return f"No fix lowered the loss below the control **{base.variant}**: the best, **{best.variant}**, differs by {measured}. Try other fixes."
+    head = f"No fix is distinguishable from the control **{base.variant}**. The closest, **{best.variant}**, differs by {measured}"
+    gain = -d.mean
+    if spread is not None and gain <= spread:
+        return head + f", less than the control's seed-to-seed spread ({spread:.4f}): a difference this small is seed noise at this scale, and more evaluation would not make it worth taking."
+    docs = len(best.runs[0].doc_tokens or [])
+    need_docs = math.ceil(docs * (d.half_width / gain) ** 2) if docs else None
+    seeds = len(best.runs)
+    std = spread if spread is not None else 0.0
+    need_seeds = math.ceil(2 * (1.96 * std / gain) ** 2) if std else None
+    ways = []
+    if need_docs and need_docs > docs:
+        ways.append(f"about {need_docs} val documents (now {docs}; raise data.val_fraction or add data)")
+    if need_seeds and need_seeds > seeds:
+        ways.append(f"about {need_seeds} seeds per option (now {seeds}; list run.seed, and raise control_seeds)")
+    return head + (". If the effect is real, it would take " + " or ".join(ways) + " to tell." if ways else ".")

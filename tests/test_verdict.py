@@ -1,0 +1,128 @@
+"""The verdict's statistics on synthetic per-document losses: coverage, Holm, and when "Take X" is said."""
+
+import numpy as np
+import pytest
+
+from orchestrator.records import RunRecord
+from orchestrator.stats import holm, paired_bootstrap
+from orchestrator.verdict import compare
+
+
+def _docs(rng, n_docs=40):
+    tokens = rng.integers(100, 400, n_docs).astype(float)
+    per_token = rng.normal(4.0, 0.4, n_docs)  # documents differ a lot in difficulty
+    return tokens, per_token
+
+
+def test_the_interval_covers_a_known_difference_at_the_stated_rate():
+    """Simulate many sweeps with a true Δ of -0.05 nats/token and count how often the 95% interval covers it."""
+    rng = np.random.default_rng(0)
+    covered, trials = 0, 200
+    for _ in range(trials):
+        tokens, difficulty = _docs(rng)
+        control = (difficulty + rng.normal(0, 0.05, len(tokens))) * tokens
+        option = (difficulty - 0.05 + rng.normal(0, 0.05, len(tokens))) * tokens
+        c = paired_bootstrap(option[None], control[None], tokens, resamples=2000, seed=int(rng.integers(1 << 30)))
+        covered += c.ci95[0] <= -0.05 <= c.ci95[1]
+    assert 0.90 <= covered / trials <= 0.99
+
+
+def test_pairing_removes_the_document_difficulty_from_the_noise():
+    rng = np.random.default_rng(1)
+    tokens, difficulty = _docs(rng)
+    control = difficulty * tokens
+    option = (difficulty - 0.02) * tokens  # better on every document by the same small amount
+    c = paired_bootstrap(option[None], control[None], tokens)
+    assert c.mean == pytest.approx(-0.02)
+    assert c.ci95[1] < 0 and c.p < 0.01  # clear, though 0.02 is tiny beside the 0.4 spread across documents
+
+
+def test_an_identical_run_has_a_p_value_of_one():
+    rng = np.random.default_rng(2)
+    tokens, difficulty = _docs(rng)
+    c = paired_bootstrap((difficulty * tokens)[None], (difficulty * tokens)[None], tokens, resamples=1000)
+    assert c.mean == 0 and c.ci95 == (0.0, 0.0) and c.p == 1.0
+
+
+def test_seed_resampling_widens_the_interval_by_the_seed_spread():
+    rng = np.random.default_rng(3)
+    tokens, difficulty = _docs(rng)
+    control = np.stack([(difficulty + shift) * tokens for shift in (0.0, 0.03)])  # two seeds 0.03 apart
+    option = np.stack([(difficulty - 0.02 + shift) * tokens for shift in (0.0, 0.03)])
+    pooled = paired_bootstrap(option, control, tokens)
+    single = paired_bootstrap(option[:1], control[:1], tokens)
+    assert pooled.half_width > single.half_width
+
+
+def test_holm_matches_the_step_down_formula():
+    # sorted p: 0.01 x3, 0.02 x2, 0.03 x1 -> 0.03, 0.04, 0.04 (monotone), back in input order
+    assert holm([0.03, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # 2 x 0.5 capped at 1, and never below an earlier step
+
+
+def _record(run, option, seed, doc_nll, tokens, status="completed"):
+    return RunRecord(
+        run=run, option=option, variant=option, seed=seed, overrides={}, status=status, reason=None if status == "completed" else "stopped",
+        steps=10, total_steps=10, first_val_loss=5.0, final_val_loss=None, best_val_loss=None, best_step=None, compared_step=10,
+        compared_loss=float(np.sum(doc_nll) / np.sum(tokens)), final_train_loss=None, tokens_per_s=None, clip_rate=None,
+        grad_norm_p50=None, grad_norm_p90=None, mfu=None, micro_batch_size=16, accumulation_steps=1, memory_fallback=None,
+        eval_tokens=int(np.sum(tokens)), best_checkpoint=None, doc_nll=list(doc_nll), doc_tokens=[int(t) for t in tokens],
+    )
+
+
+def _sweep(rng, option_shift, status="completed", control_seeds=(0.0, 0.01)):
+    """Two control seeds (each shifted by its seed effect) and one option, with per-document noise."""
+    tokens, difficulty = _docs(rng)
+    tokens = tokens.round()
+
+    def run(shift):
+        return (difficulty + shift + rng.normal(0, 0.01, len(tokens))) * tokens
+
+    return [
+        _record("current[seed=0]", "current", 0, run(control_seeds[0]), tokens),
+        _record("current[seed=1]", "current", 1, run(control_seeds[1]), tokens),
+        _record("fix", "fix", 0, run(sum(control_seeds) / 2 + option_shift), tokens, status),
+    ]
+
+
+def test_a_clearly_better_option_is_taken():
+    result = compare(_sweep(np.random.default_rng(4), -0.2), "current", resamples=2000)
+    assert result.verdict.take == "fix"
+    fix = result.variants[1]
+    assert fix.delta.ci95[1] < 0 and fix.p_holm < 0.05
+    assert result.verdict.reason.startswith("Take **fix**")
+
+
+def test_an_option_like_the_control_but_for_its_seed_is_not_taken():
+    result = compare(_sweep(np.random.default_rng(5), 0.0), "current", resamples=2000)
+    assert result.verdict.take is None
+    assert result.verdict.reason.startswith("No fix is distinguishable from the control **current**")
+
+
+def test_a_gain_inside_the_control_seed_spread_is_not_taken():
+    # 0.02 better than the control's mean on every document, but the control's two seeds are 0.1 apart
+    result = compare(_sweep(np.random.default_rng(6), -0.02, control_seeds=(0.0, 0.1)), "current", resamples=2000)
+    assert result.verdict.take is None
+    assert "less than the control's seed-to-seed spread (0.07" in result.verdict.reason  # sd of two seeds 0.1 apart: 0.1/sqrt(2)
+
+
+@pytest.mark.parametrize("status", ["failed", "diverged", "incomplete"])
+def test_a_run_that_did_not_finish_cleanly_is_never_taken(status):
+    result = compare(_sweep(np.random.default_rng(7), -0.3, status=status), "current", resamples=1000)
+    assert result.verdict.take is None
+
+
+def test_the_report_shows_the_control_first_then_each_option_with_its_interval(tmp_path):
+    from contract.spec import EvalProtocol
+    from orchestrator import report
+    from orchestrator.spec import ExperimentSpec, Plan
+
+    records = _sweep(np.random.default_rng(8), -0.2)
+    experiment = ExperimentSpec(name="t", control="current", options={"current": {}, "fix": {}}, storage={"path": str(tmp_path)})
+    results = report.Results(experiment, Plan(runs=[], evaluation=EvalProtocol(context=64, stride=32)), records, compare(records, "current", resamples=1000))
+    rows = report.table(results).splitlines()[2:]
+    assert [r.split("|")[2].strip() for r in rows] == ["current", "fix"]
+    assert "| 0, 1 |" in rows[0] and "control (seed sd " in rows[0]
+    d = results.comparisons.variants[1].delta
+    assert f"| {d.mean:+.4f} [{d.ci95[0]:+.4f}, {d.ci95[1]:+.4f}] |" in rows[1]
+    assert report.plot(results)[:8] == b"\x89PNG\r\n\x1a\n"
