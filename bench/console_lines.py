@@ -23,7 +23,7 @@ import tempfile
 import time
 
 OURS = [
-    re.compile(r"^(\(\w+ pid=\d+\) )?\[[^\]]+\] "),  # a run's line, printed by the driver or by a worker
+    re.compile(r"^(\(\w+ pid=\d+\) )?\[\S+\] "),  # a run's line ([current[seed=0]] ...), printed by the driver or by a worker
     re.compile(r"^(run\s+step\s+val\s+best val\s+status\s+ETA|\S+\s+(\d+/\d+|-)\s+(\d\.\d{4}|-)\s+(\d\.\d{4}|-)\s+\w+\s+\S+)$"),  # progress table
     re.compile(r"^(starting a local Ray instance|running \d+ run\(s\)|resuming experiment|results: |local mode: |storage\.path is the local folder|error: )"),
     re.compile(r"^(Take \*\*|No fix |No control |Only the control |The control \*\*|\|)"),  # the verdict and the results table
@@ -32,6 +32,13 @@ OURS = [
 
 def is_ours(line: str) -> bool:
     return any(p.search(line) for p in OURS)
+
+
+def _kind(line: str) -> str:
+    """A line without its process prefix and timestamp, cut to its first words: what kind of line it is."""
+    line = re.sub(r"^\(\w+ pid=\d+(, ip=[\d.]+)?\)\s*", "", line)
+    line = re.sub(r"^\d{4}[-/]\d\d[-/]\d\d [\d:,.]+\s*", "", line)
+    return " ".join(line.split()[:6])[:80]
 
 
 def main() -> None:
@@ -50,11 +57,12 @@ def main() -> None:
     lines = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in (out.stdout + out.stderr).splitlines()]
     lines = [line for line in lines if line.strip()]
     ours = [line for line in lines if is_ours(line)]
-    theirs = collections.Counter(" ".join(line.split()[:4])[:70] for line in lines if not is_ours(line))
+    theirs = collections.Counter(_kind(line) for line in lines if not is_ours(line))
+    example = {_kind(line): line for line in reversed(lines) if not is_ours(line)}
     print(f"command: {' '.join(command[1:])} (exit {out.returncode}, {time.time() - start:.0f} s)")
     print(f"lines: {len(lines)}, the project's own: {len(ours)} ({len(ours) / max(len(lines), 1):.1%}), other: {len(lines) - len(ours)}")
     for text, count in theirs.most_common(12):
-        print(f"  {count:>4}  {text}")
+        print(f"  {count:>4}  {text}\n        e.g. {example[text][:160]}")
 
 
 if __name__ == "__main__":

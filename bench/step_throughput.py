@@ -61,7 +61,7 @@ def ours(model, blocks, args, device):
         for _ in range(n):
             lr = lr_at(step, lr=1e-4, total_steps=10**9, kind="constant")
             x = blocks[order.indices(step)].to(device, non_blocking=True)
-            loss, _ = train_step(model, optimizer, params, [x], lr, 1.0, args.precision == "bf16")
+            loss, _ = train_step(model, optimizer, [x], lr, 1.0, args.precision == "bf16")
             losses.append(loss)
             step += 1
         torch.stack(losses).tolist()  # the loop's one sync point per evaluation window

@@ -88,9 +88,9 @@ def write(directory: str | Path, snap: Snapshot, model: torch.nn.Module, job: Jo
     (directory / MANIFEST).write_text(json.dumps({"step": snap.step, "files": files}, indent=2))
 
 
-def save(directory: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, job: JobConfig, metrics: dict[str, Any], tokenizer=None) -> None:
-    """Write a complete checkpoint of ``model`` after ``step`` optimizer steps into ``directory``, now."""
-    write(directory, snapshot(model, optimizer, step, job.spec.method == "lora"), model, job, metrics, tokenizer)
+def save(directory: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, job: JobConfig, metrics: dict[str, Any]) -> None:
+    """Write a complete checkpoint of ``model`` after ``step`` optimizer steps into ``directory``, now (tests, benchmarks)."""
+    write(directory, snapshot(model, optimizer, step, job.spec.method == "lora"), model, job, metrics)
 
 
 class Checkpointer:

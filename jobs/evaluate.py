@@ -81,31 +81,34 @@ def per_document_nll(model: torch.nn.Module, data: EvalSet, batch_size: int, dev
     """The summed negative log-likelihood of each document's scored tokens, [n_docs] float64 on every rank.
 
     Windows are sharded across workers (rank r takes every world-th) and the sums are
-    all-reduced, so every rank ends with the same numbers. Full-length windows are
-    batched; the last, shorter one runs on its own.
+    all-reduced, so every rank ends with the same numbers. Windows of one shape are
+    batched; the first and the last run on their own.
     """
     model.eval()
     totals = torch.zeros(data.n_docs, dtype=torch.float64, device=device)
     doc_of = data.doc_of.to(device)
     mine = data.windows[rank::world]
     for i in range(0, len(mine), batch_size):
-        batch = mine[i : i + batch_size]
-        for group in _same_length(batch):
+        for group in _same_shape(mine[i : i + batch_size]):
+            w0 = group[0]
             x = torch.stack([data.stream[w.begin : w.end] for w in group]).to(device)
-            logits = model(input_ids=x, use_cache=False).logits
-            # position p of the window predicts token p + 1
-            nll = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), x[:, 1:].flatten(), reduction="none").view(len(group), -1)
+            # Only the positions that predict a scored token go through the head: the window's
+            # last (end - first_target) predictions, plus the final position (it predicts past the window).
+            keep = w0.end - w0.first_target + 1
+            logits = model(input_ids=x, use_cache=False, logits_to_keep=keep).logits[:, :-1]
+            targets = x[:, w0.first_target - w0.begin :]
+            nll = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none").view(len(group), -1)
             for row, w in zip(nll, group):
-                targets = slice(w.first_target - w.begin - 1, w.end - w.begin - 1)
-                totals.index_add_(0, doc_of[w.first_target : w.end], row[targets].double())
+                totals.index_add_(0, doc_of[w.first_target : w.end], row.double())
     if world > 1:
         dist.all_reduce(totals)
     model.train()
     return totals
 
 
-def _same_length(batch: list[Window]) -> list[list[Window]]:
-    groups: dict[int, list[Window]] = {}
+def _same_shape(batch: list[Window]) -> list[list[Window]]:
+    """Windows grouped by (length, scored tokens): all but the first and the last window share one shape."""
+    groups: dict[tuple[int, int], list[Window]] = {}
     for w in batch:
-        groups.setdefault(w.end - w.begin, []).append(w)
+        groups.setdefault((w.end - w.begin, w.end - w.first_target), []).append(w)
     return list(groups.values())

@@ -151,15 +151,16 @@ def _build(job: JobConfig, device: torch.device, checkpoint_dir: str | None = No
 
 def _setup_micro_batch(s: Setup) -> None:
     """Shrink the micro-batch until one step of it fits on every worker (jobs.memory)."""
-    x = s.data.train[s.order.indices(s.start)]
-    s.micro, s.memory_note = fit_micro_batch(s.model, s.optimizer, x, s.micro, s.spec.worker_batch, s.world, s.device, s.spec.compute.precision == "bf16", s.start)
+    x = s.data.train[s.order.indices(s.start)].to(s.device)
+    fitted, tried = fit_micro_batch(s.model, s.optimizer, x, s.micro, s.world, s.spec.compute.precision == "bf16")
+    s.micro, s.memory_note = fitted, memory.fallback_note(tried, fitted, s.start)
     if s.memory_note:
         s.log(s.memory_note)
 
 
-def fit_micro_batch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, micro: int, share: int, world: int,
-                    device: torch.device, bf16: bool, step: int) -> tuple[int, str | None]:
-    """The micro-batch that fits, from ``micro`` down, tried on ``x`` (this worker's share of a real batch), and the note to record.
+def fit_micro_batch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, micro: int, world: int, bf16: bool) -> tuple[int, list[int]]:
+    """The micro-batch that fits, from ``micro`` down, tried on ``x`` (this worker's share of a real batch),
+    and the sizes that did not (jobs.memory.fit_micro_batch).
 
     Each try is one forward and backward (no gradient communication) and, on a fresh
     optimizer, the allocation of its state by a zero-lr step that is then undone: the
@@ -167,12 +168,12 @@ def fit_micro_batch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x:
     left as they were: a resumed run must draw the same dropout masks as an unbroken one.
     """
     fresh = not optimizer.state
-    rng = torch.get_rng_state(), (torch.cuda.get_rng_state_all() if device.type == "cuda" else None)
+    rng = torch.get_rng_state(), (torch.cuda.get_rng_state_all() if x.device.type == "cuda" else None)
 
     def try_step(m: int) -> None:
         try:
             with _no_sync(model):
-                _forward(model, x[:m].to(device), bf16).backward()
+                _forward(model, x[:m], bf16).backward()
             if fresh:
                 _set_lr(optimizer, 0.0)
                 optimizer.step()
@@ -182,12 +183,11 @@ def fit_micro_batch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x:
             optimizer.zero_grad(set_to_none=True)
 
     try:
-        fitted, tried = memory.fit_micro_batch(try_step, micro, share, world, device)
+        return memory.fit_micro_batch(try_step, micro, len(x), world, x.device)
     finally:
         torch.set_rng_state(rng[0])
         if rng[1] is not None:
             torch.cuda.set_rng_state_all(rng[1])
-    return fitted, memory.fallback_note(tried, fitted, step)
 
 
 # ------------------------------------------------------------------- one step
@@ -216,7 +216,7 @@ def _forward(model: torch.nn.Module, x: torch.Tensor, bf16: bool) -> torch.Tenso
         return model(input_ids=x, labels=x, use_cache=False).loss
 
 
-def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, params: list[torch.Tensor], micro_batches: list[torch.Tensor], lr: float, max_norm: float, bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, micro_batches: list[torch.Tensor], lr: float, max_norm: float, bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step over this worker's share of the batch, as ``micro_batches``.
 
     Every micro-batch has the same number of tokens, so scaling each loss by
@@ -233,7 +233,7 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, params:
             loss = _forward(model, x, bf16)
             (loss / len(micro_batches)).backward()
         total += loss.detach()
-    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    norm = torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], max_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return total / len(micro_batches), norm
@@ -245,7 +245,6 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, params:
 def _train(s: Setup) -> None:
     spec, run = s.spec, s.spec.run
     sched = spec.optim.schedule
-    params = [p for p in s.model.parameters() if p.requires_grad]
     max_norm = spec.optim.grad_clip or math.inf
     bf16 = spec.compute.precision == "bf16"
     checkpointer = ckpt.Checkpointer(_unwrap(s.model), s.job, s.tokenizer if spec.method == "full" else None)
@@ -262,7 +261,7 @@ def _train(s: Setup) -> None:
 
         # 2) forward and backward over the micro-batches, clip (measuring the pre-clip norm), update
         x = s.data.train[s.order.indices(step)].to(s.device, non_blocking=True)
-        loss, norm = train_step(s.model, s.optimizer, params, list(x.split(s.micro)), lr, max_norm, bf16)
+        loss, norm = train_step(s.model, s.optimizer, list(x.split(s.micro)), lr, max_norm, bf16)
         window.losses.append(loss)
         window.norms.append(norm)
 

@@ -123,10 +123,12 @@ def compare(records: list[RunRecord], control: str | None, scoring: list[bool] |
 def decide(base: VariantResult | None, others: list[VariantResult], control: str | None, n_runs: int) -> Verdict:
     if control is None:
         return Verdict(None, "No control is named, so no fix can be judged against the current configuration; set `control:` to the option you run today.")
+    if base is None:
+        return Verdict(None, f"The control **{control}** is not among these runs (left out by --only?), so no fix is compared with it; include it to get a verdict.")
     if not others:
         return Verdict(None, f"Only the control **{control}** ran; add the fixes to compare as options.")
-    if base is None or base.compared_mean is None:
-        reason = base.runs[0].reason if base and base.runs[0].reason else "it produced no evaluation"
+    if base.compared_mean is None:
+        reason = base.runs[0].reason or "it produced no evaluation"
         return Verdict(None, f"The control **{control}** has no result ({reason}), so nothing can be compared with it; fix it and relaunch to resume.")
     spread = base.seed_std
     passed = [v for v in others if _passes(v, spread)]

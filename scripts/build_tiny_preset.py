@@ -290,7 +290,7 @@ to markdown and split into {facts['corpus_documents']:,} section documents (lice
 |---|---|
 | tokens seen | {facts['tokens_seen']:,} ({facts['steps']} steps of {facts['batch']}) |
 | final train loss | {facts['final_train_loss']} (mean of the last 50 steps) |
-| val loss, 2% of files held out | {facts['final_val_loss']} |
+| val loss, 2% of documents held out | {facts['final_val_loss']} |
 | time | {facts['pretraining_seconds']} s on {facts['threads']} CPU threads, torch {facts['torch']} |
 
 It is small enough to fine-tune on 2 CPU cores in minutes, and pretrained enough that

@@ -13,6 +13,7 @@ from jobs.memory import next_smaller
 PROBE = """
 import json, resource, sys, torch
 from transformers import AutoModelForCausalLM
+from jobs.memory import fallback_note
 from jobs.train import fit_micro_batch
 torch.manual_seed(0)
 torch.set_num_threads(2)
@@ -22,7 +23,8 @@ before = [p.detach().clone() for p in model.parameters()]
 x = torch.randint(0, 2048, (256, 256))
 used = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmData")) * 1024
 resource.setrlimit(resource.RLIMIT_DATA, (used + 300 * 2**20, used + 300 * 2**20))
-micro, note = fit_micro_batch(model, optimizer, x, 256, 256, 1, torch.device("cpu"), False, 0)
+micro, tried = fit_micro_batch(model, optimizer, x, 256, 1, False)
+note = fallback_note(tried, micro, 0)
 unchanged = all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 print(json.dumps({"micro": micro, "note": note, "unchanged": unchanged, "optimizer_state": len(optimizer.state)}))
 """

@@ -128,7 +128,8 @@ def test_dry_run_prints_the_plan_and_starts_nothing():
     assert "control      2 seeds (0, 1) to measure seed-to-seed spread: 1 extra run(s), 12% of the sweep's training tokens" in out.stdout
     assert "evaluation   every run scored on the same val tokens: windows of 256 tokens every 128" in out.stdout
     assert "== loose_clipping[grad_clip=5.0]  (option loose_clipping)" in out.stdout
-    assert "-> trainable params     589,824 of 125,029,632 (0.47%)" in out.stdout  # 36,864 x 16 on c_attn
+    lora = 36_864 * 16  # (768 in + 2,304 out) x rank 16 on c_attn, in 12 layers
+    assert f"-> trainable params     {lora:,} of {124_439_808 + lora:,} (" in out.stdout
     assert "-> effective batch      16 sequences = 1 worker x micro-batch 16 x 1 accumulation step" in out.stdout
     assert "starting a local Ray instance" not in out.stdout + out.stderr
 

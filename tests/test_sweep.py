@@ -161,3 +161,21 @@ def test_mlflow_gets_one_run_per_sweep_run(behaviour):
     assert [(m.step, round(m.value, 4)) for m in client.get_metric_history(control.info.run_id, "loss/val")] == \
         [(h["step"], round(h["val_loss"], 4)) for h in runs_of(behaviour[1])["current[seed=0]"]["history"]]
     assert control.info.status == "FINISHED"
+
+
+def test_the_clip_column_shows_whether_the_clip_engaged(behaviour):
+    table = next(block for block in (behaviour[1] / "report.md").read_text().split("\n\n") if block.startswith("| # | option"))
+    lines = [line.split("|") for line in table.splitlines() if not line.startswith("|---")]
+    clipped = [cell.strip() for cell in lines[0]].index("clipped")
+    rows = {cells[2].strip(): cells for cells in lines[1:]}
+    assert rows["current"][clipped].strip() == "0%"  # LoRA's norm stays below 1.0: loosening the clip could not matter
+    assert rows["full"][clipped].strip() == "100%"  # full fine-tuning is clipped at every step
+
+
+def test_diagnose_reads_a_sweep_from_its_storage_folder(behaviour):
+    out = subprocess.run([sys.executable, "-m", "orchestrator.diagnose", str(behaviour[1])], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("# Training diagnosis: run current[seed=0] of experiment behaviour")
+    assert "## Recommended Solutions (Prioritized)" in out.stdout
+    hot = subprocess.run([sys.executable, "-m", "orchestrator.diagnose", str(behaviour[1]), "--run", "hot_lr"], capture_output=True, text=True, timeout=120)
+    assert "**Loss increased at step 10**: val 4.39 → " in hot.stdout and "paired bootstrap over val documents" in hot.stdout

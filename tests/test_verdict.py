@@ -118,6 +118,7 @@ def test_the_report_shows_the_control_first_then_each_option_with_its_interval(t
     from orchestrator.spec import ExperimentSpec, Plan
 
     records = _sweep(np.random.default_rng(8), -0.2)
+    records[2].memory_fallback = "micro-batch 16 → 8 at step 0 after an out-of-memory error; effective batch unchanged"
     experiment = ExperimentSpec(name="t", control="current", options={"current": {}, "fix": {}}, storage={"path": str(tmp_path)})
     results = report.Results(experiment, Plan(runs=[], evaluation=EvalProtocol(context=64, stride=32)), records, compare(records, "current", resamples=1000))
     rows = report.table(results).splitlines()[2:]
@@ -125,4 +126,24 @@ def test_the_report_shows_the_control_first_then_each_option_with_its_interval(t
     assert "| 0, 1 |" in rows[0] and "control (seed sd " in rows[0]
     d = results.comparisons.variants[1].delta
     assert f"| {d.mean:+.4f} [{d.ci95[0]:+.4f}, {d.ci95[1]:+.4f}] |" in rows[1]
+    assert "## Memory\n\n- **fix**: micro-batch 16 → 8 at step 0 after an out-of-memory error; effective batch unchanged" in report.markdown(results)
     assert report.plot(results)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_with_a_selection_share_one_half_chooses_the_evaluation_and_the_other_scores_it():
+    from contract.spec import EvalProtocol, StorageSpec, TrainSpec
+    from orchestrator.records import record
+    from orchestrator.spec import Run
+
+    protocol = EvalProtocol(context=64, stride=32, selection_fraction=0.5)
+    tokens = [100, 100, 100, 100]
+    assert protocol.share(4, "choose") == [False, True, False, True]
+    # step 10 looks best on the choosing documents (1 and 3), step 20 on the scoring ones (0 and 2)
+    by_step = {0: [500, 500, 500, 500], 10: [450, 300, 450, 300], 20: [300, 400, 300, 400]}
+    rows = [{"step": s, "val_loss": protocol.mean_nll(nll, tokens, "choose"), "doc_nll": nll, "doc_tokens": tokens} for s, nll in by_step.items()]
+    run = Run(name="a", option="a", variant="a", overrides={}, spec=TrainSpec.model_validate({"run": {"steps": 20, "eval_every": 10, "checkpoint_every": 10}}))
+    r = record(run, rows, None, None, StorageSpec(), protocol)
+    assert r.compared_step == 10  # chosen on documents 1 and 3 ...
+    assert r.compared_loss == pytest.approx(4.5)  # ... and scored on 0 and 2, never on the tokens that chose it
+    final = record(run, rows, None, None, StorageSpec(), protocol.model_copy(update={"selection_fraction": None}))
+    assert (final.compared_step, final.compared_loss) == (20, pytest.approx(3.5))  # without a share: the final evaluation, all documents

@@ -84,19 +84,20 @@ def variant_lines(results, runs: dict[str, Run], histories: dict[str, list[dict[
             lead = f"**{v.variant}** (control)"
             spread = f"seed-to-seed sd {v.seed_std:.4f} over {len(v.runs)} seeds" if v.seed_std is not None else "one seed"
             body = [f"compared loss {v.compared_mean:.4f} ({spread})" if v.compared_mean is not None else "no result"]
+            mention_unclipped = False
         else:
             diff = differences(first, runs[base.runs[0].run]) if base else {}
             lead = f"**{v.variant}** changes {_change(diff)}"
             body = [_outcome(v, base)]
+            mention_unclipped = "optim.grad_clip" in diff  # "never clipped" matters only where the clip is what the run changes
             twin = next((w for w in comparisons.variants if w is not v and not w.is_control and _same_losses(v, w)), None)
             if twin is not None:
                 body.append(_twin_reason(v, twin, runs))
-        changes_clip = base is not None and not v.is_control and "optim.grad_clip" in differences(first, runs[base.runs[0].run])
+                mention_unclipped = False  # the twin's reason already says what the clip did
         for r in v.runs[:1]:
             log = run_log(r, histories.get(r.run))
             findings = [f for f in diagnose(log, Context(spec_dict(runs[r.run]))) if f.rule in ("regression", "plateau", "clipping", "overfit")]
-            # "never clipped" matters only where the clip is what the run changes
-            findings = [f for f in findings if not (f.rule == "clipping" and f.data.get("rate") == 0 and not changes_clip)]
+            findings = [f for f in findings if not (f.rule == "clipping" and f.data.get("rate") == 0 and not mention_unclipped)]
             body += [f"{f.title.lower()}: {f.evidence}" for f in findings]
             if r.memory_fallback:
                 body.append(r.memory_fallback)

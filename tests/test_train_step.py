@@ -1,0 +1,40 @@
+"""The training step on the demo model, without Ray: what loosening the clip can and cannot change."""
+
+import torch
+
+from contract.spec import StorageSpec, TrainSpec
+from jobs import data as data_lib
+from jobs.model import load_model, load_tokenizer
+from jobs.train import train_step
+
+
+def _run(overrides: dict, clip: float, steps: int = 12) -> tuple[list[float], float]:
+    """(losses, clip rate) of ``steps`` steps on the bundled corpus, seeded."""
+    spec = TrainSpec.model_validate(overrides)
+    torch.manual_seed(0)
+    data = data_lib.load(spec.data, StorageSpec(), load_tokenizer(spec, StorageSpec()))
+    model = load_model(spec, StorageSpec())
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=spec.optim.lr)
+    order = data_lib.BatchOrder(len(data.train), 16, seed=0)
+    losses, clipped = [], 0
+    for step in range(steps):
+        loss, norm = train_step(model, optimizer, [data.train[order.indices(step)]], spec.optim.lr, clip)
+        losses.append(loss.item())
+        clipped += norm.item() > clip
+    return losses, clipped / steps
+
+
+def test_loosening_a_clip_that_never_engages_changes_nothing():
+    lora = {"lora": {"rank": 16, "alpha": 32.0, "dropout": 0.0}, "optim": {"lr": 4e-3}}
+    tight, rate = _run(lora, clip=1.0)
+    loose, _ = _run(lora, clip=5.0)
+    assert rate == 0  # LoRA's gradient norm stays below 1.0 here
+    assert tight == loose
+
+
+def test_loosening_a_clip_that_engages_changes_the_run():
+    full = {"method": "full", "lora": None, "optim": {"lr": 2e-3}}
+    tight, rate = _run(full, clip=1.0)
+    loose, _ = _run(full, clip=5.0)
+    assert rate > 0  # full fine-tuning's norm is above 1.0
+    assert tight[0] == loose[0] and tight[-1] != loose[-1]  # the same first loss (before any update), then apart
