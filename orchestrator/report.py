@@ -219,7 +219,8 @@ def plot(results: Results) -> bytes:
             _mark(loss_ax, (steps[-1], mean[-1]), v.status, color)
     loss_ax.set(xlabel="step", ylabel="loss (nats/token)", title=f"{results.experiment.name}: val (solid; band = seeds' range), train (dashed)")
     loss_ax.grid(alpha=0.3)
-    loss_ax.legend(fontsize=8)
+    if loss_ax.get_legend_handles_labels()[0]:
+        loss_ax.legend(fontsize=8)
     if base:
         ax = axes[0][1]
         ax.axhline(0, color="black", linewidth=0.8)

@@ -50,7 +50,7 @@ def read_spec(path: str) -> dict[str, Any]:
     except RecursionError:
         raise SpecError(f"{path}: nested too deeply to be a spec (more than {MAX_DEPTH} levels)") from None
     if data is None:
-        raise SpecError(f"{path}: the spec is empty; write `base:` and `options:` (see specs/smoke.yaml), or leave out SPEC to run the embedded defaults")
+        raise SpecError(f"{path}: the spec is empty; write `base:` and `options:` (see specs/smoke.yaml), or leave out SPEC to run the default job")
     if not isinstance(data, dict):
         raise SpecError(f"{path}: a spec must be a YAML mapping with base/options, got a {type(data).__name__}")
     bad = [k for k in data if not isinstance(k, str)]
