@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from orchestrator.launch import main
+from tests.test_data import BAD_DATA
 
 BAD_SPECS = {
     "binary": (b"\x7fELF\x02\x01\x01\x00\x00\x00", "looks binary (a NUL byte at offset 7)"),
@@ -38,16 +39,9 @@ def test_a_bad_spec_exits_2_naming_the_file(tmp_path, capsys, raw, expected):
     assert err.startswith(f"error: {path}: ") and expected in err
 
 
-BAD_DATA = {
-    "binary": (b"\x00\x01\x02", "d.md", "looks binary"),
-    "not utf-8": (b"## Q: a?\n\nanswer \xff\n\n## Q: b?\n\nB.\n", "d.md", "not UTF-8: byte 0xff at offset 17, line 3"),
-    "broken jsonl": (b'{"text": "a"}\n{"text": "b"}\n{"text"\n', "d.jsonl", "line 3: not valid JSON"),
-    "no documents": (b"# only a title\n", "d.md", "no documents found when read as markdown"),
-}
-
-
 @pytest.mark.parametrize("raw,name,expected", BAD_DATA.values(), ids=list(BAD_DATA))
 def test_bad_data_is_refused_before_ray_starts(tmp_path, raw, name, expected):
+    """The data errors of tests/test_data.py, through the launcher: exit 2, nothing started."""
     data = tmp_path / name
     data.write_bytes(raw)
     out = subprocess.run([sys.executable, "-m", "orchestrator.launch", "specs/smoke.yaml", "--local", "--only", "current",
