@@ -46,10 +46,19 @@ def config_dict(name: str) -> dict[str, Any] | None:
         return dict(HUB_SHAPES[name])
     if name.startswith("s3://"):
         return None
+    cached = cached_file(name, "config.json")
+    return json.loads(Path(cached).read_text()) if cached else None
+
+
+def cached_file(repo: str, filename: str) -> str | None:
+    """The path of ``filename`` of hub repo ``repo`` in the local Hugging Face cache, or None (also for a name that is no repo id)."""
     from huggingface_hub import try_to_load_from_cache
 
-    cached = try_to_load_from_cache(name, "config.json")
-    return json.loads(Path(cached).read_text()) if isinstance(cached, str) else None
+    try:
+        found = try_to_load_from_cache(repo, filename)
+    except ValueError:  # HFValidationError: "bad name//x" cannot be a repo id
+        return None
+    return found if isinstance(found, str) else None
 
 
 def n_positions(name: str) -> int | None:

@@ -124,8 +124,8 @@ class ComputeSpec(Strict):
     micro_batch_size: int | None = Field(
         None, gt=0,
         description="Sequences per forward/backward on one worker; gradients accumulate until the worker's share "
-        "of `data.batch_size` is done. null is the whole share (no accumulation). Changes memory, not results; "
-        "halved automatically if it does not fit.",
+        "of `data.batch_size` is done. null is the whole share (no accumulation). Changes memory, not results "
+        "(exactly so with dropout off; dropout masks depend on the split); halved automatically if it does not fit.",
     )
 
 
@@ -211,6 +211,8 @@ class StorageSpec(Strict):
     def _endpoint_needs_s3(self) -> StorageSpec:
         if not self.path.startswith("s3://") and (self.endpoint_url or self.region):
             raise ValueError(f"storage.endpoint_url/region are set but storage.path {self.path!r} is local; use an s3://bucket/prefix path or remove them")
+        if self.endpoint_url is not None and not self.endpoint_url.startswith(("http://", "https://")):
+            raise ValueError(f"storage.endpoint_url {self.endpoint_url!r} has no scheme; write http://{self.endpoint_url} or https://{self.endpoint_url}")
         return self
 
 
@@ -236,6 +238,8 @@ class EvalProtocol(Strict):
 
     @model_validator(mode="after")
     def _stride_fits(self) -> EvalProtocol:
+        if self.selection_fraction is not None and self.max_documents is not None and self.max_documents < 2:
+            raise ValueError("evaluation.selection_fraction needs at least 2 val documents, one to choose and one to score; raise max_documents")
         if self.stride >= self.context:
             raise ValueError(f"evaluation.stride: {self.stride} is not less than evaluation.context {self.context}; the first token of every window would go unscored. Use at most {self.context - 1} (half the context is usual)")
         return self
@@ -248,8 +252,8 @@ class EvalProtocol(Strict):
         """
         if self.selection_fraction is None:
             return [True] * n_docs
-        f = self.selection_fraction
-        choose = [int((i + 1) * f) > int(i * f) for i in range(n_docs)]
+        k = min(max(round(n_docs * self.selection_fraction), 1), n_docs - 1)  # at least one document on each side
+        choose = [int((i + 1) * k / n_docs) > int(i * k / n_docs) for i in range(n_docs)]
         return choose if role == "choose" else [not c for c in choose]
 
     def mean_nll(self, doc_nll: list[float], doc_tokens: list[int], role: Literal["choose", "score"]) -> float:

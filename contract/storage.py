@@ -11,8 +11,11 @@ Credentials are never taken from a spec. boto3 resolves the standard AWS chain
 (environment, ``AWS_PROFILE``, SSO, assumed roles, instance and container roles) and
 says which one it used; pyarrow, which moves the bytes, reads the kinds its own chain
 refreshes by itself, and is handed boto3's current credentials for the others (SSO,
-assume-role profiles, credential_process). They are never pickled: a filesystem
-shipped to a Ray worker resolves them again there.
+assume-role profiles, credential_process). Those are fixed for the life of the
+filesystem (a run's, for Train), so a run that outlives them (often an hour) needs a
+kind pyarrow refreshes: environment variables, a shared credentials file, an instance or
+container role. They are never pickled: a filesystem shipped to a Ray worker resolves
+them again there.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ def aws_credentials():
 
     Resolved once per process and environment: on a machine without credentials the
     chain ends by probing the instance-metadata endpoint, which takes seconds.
-    Refreshable credentials (SSO, roles) renew themselves when read.
+    Refreshable credentials (SSO, roles) renew themselves each time a filesystem reads them.
     """
     return _resolve_credentials(tuple(os.environ.get(name) for name in _AWS_ENV))
 

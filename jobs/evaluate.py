@@ -58,14 +58,13 @@ class EvalSet:
     def eval_tokens(self) -> int:
         return sum(self.doc_tokens)
 
-    def targets(self) -> list[tuple[int, int]]:
-        """Every scored (document, position in the stream): the protocol's fingerprint."""
-        return [(int(self.doc_of[p]), p) for w in self.windows for p in range(w.first_target, w.end)]
-
 
 def eval_set(val_docs: list[list[int]], protocol: EvalProtocol) -> EvalSet:
     """The stream, document ids and windows for ``val_docs`` (each document's tokens, EOS included)."""
     docs = val_docs[: protocol.max_documents] if protocol.max_documents else val_docs
+    if protocol.selection_fraction is not None and len(docs) < 2:
+        raise ValueError(f"evaluation.selection_fraction needs at least 2 val documents, one to choose and one to score; "
+                         f"found {len(docs)}: raise data.val_fraction or turn the selection share off")
     stream = torch.tensor([t for doc in docs for t in doc], dtype=torch.long)
     doc_of = torch.repeat_interleave(torch.arange(len(docs)), torch.tensor([len(d) for d in docs]))
     wins = windows(len(stream), protocol.context, protocol.stride)

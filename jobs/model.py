@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from contract.presets import PRESETS, config_dict, local_folder
+from contract.presets import PRESETS, cached_file, config_dict, local_folder
 from contract.spec import LoraSpec, StorageSpec, TrainSpec
 from contract.storage import download_dir, filesystem, is_s3
 
@@ -44,9 +44,7 @@ def check_reachable(name: str, storage: StorageSpec) -> None:
         if info.type.name != "File":
             raise ModelUnavailable(f"model.name {name!r}: no config.json under that prefix; upload a folder written by save_pretrained")
         return
-    from huggingface_hub import try_to_load_from_cache
-
-    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+    if cached_file(name, "config.json"):
         return
     hint = (
         f"model.name {name!r} is not in the local Hugging Face cache and the Hub cannot be reached "

@@ -293,7 +293,6 @@ def _static_metrics(s: Setup, setup_s: float) -> dict[str, Any]:
         "accumulation_steps": s.spec.worker_batch // s.micro,
         "memory_fallback": s.memory_note,
         "data_longer_than_block": s.data.stats.longer_than_block,
-        "data_train_tokens": s.data.stats.train_tokens,
         "eval_tokens": s.evalset.eval_tokens,
         "time_setup_s": setup_s,  # worker start to first step: data, model, checkpoint, memory probe
         "first_step_at": time.time(),
@@ -334,7 +333,7 @@ def _evaluate(s: Setup, bf16: bool, timers: Timers) -> dict[str, Any]:
     doc_nll = doc_nll.tolist()
     val_loss = s.job.evaluation.mean_nll(doc_nll, s.evalset.doc_tokens, "choose")
     timers.eval += time.perf_counter() - t0
-    return {"val_loss": val_loss, "perplexity": math.exp(min(val_loss, 50.0)), "doc_nll": doc_nll, "doc_tokens": s.evalset.doc_tokens}
+    return {"val_loss": val_loss, "doc_nll": doc_nll, "doc_tokens": s.evalset.doc_tokens}
 
 
 def _report(s: Setup, metrics: dict[str, Any], timers: Timers, checkpointer: ckpt.Checkpointer, save: bool) -> None:

@@ -26,7 +26,7 @@ import yaml
 
 from contract.presets import PRESETS, local_folder
 from contract.storage import is_s3
-from orchestrator.spec import ExperimentSpec, Plan, SpecError, deep_merge, format_validation_error, json_schema, resolve_runs
+from orchestrator.spec import ExperimentSpec, Plan, SpecError, deep_merge, format_validation_error, json_schema, resolve_runs, set_path
 from orchestrator.specfile import read_spec
 
 DEFAULT_SPEC = Path(__file__).resolve().parent.parent / "specs" / "smoke.yaml"
@@ -45,11 +45,8 @@ def parse_sets(items: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
             value: Any = yaml.safe_load(raw)
         except yaml.YAMLError:
             raise SpecError(f"--set {item!r}: the value is not valid YAML; quote it") from None
-        for part in reversed(key.split(".")):
-            value = {part: value}
         top = key.split(".")[0]
-        target = experiment if top in ExperimentSpec.model_fields and top not in ("base", "options") else run
-        target.update(deep_merge(target, value))
+        set_path(experiment if top in ExperimentSpec.model_fields and top not in ("base", "options") else run, key.split("."), value)
     return experiment, run
 
 
@@ -202,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         connect(args.local, plan)
     except SpecError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # the storage, read or written before any run starts
+        print(f"error: storage: {err}; check storage.path, storage.endpoint_url and the credentials", file=sys.stderr)
         return 2
 
     try:

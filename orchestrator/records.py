@@ -50,7 +50,7 @@ class RunRecord:
     memory_fallback: str | None
     eval_tokens: int | None
     best_checkpoint: str | None
-    history: list[dict[str, Any]] = field(default_factory=list)  # step, train_loss, val_loss, lr, clip_rate, grad_norm
+    history: list[dict[str, Any]] = field(default_factory=list)  # step, train_loss, val_loss, lr, clip_rate, grad_norm, reported_at
     doc_nll: list[float] | None = field(default=None, repr=False)  # per val document, at compared_step
     doc_tokens: list[int] | None = field(default=None, repr=False)
 
@@ -99,7 +99,7 @@ def record(run: Run, rows: list[dict[str, Any]], error: str | None, stop_reason:
     return RunRecord(
         run=run.name, option=run.option, variant=run.variant, seed=run.spec.run.seed, overrides=run.overrides,
         status=status, reason=reason, steps=steps, total_steps=run.spec.run.steps,
-        first_val_loss=finite(evals[0]["val_loss"]) if evals else None,
+        first_val_loss=_first_loss(evals, doc_tokens, protocol),
         final_val_loss=finite(evals[-1]["val_loss"]) if evals else None,
         best_val_loss=finite(best["val_loss"]) if best else None,
         best_step=int(best["step"]) if best else None,
@@ -107,7 +107,7 @@ def record(run: Run, rows: list[dict[str, Any]], error: str | None, stop_reason:
         compared_loss=finite(protocol.mean_nll(compared["doc_nll"], doc_tokens, "score")) if compared and doc_tokens else None,
         final_train_loss=finite(last.get("train_loss")),
         tokens_per_s=_median([r["tokens_per_s"] for r in trained if finite(r.get("tokens_per_s"))]),
-        clip_rate=float(np.mean([r["clip_rate"] for r in trained if finite(r.get("clip_rate")) is not None])) if any(finite(r.get("clip_rate")) is not None for r in trained) else None,
+        clip_rate=_clip_rate(norms, run.spec.optim.grad_clip, trained),
         grad_norm_p50=float(np.percentile(norms, 50)) if norms else None,
         grad_norm_p90=float(np.percentile(norms, 90)) if norms else None,
         mfu=_median([r["mfu"] for r in trained if finite(r.get("mfu")) is not None]),
@@ -116,10 +116,29 @@ def record(run: Run, rows: list[dict[str, Any]], error: str | None, stop_reason:
         memory_fallback=next((r["memory_fallback"] for r in rows if r.get("memory_fallback")), None),
         eval_tokens=last.get("eval_tokens"),
         best_checkpoint=best_ckpt,
-        history=[{k: (finite(r.get(k)) if k != "step" else int(r["step"])) for k in ("step", "train_loss", "val_loss", "lr", "clip_rate", "grad_norm")} for r in rows],
+        history=[{k: (finite(r.get(k)) if k != "step" else int(r["step"])) for k in ("step", "train_loss", "val_loss", "lr", "clip_rate", "grad_norm", "reported_at")} for r in rows],
         doc_nll=compared["doc_nll"] if compared else None,
         doc_tokens=doc_tokens,
     )
+
+
+def _first_loss(evals: list[dict[str, Any]], doc_tokens: list[int] | None, protocol: EvalProtocol) -> float | None:
+    """The first evaluation's loss on the scoring documents, so that it reads beside the compared loss."""
+    if not evals:
+        return None
+    if evals[0].get("doc_nll") and doc_tokens:
+        return finite(protocol.mean_nll(evals[0]["doc_nll"], doc_tokens, "score"))
+    return finite(evals[0]["val_loss"])
+
+
+def _clip_rate(norms: list[float], max_norm: float | None, trained: list[dict[str, Any]]) -> float | None:
+    """The share of steps whose pre-clip gradient norm exceeded max_norm (from the per-step norms when the rows have them)."""
+    if max_norm is None:
+        return 0.0 if trained else None
+    if norms:
+        return float(np.mean(np.asarray(norms) > max_norm))
+    rates = [r["clip_rate"] for r in trained if finite(r.get("clip_rate")) is not None]
+    return float(np.mean(rates)) if rates else None
 
 
 def _status(run: Run, last: dict[str, Any], steps: int, error: str | None, stop_reason: str | None) -> tuple[str, str | None]:

@@ -162,7 +162,8 @@ def sweep_axes(data: dict[str, Any], model: type[BaseModel] = TrainSpec, prefix:
     return axes
 
 
-def _set_path(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+def set_path(data: dict[str, Any], path: tuple[str, ...] | list[str], value: Any) -> None:
+    """Set ``data[path[0]][path[1]]... = value``, creating the dicts on the way."""
     for key in path[:-1]:
         data = data.setdefault(key, {})
     data[path[-1]] = value
@@ -185,8 +186,8 @@ def _expand(option: str, merged: dict[str, Any], overrides: dict[str, Any]) -> l
     for values in itertools.product(*(vals for _, vals in axes)):
         run, run_overrides, label, variant = copy.deepcopy(merged), copy.deepcopy(overrides), [], []
         for (path, _), value in zip(axes, values):
-            _set_path(run, path, value)
-            _set_path(run_overrides, path, value)
+            set_path(run, path, value)
+            set_path(run_overrides, path, value)
             label.append(f"{path[-1]}={value}")
             if path != SEED:
                 variant.append(label[-1])
@@ -227,8 +228,24 @@ def resolve_runs(experiment: ExperimentSpec, sets: dict[str, Any] | None = None,
             except Exception as err:  # pydantic.ValidationError, re-worded with its location
                 raise SpecError(format_validation_error(err, f"option {name!r}", TrainSpec)) from None
             runs.append(Run(name=name, option=option, variant=variant, overrides=run_overrides, spec=spec))
+    _check_distinct(runs, experiment.control)
     _check_comparable(runs, experiment.control)
     return Plan(runs=runs, evaluation=evaluation_protocol(experiment.evaluation, runs))
+
+
+def _check_distinct(runs: list[Run], control: str | None) -> None:
+    """Every run needs a folder of its own, and the control must be one configuration (over seeds)."""
+    seen: dict[str, str] = {}
+    for run in runs:
+        folder = dir_name(run.name)
+        if folder in seen:
+            raise SpecError(f"option {run.option!r}: runs {seen[folder]!r} and {run.name!r} would share the folder {folder!r}; "
+                            "a list with a repeated value (run.seed: [0, 0]) or names that differ only in punctuation; make them distinct")
+        seen[folder] = run.name
+    variants = sorted({r.variant for r in runs if r.option == control})
+    if len(variants) > 1:
+        raise SpecError(f"option {control!r} (the control) sweeps a setting into {', '.join(variants)}; the control must be one "
+                        "configuration (seeds aside): move the sweep to another option")
 
 
 # The fields that decide which val documents there are and how they are tokenized:

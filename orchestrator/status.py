@@ -11,46 +11,27 @@ import math
 
 from orchestrator import history
 from orchestrator.console import RunProgress, plain_table, progress_table
-from orchestrator.records import finite
-from orchestrator.scheduler import load_state
+from orchestrator.records import collect
 from orchestrator.spec import ExperimentSpec, Plan, dir_name
 
 
 def progress(experiment: ExperimentSpec, plan: Plan) -> list[RunProgress]:
-    _, stopped = load_state(experiment.storage, experiment.name)
+    """Each run's progress, from the same records the report is built from, and the driver's record of which runs are running."""
     out = []
-    for run in plan.runs:
-        rows = history.read(experiment.storage, experiment.name, dir_name(run.name))
+    for run, record in zip(plan.runs, collect(experiment, plan)):
         state = history.read_state(experiment.storage, experiment.name, dir_name(run.name)).get("state")
-        p = RunProgress(run.name, total=run.spec.run.steps, status="queued")
-        vals = [finite(r.get("val_loss")) for r in rows if finite(r.get("val_loss")) is not None]
-        if rows:
-            p.step = int(rows[-1]["step"])
-            p.val = vals[-1] if vals else math.nan
-            p.best = min(vals) if vals else math.inf
-        p.status = _status(state, rows, run.name in stopped, p.step, p.total)
-        timed = [r for r in rows if isinstance(r.get("reported_at"), (int, float)) and int(r["step"]) > 0]
-        if p.status == "running" and len(timed) >= 2:
+        status = record.status
+        if status == "incomplete":  # not finished: running, waiting for a slot, or interrupted
+            status = "running" if state == "running" else "incomplete" if record.history else "queued"
+        vals = [h["val_loss"] for h in record.history if h["val_loss"] is not None]
+        p = RunProgress(run.name, step=record.steps, total=record.total_steps, status=status,
+                        val=vals[-1] if vals else math.nan, best=min(vals) if vals else math.inf)
+        timed = [h for h in record.history if h["reported_at"] is not None and h["step"] > 0]
+        if status == "running" and len(timed) >= 2:
             a, b = timed[-2], timed[-1]
-            p.rate = (int(b["step"]) - int(a["step"])) / max(b["reported_at"] - a["reported_at"], 1e-9)
+            p.rate = (b["step"] - a["step"]) / max(b["reported_at"] - a["reported_at"], 1e-9)
         out.append(p)
     return out
-
-
-def _status(state: str | None, rows: list[dict], stopped: bool, step: int, total: int) -> str:
-    if state == "failed":
-        return "failed"
-    if rows and rows[-1].get("diverged"):
-        return "diverged"
-    if stopped:
-        return "early_stopped"
-    if step >= total:
-        return "completed"
-    if state == "running":
-        return "running"
-    if state == "finished" or rows:
-        return "incomplete"
-    return "queued"
 
 
 def show(experiment: ExperimentSpec, plan: Plan) -> str:

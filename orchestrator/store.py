@@ -30,9 +30,9 @@ def prepare(experiment: ExperimentSpec, plan: Plan, fresh: bool) -> tuple[Experi
             experiment = experiment.model_copy(update={"name": f"{base}-{n}"})
     plan_uri = join(experiment.storage.path, experiment.name, PLAN_FILE)
     resolved = plan.model_dump(mode="json")
-    stored = read_json(plan_uri, experiment.storage)
+    stored = _read(experiment.storage, experiment.name)
     if stored is not None:
-        before = stored.get("plan", {})
+        before = stored["plan"]
         if before != resolved:
             old, new = {r["name"]: r for r in before.get("runs", [])}, {r["name"]: r for r in resolved["runs"]}
             differ = sorted(set(old) ^ set(new)) or sorted(n for n in new if old[n] != new[n]) or ["evaluation"]
@@ -49,7 +49,22 @@ def prepare(experiment: ExperimentSpec, plan: Plan, fresh: bool) -> tuple[Experi
 
 def stored_plan(storage: StorageSpec, name: str) -> tuple[ExperimentSpec, Plan] | None:
     """The experiment and plan an experiment in storage was started with, or None when there is none."""
-    stored = read_json(join(storage.path, name, PLAN_FILE), storage)
+    stored = _read(storage, name)
     if stored is None:
         return None
-    return ExperimentSpec.model_validate(stored["experiment"]), Plan.model_validate(stored["plan"])
+    try:
+        return ExperimentSpec.model_validate(stored["experiment"]), Plan.model_validate(stored["plan"])
+    except ValueError as err:
+        raise SpecError(f"{join(storage.path, name, PLAN_FILE)}: not a plan this version can read ({str(err).splitlines()[0]}); use --fresh or another name") from None
+
+
+def _read(storage: StorageSpec, name: str) -> dict | None:
+    """plan.json as written by prepare(), or None when there is none; SpecError when it is something else."""
+    uri = join(storage.path, name, PLAN_FILE)
+    try:
+        stored = read_json(uri, storage)
+    except ValueError as err:  # not JSON
+        raise SpecError(f"{uri}: unreadable ({err}); the experiment folder is damaged: use --fresh or another name") from None
+    if stored is not None and not (isinstance(stored, dict) and {"experiment", "plan"} <= set(stored)):
+        raise SpecError(f"{uri}: written by an earlier version of plateau-sweep, which this one cannot resume; use --fresh or another name")
+    return stored

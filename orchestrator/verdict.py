@@ -39,6 +39,11 @@ class VariantResult:
     eligible: bool = False  # every run completed or was stopped cleanly
 
     @property
+    def finished(self) -> list[RunRecord]:
+        """The runs that count: for the control, only seeds that completed or stopped cleanly."""
+        return [r for r in self.runs if r.status in OK_STATUSES] if self.is_control else self.runs
+
+    @property
     def status(self) -> str:
         statuses = sorted({r.status for r in self.runs})
         return statuses[0] if len(statuses) == 1 else "/".join(statuses)
@@ -54,6 +59,7 @@ class Verdict:
     take: str | None  # a variant (an option, or one grid point of it), or None
     reason: str
     candidates: list[str] = field(default_factory=list)  # every variant that passed, best first
+    seeds_needed: int | None = None  # when undecided: the seeds per option that would tell, if the effect is real
 
 
 @dataclass
@@ -81,18 +87,17 @@ def group(records: list[RunRecord], control: str | None) -> list[VariantResult]:
         by.setdefault(r.variant, []).append(r)
     out = []
     for variant, runs in by.items():
-        losses = [r.compared_loss for r in runs if r.compared_loss is not None]
-        out.append(VariantResult(
-            variant=variant, option=runs[0].option, runs=runs, is_control=runs[0].option == control,
-            compared_mean=float(np.mean(losses)) if losses else None,
-            seed_std=float(np.std(losses, ddof=1)) if len(losses) > 1 else None,
-            eligible=all(r.status in OK_STATUSES for r in runs),
-        ))
+        v = VariantResult(variant=variant, option=runs[0].option, runs=runs, is_control=runs[0].option == control,
+                          compared_mean=None, seed_std=None, eligible=all(r.status in OK_STATUSES for r in runs))
+        losses = [r.compared_loss for r in v.finished if r.compared_loss is not None]
+        v.compared_mean = float(np.mean(losses)) if losses else None
+        v.seed_std = float(np.std(losses, ddof=1)) if len(losses) > 1 else None
+        out.append(v)
     return out
 
 
 def _docs(v: VariantResult) -> np.ndarray | None:
-    rows = [r.doc_nll for r in v.runs if r.doc_nll is not None]
+    rows = [r.doc_nll for r in v.finished if r.doc_nll is not None]
     return np.asarray(rows, dtype=float) if rows else None
 
 
@@ -117,10 +122,15 @@ def compare(records: list[RunRecord], control: str | None, scoring: list[bool] |
             v.p_holm = p
     others.sort(key=lambda v: (v.delta is None, v.delta.mean if v.delta else 0.0))
     ordered = ([base] if base else []) + others
-    return Comparisons(variants=ordered, control=base, verdict=decide(base, others, control, len(records)))
+    verdict = decide(base, others, control, int(np.sum(keep)) if base_docs is not None else 0)
+    dropped = len(base.runs) - len(base.finished) if base else 0
+    if dropped:
+        verdict.reason += f" ({dropped} control seed(s) that did not finish cleanly are left out.)"
+    return Comparisons(variants=ordered, control=base, verdict=verdict)
 
 
-def decide(base: VariantResult | None, others: list[VariantResult], control: str | None, n_runs: int) -> Verdict:
+def decide(base: VariantResult | None, others: list[VariantResult], control: str | None, n_docs: int) -> Verdict:
+    """The verdict, given the control and the other variants (compared, best first); ``n_docs`` is the number of scoring documents."""
     if control is None:
         return Verdict(None, "No control is named, so no fix can be judged against the current configuration; set `control:` to the option you run today.")
     if base is None:
@@ -129,7 +139,7 @@ def decide(base: VariantResult | None, others: list[VariantResult], control: str
         return Verdict(None, f"Only the control **{control}** ran; add the fixes to compare as options.")
     if base.compared_mean is None:
         reason = base.runs[0].reason or "it produced no evaluation"
-        return Verdict(None, f"The control **{control}** has no result ({reason}), so nothing can be compared with it; fix it and relaunch to resume.")
+        return Verdict(None, f"The control **{control}** has no finished run ({reason}), so nothing can be compared with it; fix it and relaunch to resume.")
     spread = base.seed_std
     passed = [v for v in others if _passes(v, spread)]
     if passed:
@@ -142,7 +152,7 @@ def decide(base: VariantResult | None, others: list[VariantResult], control: str
             f"p {d.p:.4f}, Holm-corrected {best.p_holm:.4f}), {noise}."
             + (f" Also distinguishable: {', '.join(v.variant for v in passed[1:])}." if len(passed) > 1 else "")
         ), [v.variant for v in passed])
-    return Verdict(None, _undecided(base, others, spread))
+    return _undecided(base, others, spread, n_docs)
 
 
 def _passes(v: VariantResult, spread: float | None) -> bool:
@@ -154,29 +164,29 @@ def _passes(v: VariantResult, spread: float | None) -> bool:
     )
 
 
-def _undecided(base: VariantResult, others: list[VariantResult], spread: float | None) -> str:
+def _undecided(base: VariantResult, others: list[VariantResult], spread: float | None, docs: int) -> Verdict:
     """No fix is distinguishable: say so, and what would decide it."""
     contenders = [v for v in others if v.delta is not None and v.eligible]
     if not contenders:
         unfinished = ", ".join(f"{v.variant} ({v.status})" for v in others)
-        return f"No fix can be taken: none finished cleanly ({unfinished}); see why each stopped below."
+        return Verdict(None, f"No fix can be taken: none finished cleanly ({unfinished}); see why each stopped below.")
     best = contenders[0]
     d = best.delta
     measured = f"Δ {d.mean:+.4f} (95% CI [{d.ci95[0]:+.4f}, {d.ci95[1]:+.4f}], Holm-corrected p {best.p_holm:.3f})"
     if d.mean >= 0:
-        return f"No fix lowered the loss below the control **{base.variant}**: the best, **{best.variant}**, differs by {measured}. Try other fixes."
+        return Verdict(None, f"No fix lowered the loss below the control **{base.variant}**: the best, **{best.variant}**, differs by {measured}. Try other fixes.")
     head = f"No fix is distinguishable from the control **{base.variant}**. The closest, **{best.variant}**, differs by {measured}"
     gain = -d.mean
     if spread is not None and gain <= spread:
-        return head + f", less than the control's seed-to-seed spread ({spread:.4f}): a difference this small is seed noise at this scale, and more evaluation would not make it worth taking."
-    docs = len(best.runs[0].doc_tokens or [])
+        return Verdict(None, head + f", less than the control's seed-to-seed spread ({spread:.4f}): a difference this small is seed noise at this scale, and more evaluation would not make it worth taking.")
     need_docs = math.ceil(docs * (d.half_width / gain) ** 2) if docs else None
     seeds = len(best.runs)
     std = spread if spread is not None else 0.0
     need_seeds = math.ceil(2 * (1.96 * std / gain) ** 2) if std else None
     ways = []
     if need_docs and need_docs > docs:
-        ways.append(f"about {need_docs} val documents (now {docs}; raise data.val_fraction or add data)")
+        ways.append(f"about {need_docs} scoring val documents (now {docs}; raise data.val_fraction or add data)")
     if need_seeds and need_seeds > seeds:
         ways.append(f"about {need_seeds} seeds per option (now {seeds}; list run.seed, and raise control_seeds)")
-    return head + (". If the effect is real, it would take " + " or ".join(ways) + " to tell." if ways else ".")
+    reason = head + (". If the effect is real, it would take " + " or ".join(ways) + " to tell." if ways else ".")
+    return Verdict(None, reason, seeds_needed=need_seeds if need_seeds and need_seeds > seeds else None)

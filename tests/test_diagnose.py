@@ -44,7 +44,7 @@ def test_the_seeds_commands_import_to_exactly_the_values_it_states():
         "model": {"name": "gpt2"}, "method": "lora", "lora": {"rank": 16, "alpha": 32.0},
         "run": {"steps": 5000, "checkpoint_every": 500, "eval_every": 500}, "optim": {"lr": 2e-5},
     }
-    assert (best.unknown, best.program) == ([], "python3 training.py")
+    assert best.unknown == []
     option5 = import_command(SEED_OPTION_5)
     assert option5.config == {"method": "full", "lora": None, "data": {"batch_size": 8, "block_size": 256}, "optim": {"lr": 1e-5}}
 
@@ -119,7 +119,14 @@ def test_a_real_trainer_state_json(tmp_path):
     assert main([str(state)]) == 0
 
 
+def test_a_spec_cannot_be_written_where_there_is_no_folder(capsys):
+    assert main([SEED_LOG, "--emit-spec", "/nonexistent/folder/fixes.yaml"]) == 2
+    assert "error: --emit-spec /nonexistent/folder/fixes.yaml: cannot write it" in capsys.readouterr().err
+
+
 def test_csv_and_jsonl_logs(tmp_path):
+    (tmp_path / "zero.csv").write_text("step,train_loss,val_loss\n1,0,0\n2,0,0.5\n")
+    assert [f.rule for f in diagnose(parse(str(tmp_path / "zero.csv")), Context({}))] == ["regression"]  # zero losses divide nothing
     (tmp_path / "m.csv").write_text("step,train_loss,val_loss,lr\n100,5.0,5.1,1e-3\n200,4.5,4.6,1e-3\n300,4.4,4.9,1e-3\n")
     (tmp_path / "m.jsonl").write_text("\n".join(json.dumps({"step": s, "train_loss": t, "val_loss": v}) for s, t, v in [(1, 3.0, 3.1), (2, 2.9, 3.0)]))
     csv_log, jsonl_log = parse(str(tmp_path / "m.csv")), parse(str(tmp_path / "m.jsonl"))
@@ -136,6 +143,7 @@ BAD = {
     "a broken jsonl line": (b'{"step": 1, "val_loss": 3.0}\n{"step": 2,\n', "line 2: not valid JSON"),
     "a csv with a bad number": (b"step,train_loss,val_loss\n1,3.0,3.1\n2,x,3.0\n", "line 3: train_loss 'x' is not a number"),
     "json that is not a trainer state": (b'{\n  "hello": 1\n}\n', "JSON without a log_history list"),
+    "deeply nested json": (b'{"log_history": ' + b"[" * 100000 + b"]" * 100000 + b"}\n", "nested too deeply to be a training log"),
 }
 
 

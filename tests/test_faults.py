@@ -64,6 +64,17 @@ def test_a_relaunch_with_other_runs_is_refused_and_fresh_starts_a_new_name(tmp_p
     assert prepare(experiment, other, fresh=True)[0].name == "smoke-3"
 
 
+def test_a_folder_from_an_earlier_version_or_a_damaged_plan_is_refused_not_crashed(tmp_path):
+    experiment, plan = load("specs/smoke.yaml", [f"storage.path={tmp_path}", "control_seeds=1"], ["current"])
+    (tmp_path / "smoke").mkdir()
+    (tmp_path / "smoke" / PLAN_FILE).write_text("[]")  # the earlier format: a list of jobs
+    with pytest.raises(SpecError, match="written by an earlier version of plateau-sweep.*--fresh"):
+        prepare(experiment, plan, fresh=False)
+    (tmp_path / "smoke" / PLAN_FILE).write_text("{not json")
+    with pytest.raises(SpecError, match="unreadable .*the experiment folder is damaged"):
+        prepare(experiment, plan, fresh=False)
+
+
 def test_an_incomplete_checkpoint_is_never_chosen(tmp_path):
     from ray.train import Checkpoint
     from transformers import AutoModelForCausalLM

@@ -106,6 +106,15 @@ def test_a_gain_inside_the_control_seed_spread_is_not_taken():
     assert "less than the control's seed-to-seed spread (0.07" in result.verdict.reason  # sd of two seeds 0.1 apart: 0.1/sqrt(2)
 
 
+def test_a_control_seed_that_did_not_finish_is_left_out_of_the_control():
+    records = _sweep(np.random.default_rng(9), -0.2, control_seeds=(0.0, 0.5))  # seed 1 far off: it failed half-way
+    records[1].status, records[1].reason = "failed", "a worker died"
+    result = compare(records, "current", resamples=1000)
+    control = result.control
+    assert control.compared_mean == pytest.approx(records[0].compared_loss) and control.seed_std is None
+    assert result.verdict.reason.endswith("(1 control seed(s) that did not finish cleanly are left out.)")
+
+
 @pytest.mark.parametrize("status", ["failed", "diverged", "incomplete"])
 def test_a_run_that_did_not_finish_cleanly_is_never_taken(status):
     result = compare(_sweep(np.random.default_rng(7), -0.3, status=status), "current", resamples=1000)

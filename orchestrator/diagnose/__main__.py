@@ -23,7 +23,7 @@ from orchestrator.diagnose import advice
 from orchestrator.diagnose.command import CommandError, import_command
 from orchestrator.diagnose.logs import FORMATS, LogError, RunLog, parse
 from orchestrator.diagnose.rules import Context, diagnose
-from orchestrator.spec import SpecError
+from orchestrator.spec import ExperimentSpec, SpecError, resolve_runs
 
 
 def _our_sweep(source: str, run: str | None) -> tuple[RunLog, dict[str, Any], str]:
@@ -81,7 +81,7 @@ def _longer_than_block(config: dict[str, Any]) -> tuple[float | None, str | None
         folder = local_folder(name)
         tokenizer = AutoTokenizer.from_pretrained(str(folder) if folder else name, local_files_only=True)
         lengths, note = [len(tokenizer(d, verbose=False)["input_ids"]) + 1 for d in docs], None
-    except OSError:  # the tokenizer is not here (an uncached hub id): English BPE averages about 4 characters a token
+    except (OSError, ValueError):  # not here (an uncached hub id), or not a name at all: English BPE averages about 4 characters a token
         lengths, note = [len(d) / 4 for d in docs], f"document lengths in tokens are estimated at 4 characters a token ({name}'s tokenizer is not available offline)"
     return sum(n > block for n in lengths) / len(lengths), note
 
@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     except (LogError, CommandError, SpecError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a sweep's storage that cannot be read
+        print(f"error: {args.source}: cannot read the sweep's storage ({err})", file=sys.stderr)
+        return 2
     if log.longer_than_block is None:
         log.longer_than_block, note = _longer_than_block(config)
         notes += [note] if note else []
@@ -124,12 +127,20 @@ def main(argv: list[str] | None = None) -> int:
     vocab = (config_dict(model) or {}).get("vocab_size") if model else None
     ctx = Context(config, args.intended_batch, vocab)
     findings = diagnose(log, ctx)
-    opts = advice.options(config, findings)
+    opts = advice.options(config, findings, notes)
     print(advice.markdown(title, findings, ctx, opts, notes))
     if args.emit_spec:
         out = Path(args.emit_spec)
         last_val = log.evals[-1].val_loss if log.evals else None
-        out.write_text(advice.emit_spec(out.stem, config, opts, last_val, title))
+        try:
+            resolve_runs(ExperimentSpec(base=config, options={"current": {}}))
+            out.write_text(advice.emit_spec(out.stem, config, opts, last_val, title))
+        except (SpecError, ValueError) as err:
+            print(f"error: --emit-spec: the current configuration is not a valid run ({err}); fix the command or the source", file=sys.stderr)
+            return 2
+        except OSError as err:
+            print(f"error: --emit-spec {out}: cannot write it ({err.strerror})", file=sys.stderr)
+            return 2
         print(f"wrote {out}: the current configuration as control `current`, and {len(opts)} option(s): {', '.join(o.key for o in opts)}\n"
               f"check it: python -m orchestrator.launch {out} --dry-run", file=sys.stderr)
     return 0

@@ -69,23 +69,35 @@ def _schedule(config: dict[str, Any], findings: list[Finding]) -> Option | None:
                   {"optim": {"schedule": {"kind": "warmup_linear", "warmup_ratio": 0.05, "floor_ratio": 0.5}}}, ("learning_rate",))
 
 
+def _divisor_at_most(n: int, limit: int) -> int:
+    """The largest divisor of ``n`` that is at most ``limit`` (at least 1)."""
+    return next(d for d in range(max(1, min(n, limit)), 0, -1) if n % d == 0)
+
+
 def _batch(config: dict[str, Any], findings: list[Finding]) -> Option | None:
     finding = next((f for f in findings if f.rule == "batch"), None)
     if finding is None:
         return None
-    intended, actual = finding.data["intended"], finding.data["actual"]
+    intended = finding.data["intended"]
+    micro = _divisor_at_most(intended, finding.data["actual"])  # no more per forward than fits today
     return Option("restore_batch", "Restore the intended batch with gradient accumulation (low risk)",
-                  f"batch {intended} as intended, in micro-batches of {actual} that fit in memory: the same memory as now",
-                  "less noisy gradients: fewer val jumps", f"low: each step takes {intended // actual}x the compute",
-                  {"data": {"batch_size": intended}, "compute": {"micro_batch_size": actual}}, ("batch",))
+                  f"batch {intended} as intended, in micro-batches of {micro} that fit in memory: the same memory as now",
+                  "less noisy gradients: fewer val jumps", f"low: each step takes {intended // micro}x the forward passes",
+                  {"data": {"batch_size": intended}, "compute": {"micro_batch_size": micro}}, ("batch",))
 
 
 def _context(config: dict[str, Any], findings: list[Finding]) -> Option | None:
+    from contract.presets import n_positions
+
     block, batch = _get(config, "data.block_size", 128), _get(config, "data.batch_size", 16)
+    longest = n_positions(_get(config, "model.name", "tiny-gpt2")) or block * 2
+    if block >= longest:
+        return None  # the block is already the model's whole context
+    micro = _divisor_at_most(batch, batch // 2)
     return Option("long_context", "Increase block size (if memory allows)",
-                  f"block {block} → {block * 2}: more context per sequence, for Q&A pairs longer than a block",
-                  "better use of long documents", f"memory: twice the activations per sequence; the micro-batch halves to {max(1, batch // 2)} to keep the batch",
-                  {"data": {"block_size": block * 2}, "compute": {"micro_batch_size": max(1, batch // 2)}}, ("context",))
+                  f"block {block} → {min(block * 2, longest)}: more context per sequence, for Q&A pairs longer than a block",
+                  "better use of long documents", f"memory: up to twice the activations per sequence; micro-batches of {micro} keep the batch",
+                  {"data": {"block_size": min(block * 2, longest)}, "compute": {"micro_batch_size": micro}}, ("context",))
 
 
 def _clipping(config: dict[str, Any], findings: list[Finding]) -> Option | None:
@@ -122,10 +134,23 @@ def rank_causes(findings: list[Finding]) -> list[tuple[str, list[Finding]]]:
     return sorted(((k, v) for k, v in support.items() if v), key=lambda kv: (-len(kv[1]), order.index(kv[0])))
 
 
-def options(config: dict[str, Any], findings: list[Finding]) -> list[Option]:
-    """Every applicable fix, those for the best-supported causes first; full fine-tuning always last."""
+def options(config: dict[str, Any], findings: list[Finding], notes: list[str] | None = None) -> list[Option]:
+    """Every applicable fix that makes a valid run of ``config``, those for the best-supported causes
+    first; full fine-tuning always last. A fix that would not validate goes to ``notes`` instead."""
+    from orchestrator.spec import ExperimentSpec, SpecError, resolve_runs
+
     ranked = [k for k, _ in rank_causes(findings)]
-    built = [o for o in (b(config, findings) for b in BUILDERS) if o is not None]
+    built = []
+    for option in (b(config, findings) for b in BUILDERS):
+        if option is None:
+            continue
+        try:
+            resolve_runs(ExperimentSpec(base=config, options={option.key: option.overrides}))
+        except (SpecError, ValueError) as err:
+            if notes is not None:
+                notes.append(f"not proposed: {option.key}, which would not make a valid run here ({err})")
+            continue
+        built.append(option)
 
     def priority(o: Option) -> tuple[int, int]:
         best = min((ranked.index(c) for c in o.causes if c in ranked), default=len(CAUSES))

@@ -12,6 +12,8 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.spec import deep_merge, set_path
+
 _ASSIGNMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.DOTALL)
 
 
@@ -29,9 +31,8 @@ def _method(value: str) -> dict[str, Any]:
 
 def _set(path: str, convert):
     def apply(value: str) -> dict[str, Any]:
-        out: Any = convert(value)
-        for key in reversed(path.split(".")):
-            out = {key: out}
+        out: dict[str, Any] = {}
+        set_path(out, path.split("."), convert(value))
         return out
     return apply
 
@@ -66,18 +67,8 @@ class CommandError(ValueError):
 @dataclass
 class Imported:
     config: dict[str, Any]  # a partial run spec: only what the command states
-    variables: dict[str, str]  # every assignment, as written
     unknown: list[str] = field(default_factory=list)  # assignments this does not read
     notes: list[str] = field(default_factory=list)
-    program: str = ""  # what the assignments prefix, e.g. "python training.py"
-
-
-def _deep_update(target: dict[str, Any], update: dict[str, Any]) -> None:
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(target.get(key), dict):
-            _deep_update(target[key], value)
-        else:
-            target[key] = value
 
 
 def import_command(command: str) -> Imported:
@@ -87,14 +78,14 @@ def import_command(command: str) -> Imported:
     except ValueError as err:
         raise CommandError(f"--command: cannot split it into words ({err}); quote it as in a shell") from None
     assignments: dict[str, str] = {}
-    rest = list(words)
-    while rest and (m := _ASSIGNMENT.match(rest[0])):
+    for word in words:  # the assignments, up to the program they prefix
+        m = _ASSIGNMENT.match(word)
+        if m is None:
+            break
         assignments[m.group(1)] = m.group(2)
-        rest.pop(0)
     if not assignments:
         raise CommandError("--command: no VAR=value assignments before the program; expected e.g. 'USE_LORA=True LORA_RANK=8 python training.py'")
-    config: dict[str, Any] = {}
-    imported = Imported(config=config, variables=assignments, program=" ".join(rest))
+    imported = Imported(config={})
     # method first, so `lora.*` settings of a LoRA run are not read as belonging to a full one
     for name in sorted(assignments, key=lambda n: n != "USE_LORA"):
         value = assignments[name]
@@ -105,10 +96,10 @@ def import_command(command: str) -> Imported:
             imported.unknown.append(f"{name}={value}")
             continue
         try:
-            _deep_update(config, VARIABLES[name](value))
+            imported.config = deep_merge(imported.config, VARIABLES[name](value))
         except ValueError as err:
             raise CommandError(f"--command: {name}={value!r}: {err}") from None
-    if config.get("method") == "full" and any(k in assignments for k in ("LORA_RANK", "LORA_ALPHA")):
+    if imported.config.get("method") == "full" and any(k in assignments for k in ("LORA_RANK", "LORA_ALPHA")):
         imported.notes.append("LORA_RANK/LORA_ALPHA are ignored: USE_LORA=False trains every weight")
-        config["lora"] = None
+        imported.config["lora"] = None
     return imported

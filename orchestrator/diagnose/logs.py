@@ -102,6 +102,13 @@ def read_text(path: str) -> str:
 
 def parse(path: str) -> RunLog:
     """Detect the format of the log at ``path`` and read it. Raises :class:`LogError`."""
+    try:
+        return _parse(path)
+    except RecursionError:
+        raise LogError(f"{path}: nested too deeply to be a training log; accepted: {FORMATS}") from None
+
+
+def _parse(path: str) -> RunLog:
     text = read_text(path)
     name = Path(path).stem
     first = next(line for line in text.splitlines() if line.strip()).strip()

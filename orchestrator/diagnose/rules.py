@@ -67,7 +67,7 @@ def diagnose(log: RunLog, ctx: Context) -> list[Finding]:
 
 
 def _pct(a: float, b: float) -> str:
-    return f"{(b - a) / a:+.1%}"
+    return f"{(b - a) / a:+.1%}" if a else f"{b - a:+.4f}"
 
 
 def regression(log: RunLog, ctx: Context, found: list[Finding]) -> list[Finding]:
@@ -124,7 +124,7 @@ def plateau(log: RunLog, ctx: Context, found: list[Finding]) -> list[Finding]:
 
 def fit(log: RunLog, ctx: Context, found: list[Finding]) -> list[Finding]:
     last = next((p for p in reversed(log.evals) if p.train_loss is not None), None)
-    if last is None:
+    if last is None or last.train_loss <= 0:
         return []
     ratio = (last.val_loss - last.train_loss) / last.train_loss
     improving = not any(f.rule == "plateau" for f in found) and not any(f.rule == "regression" for f in found)

@@ -17,7 +17,7 @@ from orchestrator.diagnose.logs import Point, RunLog
 from orchestrator.diagnose.rules import Context, diagnose
 from orchestrator.plan import flatten
 from orchestrator.records import RunRecord
-from orchestrator.spec import Run, deep_merge
+from orchestrator.spec import Run, deep_merge, set_path
 from orchestrator.verdict import VariantResult
 
 
@@ -25,7 +25,8 @@ def run_log(record: RunRecord, rows: list[dict[str, Any]] | None = None) -> RunL
     """A run of ours as a RunLog, with its per-document losses when ``rows`` (its history) are given."""
     points = [Point(h["step"], h.get("train_loss"), h.get("val_loss"), h.get("lr"), h.get("grad_norm")) for h in record.history]
     log = RunLog(name=record.run, points=points, source="plateau-sweep run", clip_rate=record.clip_rate, doc_tokens=record.doc_tokens)
-    for row in rows or []:
+    latest = {int(r["step"]): r for r in rows or []}  # a step redone after a restart: its latest report counts
+    for row in (latest[step] for step in sorted(latest)):
         log.grad_norms += [n for n in row.get("grad_norms") or [] if n is not None]
         if row.get("doc_nll") and row.get("val_loss") is not None:
             log.doc_losses.append((int(row["step"]), row["doc_nll"]))
@@ -166,7 +167,8 @@ def follow_up_spec(results) -> FollowUp | None:
         chosen = [v for v in candidates if v.delta.mean < 0][:2]
         if not chosen:
             return None
-        seeds, steps_factor, why = 5, 1, f"tell {', '.join(v.variant for v in chosen)} from the control with 5 seeds each"
+        seeds = min(max(verdict.seeds_needed or 5, 3), 10)  # the verdict's estimate, within reason for a next step
+        steps_factor, why = 1, f"tell {', '.join(v.variant for v in chosen)} from the control with {seeds} seeds each"
         name = f"{experiment.name}-more-seeds"
     top = results.run(chosen[0].runs[0].run)
     control_run = results.run(base.runs[0].run)
@@ -202,9 +204,5 @@ def _overrides(run: Run, base: Run) -> dict[str, Any]:
     """The nested override that turns ``base``'s spec into ``run``'s (seed excluded)."""
     out: dict[str, Any] = {}
     for path, (value, _) in differences(run, base).items():
-        keys = path.split(".")
-        target = out
-        for key in keys[:-1]:
-            target = target.setdefault(key, {})
-        target[keys[-1]] = value
+        set_path(out, path.split("."), value)
     return out
