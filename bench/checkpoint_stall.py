@@ -90,7 +90,7 @@ def main() -> None:
             async_blocked.append(time.perf_counter() - start)
             done = threading.Event()
 
-            def write_and_upload(snap=snap, i=i):
+            def write_and_upload(snap=snap, i=i, done=done):
                 local = tempfile.mkdtemp(prefix="async-", dir=work)
                 ckpt.write(local, snap, model, job, {"step": i})
                 upload(local, storage, f"async_{i}")

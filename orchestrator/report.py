@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from contract.spec import EvalProtocol
-from contract.storage import filesystem, join
+from contract.storage import filesystem, is_s3, join
 from orchestrator.records import RunRecord
 from orchestrator.spec import ExperimentSpec, Plan, Run
 from orchestrator.verdict import Comparisons, VariantResult, compare
@@ -132,7 +132,7 @@ def markdown(results: Results) -> str:
         parts += ["## Why each run won or lost", "", results.diagnosis, ""]
     if results.follow_up:
         parts += ["## Next experiment", "", f"`{results.follow_up}` (beside this report) is the next sweep. Run it with:", "",
-                  f"    python -m orchestrator.launch {results.follow_up}", ""]
+                  f"    {follow_up_command(results)}", ""]
     parts += ["## Every run", "", runs_table(records), ""]
     stopped = [r for r in records if r.reason]
     if stopped:
@@ -234,6 +234,16 @@ def plot(results: Results) -> bytes:
     fig.savefig(buffer, format="png")
     plt.close(fig)
     return buffer.getvalue()
+
+
+def follow_up_command(results: Results) -> str:
+    """The command that runs the follow-up spec, from where the sweep was launched (a spec in a bucket is copied down first)."""
+    storage = results.experiment.storage
+    location = join(storage.path, results.experiment.name, results.follow_up)
+    if not is_s3(location):
+        return f"python -m orchestrator.launch {location}"
+    endpoint = f" --endpoint-url {storage.endpoint_url}" if storage.endpoint_url else ""
+    return f"aws s3 cp {location} .{endpoint} && python -m orchestrator.launch {results.follow_up}"
 
 
 def write(results: Results, extra: dict[str, bytes] | None = None) -> str:

@@ -26,6 +26,7 @@ def progress(experiment: ExperimentSpec, plan: Plan) -> list[RunProgress]:
         vals = [h["val_loss"] for h in record.history if h["val_loss"] is not None]
         p = RunProgress(run.name, step=record.steps, total=record.total_steps, status=status,
                         val=vals[-1] if vals else math.nan, best=min(vals) if vals else math.inf)
+        # step 0 is reported before the first step, so an interval from it would count the start-up as training
         timed = [h for h in record.history if h["reported_at"] is not None and h["step"] > 0]
         if status == "running" and len(timed) >= 2:
             a, b = timed[-2], timed[-1]

@@ -59,7 +59,7 @@ def s3_sweep(s3_server, tmp_path_factory):
 
 
 def test_checkpoints_and_results_land_in_the_bucket(s3_sweep):
-    client, log, _, _ = s3_sweep
+    client, log, spec, _ = s3_sweep
     keys = _keys(client, "experiments/s3smoke/")
     for name in ("summary.json", "report.md", "loss_curves.png", "plan.json", "current/history.json"):
         assert f"experiments/s3smoke/{name}" in keys
@@ -70,6 +70,11 @@ def test_checkpoints_and_results_land_in_the_bucket(s3_sweep):
     assert any(k.endswith("step_000020/adapter_model.safetensors") for k in keys)
     assert not any(k.endswith("model.safetensors") and "adapter" not in k and "experiments/" in k for k in keys)  # no frozen base
     assert "results: s3://sweeps/experiments/s3smoke/summary.json" in log
+    follow = summary["follow_up_spec"]  # the next experiment, beside the report, and how to fetch and run it
+    assert f"experiments/s3smoke/{follow}" in keys
+    report = client.get_object(Bucket="sweeps", Key="experiments/s3smoke/report.md")["Body"].read().decode()
+    endpoint = yaml.safe_load(spec.read_text())["storage"]["endpoint_url"]
+    assert f"    aws s3 cp s3://sweeps/experiments/s3smoke/{follow} . --endpoint-url {endpoint} && python -m orchestrator.launch {follow}\n" in report
 
 
 def test_the_best_adapter_in_the_bucket_loads_with_peft_alone(s3_sweep, tmp_path):

@@ -106,10 +106,11 @@ def test_the_report_explains_each_run_and_writes_the_next_experiment(behaviour):
     assert "- **hot_lr** changes optim.lr 0.002 → 0.2: early-stopped (val" in report or "- **hot_lr** changes optim.lr 0.002 → 0.2: diverged" in report
     assert "- **broken** changes lora.target_modules" in report and "failed:" in report
     follow = _summary(folder)["follow_up_spec"]
-    assert follow == "behaviour-confirm.yaml" and follow in report
+    assert follow == "behaviour-confirm.yaml" and f"    python -m orchestrator.launch {folder / follow}\n" in report  # runnable from anywhere
     experiment, plan = load(str(folder / follow))  # it validates as written
-    assert experiment.control == "control" and experiment.control_seeds == 3
-    assert {r.option for r in plan.runs} == {"control", "full"}
+    assert experiment.control == "current" and experiment.control_seeds == 3  # the control keeps its name
+    assert experiment.tracking.mlflow_uri == behaviour[3]  # and the curves go where the sweep's went
+    assert {r.option for r in plan.runs} == {"current", "full"}
     assert all(r.spec.run.steps == 60 for r in plan.runs)  # twice the steps
     assert (folder / "loss_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

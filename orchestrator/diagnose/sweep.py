@@ -177,16 +177,17 @@ def follow_up_spec(results) -> FollowUp | None:
     for key in ("eval_every", "checkpoint_every"):
         base_spec["run"][key] = getattr(top.spec.run, key) * steps_factor
     base_spec["run"].pop("seed", None)
-    options: dict[str, Any] = {"control": _overrides(control_run, top)}
+    control = base.variant  # the same name as in the sweep it follows, so the two reports read alike
+    options: dict[str, Any] = {control: _overrides(control_run, top)}
     for v in chosen:
         options[_option_name(v.variant)] = deep_merge(_overrides(results.run(v.runs[0].run), top), {"run": {"seed": list(range(seeds))}})
+    settings = {section: getattr(experiment, section).model_dump(exclude_defaults=True) for section in ("evaluation", "storage", "tracking")}
     spec = {
         "name": name,
-        "control": "control",
+        "control": control,
         "control_seeds": seeds,
         "early_stopping": experiment.early_stopping.model_dump(),
-        "evaluation": experiment.evaluation.model_dump(exclude_defaults=True),
-        "storage": experiment.storage.model_dump(exclude_defaults=True),
+        **{section: values for section, values in settings.items() if values},
         "base": base_spec,
         "options": options,
     }
