@@ -33,13 +33,20 @@ CONSOLE_SKIP = "|".join([
     "worker processes have been started",
     "PreemptionWatcher",
 ])
+#    The worker's own lines ("[current[seed=1]] data: ...") must never be merged: Ray's dedup
+#    drops every word containing a digit before comparing lines from different workers
+#    (ray/_private/ray_logging/__init__.py _canonicalise_log_line), so the data lines of
+#    current[seed=0] and current[seed=1] look alike to it and only one of them was printed,
+#    with "[repeated 2x across cluster]". Lines matching RAY_DEDUP_LOGS_ALLOW_REGEX are
+#    printed as they are; every line the worker prints starts with its run's name in brackets.
+PROJECT_LINE = r"^\[\S+\] "
 #    TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1: Tune's default CSV logger fixes its columns at the
 #    first result (the step-0 evaluation, which has no train loss) and silently drops the
 #    rest, and its TensorBoard logger writes every list as a histogram. The sweep adds
 #    Tune's JSON logger and its own TensorBoard writer (orchestrator.tracking) instead.
 #    TUNE_WARN_THRESHOLD_S=5: Tune warns (4 lines each time) when a callback takes over 0.5 s;
 #    ours write each run's history to storage, S3 included, after every evaluation.
-DRIVER_ENV = {"RAY_DEDUP_LOGS_SKIP_REGEX": CONSOLE_SKIP, "RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "TUNE_WARN_THRESHOLD_S": "5"}
+DRIVER_ENV = {"RAY_DEDUP_LOGS_SKIP_REGEX": CONSOLE_SKIP, "RAY_DEDUP_LOGS_ALLOW_REGEX": PROJECT_LINE, "RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "TUNE_WARN_THRESHOLD_S": "5"}
 for _name, _value in DRIVER_ENV.items():
     os.environ.setdefault(_name, _value)
 
@@ -87,6 +94,8 @@ def _check() -> None:
 
     _require(hasattr(ray_constants, "RAY_DEDUP_LOGS_SKIP_REGEX"), "ray_constants.RAY_DEDUP_LOGS_SKIP_REGEX is gone",
              "keeps Ray's per-report and cleaner lines off the console")
+    _require(hasattr(ray_constants, "RAY_DEDUP_LOGS_ALLOW_REGEX"), "ray_constants.RAY_DEDUP_LOGS_ALLOW_REGEX is gone",
+             "keeps every run's own lines from being merged into one")
     _require(getattr(getattr(train_context, "logger", None), "name", None) == train_context.__file__, "the 'Reporting training result' logger moved",
              "keeps Ray's per-report lines off the console")
     _require(isinstance(getattr(class_cache, "ENV_VARS_TO_PROPAGATE", None), set), "tune.execution.class_cache.ENV_VARS_TO_PROPAGATE is gone",

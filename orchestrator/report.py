@@ -107,7 +107,7 @@ def protocol_line(protocol: EvalProtocol, records: list[RunRecord]) -> str:
         else f"each run's best evaluation, chosen on {protocol.selection_fraction:.0%} of them and scored on the rest"
     )
     return (
-        f"Every run is scored on the same {tokens or '?'} tokens of {docs or '?'} val documents, with a sliding window of "
+        f"Every run is scored on the same {f'{tokens:,}' if tokens else '?'} tokens of {docs or '?'} val documents, with a sliding window of "
         f"{protocol.context} tokens every {protocol.stride} (at least {protocol.context - protocol.stride} tokens of context). "
         f"Compared: {compared}. Δ is the option's loss minus the control's (below 0 is better), with a 95% paired-bootstrap "
         f"interval over documents and seeds."

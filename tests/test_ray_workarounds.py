@@ -15,6 +15,7 @@ from orchestrator import ray_workarounds
     ("ray.train.v2._internal.constants", "ENABLE_PRINT_PATCH_ENV_VAR", "keeps worker lines from printing twice"),
     ("ray.train.constants", "RAY_CHDIR_TO_TRIAL_DIR", "keeps relative data paths working under ray job submit"),
     ("ray._private.ray_constants", "RAY_DEDUP_LOGS_SKIP_REGEX", "keeps Ray's per-report and cleaner lines off the console"),
+    ("ray._private.ray_constants", "RAY_DEDUP_LOGS_ALLOW_REGEX", "keeps every run's own lines from being merged into one"),
 ])
 def test_a_moved_ray_internal_fails_the_check_naming_what_it_protected(monkeypatch, module, attribute, says):
     import importlib

@@ -120,7 +120,9 @@ def test_the_console_is_the_projects_own_lines(behaviour):
     assert "Reporting training result" not in log  # Ray Train's per-report dicts stay in Ray's log files
     assert "State API may be temporarily unavailable" not in log
     assert "[current[seed=0]] step 10/30  val " in log
-    assert log.count("[current[seed=0]] data: ") == 1  # once per run, not twice
+    for run in ("current[seed=0]", "current[seed=1]"):  # names that differ only in a digit, which Ray's dedup ignores
+        assert log.count(f"[{run}] data: ") == 1, run  # once per run: not twice, and not merged into another run's
+    assert "across cluster" not in log  # nothing of ours was deduplicated
 
 
 def test_status_and_report_rebuild_from_storage(behaviour):
