@@ -55,6 +55,13 @@ def test_an_unknown_variable_is_listed_not_dropped():
     assert imported.config == {"method": "lora", "lora": {"rank": 8}}
 
 
+def test_what_the_command_leaves_out_is_described_as_the_run_will_use_it():
+    lora = advice.describe_config(Context(import_command("USE_LORA=True LORA_RANK=8 python training.py").config))
+    assert lora[0] == "Method: lora, LoRA rank 8, alpha 16.0"  # the spec's default alpha, as the emitted spec would run it
+    full = advice.describe_config(Context(import_command("USE_LORA=False BLOCK_SIZE=256 python training.py").config))
+    assert full[0] == "Method: full" and "Block size: 256" in full  # no LoRA line for full fine-tuning
+
+
 def _seed_diagnosis():
     log = parse(SEED_LOG)
     config = import_command(SEED_CURRENT).config

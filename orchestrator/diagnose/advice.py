@@ -46,14 +46,15 @@ class Option:
     causes: tuple[str, ...]
 
 
-def _get(config: dict[str, Any], path: str, default: Any = None) -> Any:
-    return Context(config).get(path, default)
+def _get(config: dict[str, Any], path: str) -> Any:
+    """The value a run of ``config`` uses at ``path``: the emitted spec leaves out what the configuration does not state."""
+    return Context(config).value(path)
 
 
 def _lora(config: dict[str, Any], findings: list[Finding]) -> Option | None:
-    if _get(config, "method", "lora") != "lora":
+    if _get(config, "method") != "lora":
         return None
-    rank, alpha, lr = _get(config, "lora.rank", 8), _get(config, "lora.alpha", 16.0), _get(config, "optim.lr", 1e-5)
+    rank, alpha, lr = _get(config, "lora.rank"), _get(config, "lora.alpha"), _get(config, "optim.lr")
     return Option("lora_capacity", "Increase LoRA capacity (easiest, low risk)",
                   f"more trainable parameters (rank {rank} → {rank * 2}) for the adapters to fit the data",
                   "better convergence, more stable training", "low: twice the adapter parameters, still a small fraction of the model",
@@ -61,7 +62,7 @@ def _lora(config: dict[str, Any], findings: list[Finding]) -> Option | None:
 
 
 def _schedule(config: dict[str, Any], findings: list[Finding]) -> Option | None:
-    if _get(config, "optim.schedule.kind", "constant") != "constant":
+    if _get(config, "optim.schedule.kind") != "constant":
         return None
     return Option("lr_schedule", "Add a conservative learning-rate schedule (medium risk)",
                   "a 5% warmup avoids early instability; a linear decay to half the peak lets the model settle",
@@ -89,8 +90,8 @@ def _batch(config: dict[str, Any], findings: list[Finding]) -> Option | None:
 def _context(config: dict[str, Any], findings: list[Finding]) -> Option | None:
     from contract.presets import n_positions
 
-    block, batch = _get(config, "data.block_size", 128), _get(config, "data.batch_size", 16)
-    longest = n_positions(_get(config, "model.name", "tiny-gpt2")) or block * 2
+    block, batch = _get(config, "data.block_size"), _get(config, "data.batch_size")
+    longest = n_positions(_get(config, "model.name")) or block * 2
     if block >= longest:
         return None  # the block is already the model's whole context
     micro = _divisor_at_most(batch, batch // 2)
@@ -104,7 +105,7 @@ def _clipping(config: dict[str, Any], findings: list[Finding]) -> Option | None:
     finding = next((f for f in findings if f.rule == "clipping"), None)
     if finding is not None and finding.data.get("rate") == 0:
         return None  # never clipped: loosening it cannot change anything (the finding says so)
-    clip = _get(config, "optim.grad_clip", 1.0)
+    clip = _get(config, "optim.grad_clip")
     if clip is None:
         return None
     p90 = finding.data.get("p90") if finding else None
@@ -116,12 +117,12 @@ def _clipping(config: dict[str, Any], findings: list[Finding]) -> Option | None:
 
 
 def _full(config: dict[str, Any], findings: list[Finding]) -> Option | None:
-    if _get(config, "method", "lora") != "lora":
+    if _get(config, "method") != "lora":
         return None
     return Option("full_finetune", "Try full fine-tuning (if model size allows; last resort)",
                   "for a small model every weight can adapt, not only low-rank adapters",
                   "the lowest loss of the options when LoRA capacity is what limits", "high: optimizer memory for every weight, and forgetting",
-                  {"method": "full", "lora": None, "optim": {"lr": _get(config, "optim.lr", 1e-5)}}, ("lora_capacity",))
+                  {"method": "full", "lora": None, "optim": {"lr": _get(config, "optim.lr")}}, ("lora_capacity",))
 
 
 BUILDERS: list[Callable[[dict[str, Any], list[Finding]], Option | None]] = [_lora, _schedule, _batch, _context, _clipping, _full]
@@ -191,15 +192,17 @@ def describe_config(ctx: Context) -> list[str]:
     c = ctx.config
     if not c:
         return ["not given (pass --command, or a spec or sweep as SOURCE)"]
-    lines = [f"Method: {_get(c, 'method', 'lora')}" + (f", LoRA rank {_get(c, 'lora.rank')}, alpha {_get(c, 'lora.alpha')}" if _get(c, "lora.rank") else "")]
-    if _get(c, "data.batch_size") is not None:
-        lines.append(f"Batch size: {_get(c, 'data.batch_size')}" + (f" (intended {ctx.intended_batch})" if ctx.intended_batch and ctx.intended_batch != _get(c, "data.batch_size") else ""))
+    method, given = _get(c, "method"), Context(c).get  # `given`: only what the configuration states
+    lines = [f"Method: {method}" + (f", LoRA rank {_get(c, 'lora.rank')}, alpha {_get(c, 'lora.alpha')}" if method == "lora" else "")]
+    batch = given("data.batch_size")
+    if batch is not None:
+        lines.append(f"Batch size: {batch}" + (f" (intended {ctx.intended_batch})" if ctx.intended_batch and ctx.intended_batch != batch else ""))
     for label, path in (("Block size", "data.block_size"), ("Learning rate", "optim.lr"), ("Steps", "run.steps"), ("Model", "model.name")):
-        if _get(c, path) is not None:
-            lines.append(f"{label}: {_get(c, path)}")
-    kind = _get(c, "optim.schedule.kind", "constant")
+        if given(path) is not None:
+            lines.append(f"{label}: {given(path)}")
+    kind = _get(c, "optim.schedule.kind")
     lines.append(f"Schedule: {kind}" + (" (no scheduler, no warmup)" if kind == "constant" else ""))
-    clip = _get(c, "optim.grad_clip", 1.0)
+    clip = _get(c, "optim.grad_clip")
     lines.append(f"Gradient clipping: {clip if clip is not None else 'off'}")
     return lines
 

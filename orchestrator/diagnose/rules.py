@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from contract.spec import TrainSpec
 from orchestrator.diagnose.logs import RunLog
 
 REGRESSION_REL = 0.01
@@ -50,12 +51,24 @@ class Context:
     vocabulary: int | None = None  # of the model, for the underfitting level
 
     def get(self, path: str, default: Any = None) -> Any:
-        value: Any = self.config
-        for key in path.split("."):
-            if not isinstance(value, dict) or key not in value:
-                return default
-            value = value[key]
-        return value
+        """What the configuration states at ``path`` (e.g. "optim.lr"), else ``default``."""
+        return _lookup(self.config, path, default)
+
+    def value(self, path: str) -> Any:
+        """What a run with this configuration uses: the stated value, else the run spec's default."""
+        return self.get(path, _lookup(_DEFAULTS, path, None))
+
+
+def _lookup(config: dict[str, Any], path: str, default: Any) -> Any:
+    value: Any = config
+    for key in path.split("."):
+        if not isinstance(value, dict) or key not in value:
+            return default
+        value = value[key]
+    return value
+
+
+_DEFAULTS = TrainSpec().model_dump(mode="json")
 
 
 def diagnose(log: RunLog, ctx: Context) -> list[Finding]:
@@ -147,7 +160,7 @@ def fit(log: RunLog, ctx: Context, found: list[Finding]) -> list[Finding]:
 
 
 def clipping(log: RunLog, ctx: Context, found: list[Finding]) -> list[Finding]:
-    max_norm = ctx.get("optim.grad_clip", 1.0)
+    max_norm = ctx.value("optim.grad_clip")
     norms = np.asarray(log.grad_norms, dtype=float)
     if max_norm is None or (len(norms) == 0 and log.clip_rate is None):
         return []
@@ -209,12 +222,12 @@ def batch(log: RunLog, ctx: Context, found: list[Finding]) -> list[Finding]:
 
 def lora_capacity(log: RunLog, ctx: Context, found: list[Finding]) -> list[Finding]:
     rank = ctx.get("lora.rank")
-    if ctx.get("method", "lora") != "lora" or rank is None or rank > 8:
+    if ctx.value("method") != "lora" or rank is None or rank > 8:
         return []
     if not any(f.rule in ("plateau", "underfit") for f in found):
         return []
     return [Finding(
         "lora_capacity", "Low LoRA capacity on a plateau",
-        f"LoRA rank {rank}, alpha {ctx.get('lora.alpha', 16.0):g}, while the loss has stopped improving",
+        f"LoRA rank {rank}, alpha {ctx.value('lora.alpha'):g}, while the loss has stopped improving",
         "rank <= 8 with a plateau or underfitting (the seed: GPT-2 fine-tuning often needs rank 16-32)", ["lora_capacity"],
     )]
