@@ -53,10 +53,12 @@ class RunRecord:
     history: list[dict[str, Any]] = field(default_factory=list)  # step, train_loss, val_loss, lr, clip_rate, grad_norm, reported_at
     doc_nll: list[float] | None = field(default=None, repr=False)  # per val document, at compared_step
     doc_tokens: list[int] | None = field(default=None, repr=False)
+    rows: list[dict[str, Any]] = field(default_factory=list, repr=False)  # history.json, one row per step (its latest report)
+    driver_state: str | None = field(default=None, repr=False)  # state.json: running, finished or failed (None before it started)
 
     def summary(self) -> dict[str, Any]:
-        """What summary.json keeps (the per-document arrays stay in history.json)."""
-        return {k: v for k, v in vars(self).items() if k not in ("doc_nll", "doc_tokens")}
+        """What summary.json keeps (the per-document arrays and the raw rows stay in history.json)."""
+        return {k: v for k, v in vars(self).items() if k not in ("doc_nll", "doc_tokens", "rows", "driver_state")}
 
 
 def finite(x: Any) -> float | None:
@@ -75,7 +77,9 @@ def collect(experiment: ExperimentSpec, plan: Plan) -> list[RunRecord]:
         rows = history.read(experiment.storage, experiment.name, dir_name(run.name))
         state = history.read_state(experiment.storage, experiment.name, dir_name(run.name))
         error = state.get("error") if state.get("state") == "failed" else None
-        out.append(record(run, rows, error, stop_reasons.get(run.name), experiment.storage, plan.evaluation))
+        rec = record(run, rows, error, stop_reasons.get(run.name), experiment.storage, plan.evaluation)
+        rec.driver_state = state.get("state")
+        out.append(rec)
     return out
 
 
@@ -119,6 +123,7 @@ def record(run: Run, rows: list[dict[str, Any]], error: str | None, stop_reason:
         history=[{k: (finite(r.get(k)) if k != "step" else int(r["step"])) for k in ("step", "train_loss", "val_loss", "lr", "clip_rate", "grad_norm", "reported_at")} for r in rows],
         doc_nll=compared["doc_nll"] if compared else None,
         doc_tokens=doc_tokens,
+        rows=rows,
     )
 
 

@@ -25,7 +25,11 @@ class Comparison:
     mean: float  # option minus control; below 0 means the option's loss is lower
     ci95: tuple[float, float]
     p: float
-    half_width: float  # of the 95% interval: what more documents or seeds would shrink
+
+    @property
+    def half_width(self) -> float:
+        """Of the 95% interval: what more documents or seeds would shrink."""
+        return (self.ci95[1] - self.ci95[0]) / 2
 
 
 def token_means(nll: np.ndarray, tokens: np.ndarray) -> np.ndarray:
@@ -55,7 +59,7 @@ def paired_bootstrap(option: np.ndarray, control: np.ndarray, tokens: np.ndarray
     lo95, hi95 = np.percentile(deltas, [2.5, 97.5])
     centred = deltas - deltas.mean()
     p = (int(np.sum(np.abs(centred) >= abs(observed))) + 1) / (resamples + 1)
-    return Comparison(mean=observed, ci95=(float(lo95), float(hi95)), p=p, half_width=float(hi95 - lo95) / 2)
+    return Comparison(mean=observed, ci95=(float(lo95), float(hi95)), p=p)
 
 
 def _resample_seeds(per_seed: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import math
 
-from orchestrator import history
 from orchestrator.console import RunProgress, plain_table, progress_table
 from orchestrator.records import collect
-from orchestrator.spec import ExperimentSpec, Plan, dir_name
+from orchestrator.spec import ExperimentSpec, Plan
 
 
 def progress(experiment: ExperimentSpec, plan: Plan) -> list[RunProgress]:
     """Each run's progress, from the same records the report is built from, and the driver's record of which runs are running."""
     out = []
     for run, record in zip(plan.runs, collect(experiment, plan)):
-        state = history.read_state(experiment.storage, experiment.name, dir_name(run.name)).get("state")
         status = record.status
         if status == "incomplete":  # not finished: running, waiting for a slot, or interrupted
-            status = "running" if state == "running" else "incomplete" if record.history else "queued"
+            status = "running" if record.driver_state == "running" else "incomplete" if record.history else "queued"
         vals = [h["val_loss"] for h in record.history if h["val_loss"] is not None]
         p = RunProgress(run.name, step=record.steps, total=record.total_steps, status=status,
                         val=vals[-1] if vals else math.nan, best=min(vals) if vals else math.inf)

@@ -48,6 +48,12 @@ class VariantResult:
         statuses = sorted({r.status for r in self.runs})
         return statuses[0] if len(statuses) == 1 else "/".join(statuses)
 
+    @property
+    def beats_control(self) -> bool:
+        """Lower loss than the control beyond noise: significant after Holm's correction, with the interval below 0."""
+        d = self.delta
+        return d is not None and self.p_holm is not None and self.p_holm < stats.ALPHA and d.ci95[1] < 0
+
     def delta_json(self) -> dict[str, Any] | None:
         if self.delta is None:
             return None
@@ -156,12 +162,7 @@ def decide(base: VariantResult | None, others: list[VariantResult], control: str
 
 
 def _passes(v: VariantResult, spread: float | None) -> bool:
-    d = v.delta
-    return (
-        v.eligible and d is not None and v.p_holm is not None
-        and v.p_holm < stats.ALPHA and d.ci95[1] < 0
-        and (spread is None or -d.mean > spread)
-    )
+    return v.eligible and v.beats_control and (spread is None or -v.delta.mean > spread)
 
 
 def _undecided(base: VariantResult, others: list[VariantResult], spread: float | None, docs: int) -> Verdict:

@@ -30,11 +30,9 @@ def _our_sweep(source: str, run: str | None) -> tuple[RunLog, dict[str, Any], st
     """(log, config, title) of one run of a sweep of ours: the control's first seed unless ``run`` names one."""
     from contract.spec import StorageSpec
     from contract.storage import is_s3
-    from orchestrator import history
     from orchestrator.diagnose.sweep import run_log, spec_dict
     from orchestrator.launch import load
     from orchestrator.records import collect
-    from orchestrator.spec import dir_name
     from orchestrator.store import stored_plan
 
     if source.endswith((".yaml", ".yml")):
@@ -53,16 +51,15 @@ def _our_sweep(source: str, run: str | None) -> tuple[RunLog, dict[str, Any], st
     chosen = run or next((r.name for r in plan.runs if r.option == experiment.control), names[0])
     if chosen not in names:
         raise LogError(f"--run {chosen!r}: no such run in {where}; choose from {', '.join(names)}")
-    record = next(r for r in collect(experiment, plan) if r.run == chosen)
-    rows = history.read(experiment.storage, experiment.name, dir_name(chosen))
     spec = next(r for r in plan.runs if r.name == chosen)
-    return run_log(record, rows), spec_dict(spec), f"run {chosen} of experiment {experiment.name}"
+    (record,) = collect(experiment, plan.model_copy(update={"runs": [spec]}))  # only the chosen run is read from storage
+    return run_log(record), spec_dict(spec), f"run {chosen} of experiment {experiment.name}"
 
 
 def _longer_than_block(config: dict[str, Any]) -> tuple[float | None, str | None]:
     """The share of the data's documents longer than block_size, when the data file is here; with a note when estimated."""
     from contract.spec import DataSpec, StorageSpec
-    from jobs.data import DataError, read_documents
+    from jobs.data import DataError, read_documents, tokenize
 
     data, block = config.get("data", {}), config.get("data", {}).get("block_size")
     path = data.get("path")
@@ -72,7 +69,8 @@ def _longer_than_block(config: dict[str, Any]) -> tuple[float | None, str | None
         docs = read_documents(DataSpec(path=path), StorageSpec())
     except DataError:
         return None, None
-    name = config.get("model", {}).get("tokenizer") or config.get("model", {}).get("name", "tiny-gpt2")
+    ctx = Context(config)
+    name = ctx.value("model.tokenizer") or ctx.value("model.name")  # ModelSpec.tokenizer_source, for a partial config
     try:
         from transformers import AutoTokenizer
 
@@ -80,7 +78,7 @@ def _longer_than_block(config: dict[str, Any]) -> tuple[float | None, str | None
 
         folder = local_folder(name)
         tokenizer = AutoTokenizer.from_pretrained(str(folder) if folder else name, local_files_only=True)
-        lengths, note = [len(tokenizer(d, verbose=False)["input_ids"]) + 1 for d in docs], None
+        lengths, note = [len(ids) for ids in tokenize(docs, tokenizer)], None  # as training counts them
     except (OSError, ValueError):  # not here (an uncached hub id), or not a name at all: English BPE averages about 4 characters a token
         lengths, note = [len(d) / 4 for d in docs], f"document lengths in tokens are estimated at 4 characters a token ({name}'s tokenizer is not available offline)"
     return sum(n > block for n in lengths) / len(lengths), note

@@ -184,7 +184,7 @@ def markdown(title: str, findings: list[Finding], ctx: Context, opts: list[Optio
     never = next((f for f in findings if f.rule == "clipping" and f.data.get("rate") == 0), None)
     if never:
         parts += [f"Not recommended: loosening gradient clipping. {never.evidence}.", ""]
-    parts += ["## Monitoring Strategy", ""] + [f"{i}. {m}" for i, m in enumerate(monitoring(findings, ctx), 1)] + [""]
+    parts += ["## Monitoring Strategy", ""] + [f"{i}. {m}" for i, m in enumerate(monitoring(findings), 1)] + [""]
     return "\n".join(parts)
 
 
@@ -192,22 +192,22 @@ def describe_config(ctx: Context) -> list[str]:
     c = ctx.config
     if not c:
         return ["not given (pass --command, or a spec or sweep as SOURCE)"]
-    method, given = _get(c, "method"), Context(c).get  # `given`: only what the configuration states
-    lines = [f"Method: {method}" + (f", LoRA rank {_get(c, 'lora.rank')}, alpha {_get(c, 'lora.alpha')}" if method == "lora" else "")]
-    batch = given("data.batch_size")
+    method = ctx.value("method")  # ctx.get: only what the configuration states; ctx.value: what a run of it uses
+    lines = [f"Method: {method}" + (f", LoRA rank {ctx.value('lora.rank')}, alpha {ctx.value('lora.alpha')}" if method == "lora" else "")]
+    batch = ctx.get("data.batch_size")
     if batch is not None:
         lines.append(f"Batch size: {batch}" + (f" (intended {ctx.intended_batch})" if ctx.intended_batch and ctx.intended_batch != batch else ""))
     for label, path in (("Block size", "data.block_size"), ("Learning rate", "optim.lr"), ("Steps", "run.steps"), ("Model", "model.name")):
-        if given(path) is not None:
-            lines.append(f"{label}: {given(path)}")
-    kind = _get(c, "optim.schedule.kind")
+        if ctx.get(path) is not None:
+            lines.append(f"{label}: {ctx.get(path)}")
+    kind = ctx.value("optim.schedule.kind")
     lines.append(f"Schedule: {kind}" + (" (no scheduler, no warmup)" if kind == "constant" else ""))
-    clip = _get(c, "optim.grad_clip")
+    clip = ctx.value("optim.grad_clip")
     lines.append(f"Gradient clipping: {clip if clip is not None else 'off'}")
     return lines
 
 
-def monitoring(findings: list[Finding], ctx: Context) -> list[str]:
+def monitoring(findings: list[Finding]) -> list[str]:
     rules = {f.rule for f in findings}
     out = ["**Watch for loss increases**: the sweep's early stopping stops a run whose val loss rises above its best by more than min_delta; the report says which and when."]
     out.append("**Compare train vs val**: a gap above 10% of the train loss is overfitting; both high is underfitting" + (" (both are high now)." if "underfit" in rules else "."))

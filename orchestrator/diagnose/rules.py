@@ -23,6 +23,7 @@ import numpy as np
 
 from contract.spec import TrainSpec
 from orchestrator.diagnose.logs import RunLog
+from orchestrator.stats import ALPHA, paired_bootstrap
 
 REGRESSION_REL = 0.01
 PLATEAU_REL = 0.10
@@ -92,10 +93,8 @@ def regression(log: RunLog, ctx: Context, found: list[Finding]) -> list[Finding]
         if rise <= 0:
             continue
         if prev.step in docs and cur.step in docs and log.doc_tokens:
-            from orchestrator.stats import paired_bootstrap
-
             c = paired_bootstrap(np.asarray([docs[cur.step]]), np.asarray([docs[prev.step]]), np.asarray(log.doc_tokens), resamples=2000)
-            fires, threshold = c.p < 0.05 and c.ci95[0] > 0, f"paired bootstrap over val documents: p {c.p:.3f}, 95% CI [{c.ci95[0]:+.4f}, {c.ci95[1]:+.4f}]"
+            fires, threshold = c.p < ALPHA and c.ci95[0] > 0, f"paired bootstrap over val documents: p {c.p:.3f}, 95% CI [{c.ci95[0]:+.4f}, {c.ci95[1]:+.4f}]"
         else:
             fires, threshold = rise > REGRESSION_REL * prev.val_loss, f"rise > {REGRESSION_REL:.0%} of the loss (no per-document losses in this log, so noise is not measured)"
         if fires:
@@ -184,7 +183,7 @@ def clipping(log: RunLog, ctx: Context, found: list[Finding]) -> list[Finding]:
 
 def schedule(log: RunLog, ctx: Context, found: list[Finding]) -> list[Finding]:
     # a stated configuration without a schedule runs the default, constant (as the seed's script does)
-    kind = ctx.get("optim.schedule.kind", "constant" if ctx.config else None)
+    kind = ctx.value("optim.schedule.kind") if ctx.config else None
     lrs = [p.lr for p in log.points if p.lr is not None]
     constant = kind == "constant" if kind is not None else len(lrs) >= 3 and max(lrs) == min(lrs)
     if not constant:

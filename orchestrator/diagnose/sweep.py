@@ -18,15 +18,15 @@ from orchestrator.diagnose.rules import Context, diagnose
 from orchestrator.plan import flatten
 from orchestrator.records import RunRecord
 from orchestrator.spec import Run, deep_merge, set_path
+from orchestrator.stats import ALPHA
 from orchestrator.verdict import VariantResult
 
 
-def run_log(record: RunRecord, rows: list[dict[str, Any]] | None = None) -> RunLog:
-    """A run of ours as a RunLog, with its per-document losses when ``rows`` (its history) are given."""
+def run_log(record: RunRecord) -> RunLog:
+    """A run of ours as a RunLog, with its per-document losses and per-step gradient norms."""
     points = [Point(h["step"], h.get("train_loss"), h.get("val_loss"), h.get("lr"), h.get("grad_norm")) for h in record.history]
     log = RunLog(name=record.run, points=points, source="plateau-sweep run", clip_rate=record.clip_rate, doc_tokens=record.doc_tokens)
-    latest = {int(r["step"]): r for r in rows or []}  # a step redone after a restart: its latest report counts
-    for row in (latest[step] for step in sorted(latest)):
+    for row in record.rows:
         log.grad_norms += [n for n in row.get("grad_norms") or [] if n is not None]
         if row.get("doc_nll") and row.get("val_loss") is not None:
             log.doc_losses.append((int(row["step"]), row["doc_nll"]))
@@ -74,8 +74,9 @@ def _same_losses(a: VariantResult, b: VariantResult) -> bool:
     return all(np.allclose(x, y, rtol=0, atol=1e-6) for x, y in zip(docs_a, docs_b))
 
 
-def variant_lines(results, runs: dict[str, Run], histories: dict[str, list[dict[str, Any]]]) -> list[str]:
-    """One bullet per variant: what it changed, how it compared, and the rules that fired on its curve."""
+def sweep_diagnosis(results) -> str:
+    """Markdown for report.md, one bullet per variant: what it changed, how it compared, and the rules that fired on its curve."""
+    runs = {r.name: r for r in results.plan.runs}
     comparisons = results.comparisons
     base = comparisons.control
     lines = []
@@ -95,15 +96,14 @@ def variant_lines(results, runs: dict[str, Run], histories: dict[str, list[dict[
             if twin is not None:
                 body.append(_twin_reason(v, twin, runs))
                 mention_unclipped = False  # the twin's reason already says what the clip did
-        for r in v.runs[:1]:
-            log = run_log(r, histories.get(r.run))
-            findings = [f for f in diagnose(log, Context(spec_dict(runs[r.run]))) if f.rule in ("regression", "plateau", "clipping", "overfit")]
-            findings = [f for f in findings if not (f.rule == "clipping" and f.data.get("rate") == 0 and not mention_unclipped)]
-            body += [f"{f.title.lower()}: {f.evidence}" for f in findings]
-            if r.memory_fallback:
-                body.append(r.memory_fallback)
+        r = v.runs[0]  # the curve of its first seed
+        findings = [f for f in diagnose(run_log(r), Context(spec_dict(runs[r.run]))) if f.rule in ("regression", "plateau", "clipping", "overfit")]
+        findings = [f for f in findings if not (f.rule == "clipping" and f.data.get("rate") == 0 and not mention_unclipped)]
+        body += [f"{f.title.lower()}: {f.evidence}" for f in findings]
+        if r.memory_fallback:
+            body.append(r.memory_fallback)
         lines.append(f"- {lead}: " + "; ".join(body) + ".")
-    return lines
+    return "\n".join(lines)
 
 
 def _outcome(v: VariantResult, base: VariantResult | None) -> str:
@@ -115,9 +115,9 @@ def _outcome(v: VariantResult, base: VariantResult | None) -> str:
         return prefix + "not compared (no control result)"
     d = v.delta
     interval = f"Δ {d.mean:+.4f} (95% CI [{d.ci95[0]:+.4f}, {d.ci95[1]:+.4f}], Holm p {v.p_holm:.3f})"
-    if d.ci95[1] < 0 and v.p_holm is not None and v.p_holm < 0.05:
+    if v.beats_control:
         return prefix + f"{interval}: lower loss than the control, beyond noise"
-    if d.ci95[0] > 0 and v.p_holm is not None and v.p_holm < 0.05:
+    if d.ci95[0] > 0 and v.p_holm is not None and v.p_holm < ALPHA:
         return prefix + f"{interval}: worse than the control"
     return prefix + f"{interval}: not distinguishable from the control" + (f" (control seed sd {base.seed_std:.4f})" if base.seed_std is not None else "")
 
@@ -131,17 +131,6 @@ def _twin_reason(v: VariantResult, twin: VariantResult, runs: dict[str, Run]) ->
             norms = f" (pre-clip norms p90 {p90:.3f}, below both thresholds)" if p90 is not None else ""
             return f"equals {twin.variant} exactly: clip rate 0%, so the clip never engaged{norms}"
     return f"equals {twin.variant} exactly: the setting it changes ({', '.join(diff)}) had no effect"
-
-
-def sweep_diagnosis(results) -> str:
-    """Markdown: one bullet per variant, for report.md."""
-    from orchestrator import history
-    from orchestrator.spec import dir_name
-
-    experiment = results.experiment
-    runs = {r.name: r for r in results.plan.runs}
-    histories = {r.run: history.read(experiment.storage, experiment.name, dir_name(r.run)) for r in results.records}
-    return "\n".join(variant_lines(results, runs, histories))
 
 
 @dataclass
