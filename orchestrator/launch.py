@@ -129,7 +129,7 @@ def preflight(experiment: ExperimentSpec, plan: Plan) -> None:
     from jobs.model import ModelUnavailable, check_reachable
     from orchestrator.tracking import TrackingUnavailable, mlflow_callback
 
-    for data in {r.spec.data.model_dump_json(): r.spec.data for r in plan.runs}.values():
+    for data in {(r.spec.data.path, r.spec.data.format): r.spec.data for r in plan.runs}.values():  # what read_documents reads
         if not is_s3(data.path):  # s3:// data is checked the same way by the worker, after download
             try:
                 read_documents(data, experiment.storage)
@@ -175,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             # Trial actors run in their own folders: hand them an absolute storage path.
             resolved = experiment.storage.model_copy(update={"path": str(Path(experiment.storage.path).resolve())})
             experiment = experiment.model_copy(update={"storage": resolved})
+        if (args.status or args.report) and not args.dry_run:  # the experiment as stored: nothing here is placed or started
+            return _from_storage(experiment, args.status)
         notes: list[str] = []
         if not args.local and not is_s3(experiment.storage.path):
             notes.append(f"storage.path is the local folder {experiment.storage.path} on the driver's node: fine for one node; "
@@ -187,8 +189,6 @@ def main(argv: list[str] | None = None) -> int:
             print(describe(experiment, plan))
             print(*notes, sep="\n")
             return 0
-        if args.status or args.report:
-            return _from_storage(experiment, args.status)
         from orchestrator import ray_workarounds  # noqa: F401  (before anything imports ray: it sets Ray's console variables)
 
         preflight(experiment, plan)

@@ -13,11 +13,11 @@ MLflow run per sweep run, its resolved spec as params, the same curves as Tensor
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 from ray.tune.logger import LoggerCallback
 
+from orchestrator.records import finite
 from orchestrator.spec import TrackingSpec
 
 SCALARS = {
@@ -29,6 +29,12 @@ SCALARS = {
     "speed/tokens_per_s": "tokens_per_s",
     "speed/mfu": "mfu",
 }
+
+
+def curves(result: dict[str, Any]) -> dict[str, float]:
+    """The finite scalars of a result, under their tracking names."""
+    out = {tag: finite(result.get(key)) for tag, key in SCALARS.items()}
+    return {tag: value for tag, value in out.items() if value is not None}
 
 
 class TensorBoard(LoggerCallback):
@@ -48,10 +54,8 @@ class TensorBoard(LoggerCallback):
     def log_trial_result(self, iteration: int, trial, result: dict) -> None:
         self.log_trial_start(trial)
         writer, step = self._writers[trial], int(result["step"])
-        for tag, key in SCALARS.items():
-            value = result.get(key)
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                writer.add_scalar(tag, value, global_step=step)
+        for tag, value in curves(result).items():
+            writer.add_scalar(tag, value, global_step=step)
         writer.flush()
 
     def log_trial_end(self, trial, failed: bool = False) -> None:
@@ -77,9 +81,8 @@ def mlflow_callback(tracking: TrackingSpec, experiment: str):
         (Ray's logger would write the flattened config as metrics, one store write each, at every evaluation)."""
 
         def log_trial_result(self, iteration: int, trial, result: dict) -> None:
-            curves = {name: result[key] for name, key in SCALARS.items() if isinstance(result.get(key), (int, float)) and math.isfinite(result[key])}
             # Ray's logger takes the step from timesteps_total, else training_iteration: here, the optimizer step
-            super().log_trial_result(iteration, trial, {**curves, TRAINING_ITERATION: int(result["step"])})
+            super().log_trial_result(iteration, trial, {**curves(result), TRAINING_ITERATION: int(result["step"])})
 
     try:  # mlflow itself is imported in the callback's constructor
         return Curves(tracking_uri=tracking.mlflow_uri, experiment_name=tracking.mlflow_experiment or experiment, tags={"plateau_sweep.experiment": experiment})
