@@ -50,13 +50,16 @@ class EvalSet:
 
     stream: torch.Tensor  # [n_tokens] token ids of the val documents, joined
     doc_of: torch.Tensor  # [n_tokens] which document each position belongs to
-    n_docs: int
     windows: list[Window]
     doc_tokens: list[int]  # scored tokens per document (identical for every run)
 
     @property
     def eval_tokens(self) -> int:
         return sum(self.doc_tokens)
+
+    @property
+    def n_docs(self) -> int:
+        return len(self.doc_tokens)
 
 
 def eval_set(val_docs: list[list[int]], protocol: EvalProtocol) -> EvalSet:
@@ -72,7 +75,7 @@ def eval_set(val_docs: list[list[int]], protocol: EvalProtocol) -> EvalSet:
     for w in wins:
         scored[w.first_target : w.end] = True
     counts = torch.bincount(doc_of[scored], minlength=len(docs))
-    return EvalSet(stream=stream, doc_of=doc_of, n_docs=len(docs), windows=wins, doc_tokens=counts.tolist())
+    return EvalSet(stream=stream, doc_of=doc_of, windows=wins, doc_tokens=counts.tolist())
 
 
 @torch.no_grad()

@@ -250,7 +250,7 @@ def _train(s: Setup) -> None:
     checkpointer = ckpt.Checkpointer(_unwrap(s.model), s.job, s.tokenizer if spec.method == "full" else None)
     timers = Timers()
     first_step_at = time.time()
-    static = _static_metrics(s, first_step_at - s.entered)
+    static = _static_metrics(s, first_step_at)
     if s.start == 0:
         _report(s, {"step": 0, **static, **_evaluate(s, bf16, timers)}, timers, checkpointer, save=False)
     window = Window(s.start)
@@ -285,7 +285,7 @@ def _train(s: Setup) -> None:
     checkpointer.wait()
 
 
-def _static_metrics(s: Setup, setup_s: float) -> dict[str, Any]:
+def _static_metrics(s: Setup, first_step_at: float) -> dict[str, Any]:
     """What every report carries besides the step's own figures."""
     return {
         "total_steps": s.spec.run.steps,
@@ -294,8 +294,8 @@ def _static_metrics(s: Setup, setup_s: float) -> dict[str, Any]:
         "memory_fallback": s.memory_note,
         "data_longer_than_block": s.data.stats.longer_than_block,
         "eval_tokens": s.evalset.eval_tokens,
-        "time_setup_s": setup_s,  # worker start to first step: data, model, checkpoint, memory probe
-        "first_step_at": time.time(),
+        "time_setup_s": first_step_at - s.entered,  # worker start to first step: data, model, checkpoint, memory probe
+        "first_step_at": first_step_at,
     }
 
 
