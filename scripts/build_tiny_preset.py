@@ -34,6 +34,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
+from jobs.data import tokenize
+
 CORPUS = Path("/usr/share/doc/python3.11/html/_sources")
 CORPUS_NAME = "Python 3.11 documentation sources (Debian package python3.11-doc)"
 LICENCE = "PSF-2.0 (Python Software Foundation License Version 2, the Python documentation's licence)"
@@ -206,11 +208,8 @@ def main() -> None:
     val_docs, train_docs = docs[:n_val], docs[n_val:]
     tokenizer = train_tokenizer(train_docs, vocab=2048)
 
-    def stream(texts: list[str]) -> torch.Tensor:
-        ids: list[int] = []
-        for text in texts:
-            ids += tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"] + [tokenizer.eos_token_id]
-        return torch.tensor(ids, dtype=torch.long)
+    def stream(texts: list[str]) -> torch.Tensor:  # documents joined with EOS, as fine-tuning joins them
+        return torch.tensor([t for ids in tokenize(texts, tokenizer) for t in ids], dtype=torch.long)
 
     train, val = stream(train_docs), stream(val_docs)
     print(f"corpus: {len(docs)} documents, {len(train):,} train tokens, {len(val):,} val tokens", flush=True)

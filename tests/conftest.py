@@ -109,9 +109,8 @@ def behaviour(tmp_path_factory):
 
 
 def runs_of(folder: Path) -> dict:
-    import json
-
-    return {r["run"]: r for r in json.loads((folder / "summary.json").read_text())["runs"]}
+    """The runs of the experiment in ``folder``, by name."""
+    return {r["run"]: r for r in summary(folder.parent, folder.name)["runs"]}
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,6 @@ from jobs import data as data_lib
 from jobs import evaluate
 from jobs.model import load_model, load_tokenizer
 
-CORPUS = "sources/training_data_final_merged.md"
-
 
 @pytest.mark.parametrize("n,context,stride", [(10, 4, 2), (10, 4, 3), (3, 8, 4), (1000, 256, 128), (1000, 256, 255)])
 def test_every_token_after_the_first_is_scored_once_with_at_least_context_minus_stride_before_it(n, context, stride):

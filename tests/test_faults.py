@@ -16,7 +16,7 @@ from orchestrator.launch import load
 from orchestrator.spec import SpecError
 from orchestrator.store import PLAN_FILE, prepare
 from orchestrator.sweep import job_configs
-from tests.conftest import REFERENCE_ARGS, registered, summary
+from tests.conftest import REFERENCE_ARGS, registered, runs_of, summary
 
 
 @pytest.mark.ray
@@ -40,7 +40,7 @@ def test_a_killed_driver_relaunched_resumes_every_unfinished_run(reference_run, 
     assert relaunch.returncode == 0, relaunch.stderr[-3000:]
     log = relaunch.stdout + relaunch.stderr
     assert "resuming experiment smoke" in log
-    runs = {r["run"]: r for r in summary(tmp_path)["runs"]}
+    runs = runs_of(tmp_path / "smoke")
     for name in ("lr_schedule", "current"):
         assert runs[name]["status"] == "completed" and runs[name]["steps"] == 40
         assert f"[{name}] resumed from the checkpoint at step 20" in log  # not from scratch

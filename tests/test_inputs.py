@@ -1,8 +1,6 @@
 """Bad input never starts anything: the launcher exits 2 naming the file and what is wrong, never with a traceback."""
 
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -40,15 +38,16 @@ def test_a_bad_spec_exits_2_naming_the_file(tmp_path, capsys, raw, expected):
 
 
 @pytest.mark.parametrize("raw,name,expected", BAD_DATA.values(), ids=list(BAD_DATA))
-def test_bad_data_is_refused_before_ray_starts(tmp_path, raw, name, expected):
-    """The data errors of tests/test_data.py, through the launcher: exit 2, nothing started."""
+def test_bad_data_is_refused_before_ray_starts(tmp_path, capsys, raw, name, expected):
+    """The data errors of tests/test_data.py, through the launcher: exit 2, nothing started (in-process: an exception
+    escaping main() fails the test, as the traceback a user would see)."""
     data = tmp_path / name
     data.write_bytes(raw)
-    out = subprocess.run([sys.executable, "-m", "orchestrator.launch", "specs/smoke.yaml", "--local", "--only", "current",
-                          "--set", f"data.path={data}", "--set", f"storage.path={tmp_path / 'out'}"], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2
-    assert f"error: data.path {str(data)!r}: " in out.stderr and expected in out.stderr
-    assert "Traceback" not in out.stderr and "starting a local Ray instance" not in out.stdout
+    code = main(["specs/smoke.yaml", "--local", "--only", "current", "--set", f"data.path={data}", "--set", f"storage.path={tmp_path / 'out'}"])
+    out = capsys.readouterr()
+    assert code == 2
+    assert f"error: data.path {str(data)!r}: " in out.err and expected in out.err
+    assert "Traceback" not in out.err and "starting a local Ray instance" not in out.out
 
 
 def _mutations(text: str, rng: random.Random) -> str | bytes:

@@ -83,7 +83,8 @@ def test_the_best_adapter_in_the_bucket_loads_with_peft_alone(s3_sweep, tmp_path
 
     client = s3_sweep[0]
     summary = json.loads(client.get_object(Bucket="sweeps", Key="experiments/s3smoke/summary.json")["Body"].read())
-    prefix = summary["runs"][0]["best_checkpoint"].removeprefix("s3://sweeps/")
+    best = summary["runs"][0]
+    prefix = best["best_checkpoint"].removeprefix("s3://sweeps/")
     for key in _keys(client, prefix + "/"):
         if key.endswith("/"):  # folder marker objects
             continue
@@ -91,7 +92,6 @@ def test_the_best_adapter_in_the_bucket_loads_with_peft_alone(s3_sweep, tmp_path
         target.parent.mkdir(parents=True, exist_ok=True)
         client.download_file("sweeps", key, str(target))
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("contract/assets/tiny-gpt2"), str(tmp_path))
-    best = next(r for r in summary["runs"] if r["best_checkpoint"] and r["best_checkpoint"].removeprefix("s3://sweeps/") == prefix)
     assert model.peft_config["default"].r == best["overrides"].get("lora", {}).get("rank", 16)
 
 
@@ -113,7 +113,7 @@ def test_a_missing_bucket_fails_before_anything_starts(s3_env):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert "bucket 'no-such-bucket' does not exist" in out.stderr and "aws s3 mb" in out.stderr
-    assert "Started a local Ray instance" not in out.stdout + out.stderr
+    assert "starting a local Ray instance" not in out.stdout  # the launcher says so just before it starts Ray
 
 
 def _registered(client, prefix: str, checkpoint: str) -> bool:

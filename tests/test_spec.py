@@ -126,7 +126,7 @@ def _launch(*args):
 
 
 def test_dry_run_prints_the_plan_and_starts_nothing():
-    out = _launch("specs/best.yaml", "--dry-run")
+    out = _launch("specs/best.yaml", "--dry-run", "--local")  # --local would start Ray here, were --dry-run to go on
     assert out.returncode == 0, out.stderr
     assert "experiment   best: 8 run(s), control current" in out.stdout
     assert "control      2 seeds (0, 1) to measure seed-to-seed spread: 1 extra run(s), 12% of the sweep's training tokens" in out.stdout

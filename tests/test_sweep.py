@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from orchestrator.launch import load
-from tests.conftest import runs_of
+from tests.conftest import runs_of, summary
 
 pytestmark = pytest.mark.ray
 
 
 def _summary(folder: Path) -> dict:
-    return json.loads((folder / "summary.json").read_text())
+    return summary(folder.parent, folder.name)
 
 
 def test_the_sweep_finishes_with_failed_runs_recorded_not_fatal(behaviour):
