@@ -21,35 +21,23 @@ import os  # noqa: E402
 import platform  # noqa: E402
 import tempfile  # noqa: E402
 
-from orchestrator import ray_workarounds  # noqa: E402,F401  (before ray: Ray's console settings)
-from orchestrator import history  # noqa: E402
-from orchestrator.launch import connect, load, localize, preflight  # noqa: E402
-from orchestrator.spec import dir_name  # noqa: E402
-from orchestrator.store import prepare  # noqa: E402
-from orchestrator.sweep import run_sweep  # noqa: E402
+from orchestrator.launch import run  # noqa: E402
+from orchestrator.spec import load  # noqa: E402
 
 
 def sweep(spec: str, only: list[str] | None, sets: list[str], max_concurrent: int | None = None) -> dict:
-    """Run one local sweep; returns timings and each run's saved history rows."""
-    import ray
-
+    """Run one local sweep through the launcher's own run(); returns timings and each run's saved history rows."""
     storage = tempfile.mkdtemp(prefix="bench-")
     sets = [*sets, f"storage.path={storage}"] + ([f"max_concurrent={max_concurrent}"] if max_concurrent else [])
     experiment, plan = load(spec, sets, only)
-    plan, _ = localize(plan, 0)
-    preflight(experiment, plan)
-    experiment, resuming = prepare(experiment, plan, fresh=False)
     t0 = time.time()
-    connect(True, plan)
+    results = run(experiment, plan, local=True)
     t1 = time.time()
-    try:
-        run_sweep(experiment, plan, resuming)
-    finally:
-        ray.shutdown()
-    t2 = time.time()
-    rows = {r.name: history.read(experiment.storage, experiment.name, dir_name(r.name)) for r in plan.runs}
+    folder = results.folder
+    rows = {r.name: folder.history(r.name) for r in plan.runs}
+    started = {r.name: folder.state(r.name).get("started") for r in plan.runs}
     tokens = sum(r.spec.data.batch_size * r.spec.data.block_size * r.spec.run.steps for r in plan.runs)
-    return {"ray_start_s": t1 - t0, "sweep_start": t1, "sweep_s": t2 - t1, "rows": rows, "tokens": tokens}
+    return {"sweep_start": t0, "sweep_s": t1 - t0, "rows": rows, "started": started, "tokens": tokens}
 
 
 def breakdown(result: dict) -> list[dict]:
@@ -88,7 +76,6 @@ def main() -> None:
     result = sweep(args.spec, args.only, args.set)
     rows = breakdown(result)
     first_step = min(r["startup_s"] for r in rows) + (result["sweep_start"] - SCRIPT_START)
-    print(f"ray start                 {result['ray_start_s']:.1f} s")
     print(f"launch to first step      {first_step:.1f} s (process start, imports and Ray start included)")
     print(f"sweep wall time           {result['sweep_s']:.1f} s for {len(rows)} runs")
     print(f"\n{'run':<32}{'startup':>9}{'in worker':>10}{'after 1st':>10}{'train':>8}{'eval':>7}{'ckpt':>7}{'report':>8}{'idle':>7}")

@@ -145,12 +145,24 @@ class StorageUnavailable(RuntimeError):
     """The storage cannot be written; the message says where and what to check."""
 
 
-def check_writable(storage: StorageSpec) -> None:
+def check_writable(storage: StorageSpec, probe: bool = True) -> None:
     """Fail before any trial starts when ``storage.path`` cannot be written: a missing bucket,
-    missing or rejected credentials, an unreachable endpoint, or a read-only folder."""
+    missing or rejected credentials, an unreachable endpoint, or a read-only folder.
+
+    ``probe`` writes and deletes a marker file, the only proof that writing works; without it
+    (a dry run, which writes nothing) a bucket is checked with HeadBucket and a local folder
+    by its permissions.
+    """
     uri = storage.path
     if is_s3(uri):
         _check_bucket(storage)
+    if not probe:
+        if not is_s3(uri):
+            existing = next(p for p in [Path(uri).resolve(), *Path(uri).resolve().parents] if p.exists())
+            if not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
+                raise StorageUnavailable(f"storage.path {storage.path!r}: {existing} is not a folder this user can write in; "
+                                         "check the folder's permissions or choose another storage.path")
+        return
     fs, path = filesystem(uri, storage, attempts=2)  # fail in seconds on a wrong endpoint
     marker = f"{path}/.write_check-{os.getpid()}"
     try:

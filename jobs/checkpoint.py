@@ -103,8 +103,8 @@ class Checkpointer:
     done, and its manifest is written last, so resume never sees a partial one.
     """
 
-    def __init__(self, model: torch.nn.Module, job: JobConfig, tokenizer=None):
-        self.model, self.job, self.tokenizer = model, job, tokenizer
+    def __init__(self, model: torch.nn.Module, job: JobConfig, persist: Callable[[Any, str], Any], tokenizer=None):
+        self.model, self.job, self.persist, self.tokenizer = model, job, persist, tokenizer
         self.idle = threading.Event()
         self.idle.set()
 
@@ -118,12 +118,9 @@ class Checkpointer:
         self.idle.clear()
 
         def upload(checkpoint: Checkpoint, dir_name: str) -> Checkpoint:
-            import ray.train
-
             try:
                 write(directory, snap, self.model, self.job, metrics, self.tokenizer)
-                # Ray's own upload (pyarrow copy_files to the run's storage folder)
-                return ray.train.get_context().get_storage().persist_current_checkpoint(checkpoint, dir_name)
+                return self.persist(checkpoint, dir_name)
             finally:
                 self.idle.set()
 

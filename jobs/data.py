@@ -18,6 +18,7 @@ import torch
 
 from contract.spec import DataSpec, StorageSpec
 from contract.storage import is_s3, read_bytes
+from contract.text import NotText, decode_text
 
 # A new document starts at a markdown heading or at a question marker ("Q:", "**Question:**").
 _BOUNDARY = re.compile(r"^(#{1,6}\s|\**\s*(q|question)\s*[:.]\**)", re.IGNORECASE)
@@ -103,17 +104,12 @@ def parse_text(text: str) -> list[str]:
 
 def decode(raw: bytes) -> str:
     """The file's text; raises :class:`DataError` for binary or non-UTF-8 bytes, with the offset and the fix."""
-    nul = raw.find(b"\x00", 0, 65536)
-    if nul >= 0:
-        raise DataError(f"looks binary (a NUL byte at offset {nul}); training data is text: markdown, plain text or JSONL")
     try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise DataError(
-            f"not UTF-8: byte 0x{raw[err.start]:02x} at offset {err.start}, line {line} ({err.reason}); convert it, "
-            "e.g. `iconv -f latin1 -t utf-8 FILE > FILE.utf8` (use the file's real encoding)"
-        ) from None
+        return decode_text(raw)
+    except NotText as err:
+        fix = ("training data is text: markdown, plain text or JSONL" if err.binary
+               else "convert it, e.g. `iconv -f latin1 -t utf-8 FILE > FILE.utf8` (use the file's real encoding)")
+        raise DataError(f"{err}; {fix}") from None
 
 
 def read_documents(spec: DataSpec, storage: StorageSpec) -> list[str]:

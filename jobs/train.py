@@ -6,6 +6,10 @@ micro-batches, clip, update. Metrics stay on the device between evaluations (no
 per-step CPU-GPU sync), and Ray hears about progress only at evaluations, since each
 ``ray.train.report()`` is a barrier across workers. Step 0 is evaluated before any
 training, so every run's curve starts at the same point.
+
+What the worker has to say (its data, a resume, a smaller micro-batch) goes to the
+driver as ``notes`` with its next report, never to stdout: the driver prints it as the
+run's own line, the same in a terminal, a pipe or ``ray job logs``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import contextlib
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +55,7 @@ class Setup:
     micro: int  # sequences per forward/backward on this worker
     memory_note: str | None  # set when the micro-batch had to shrink
     entered: float  # when this worker process started the job
+    notes: list[str] = field(default_factory=list)  # rank 0's messages for the driver, sent with the next report
 
     @property
     def spec(self) -> TrainSpec:
@@ -57,7 +63,7 @@ class Setup:
 
     def log(self, message: str) -> None:
         if self.rank == 0:
-            print(f"[{self.job.run_name}] {message}", flush=True)
+            self.notes.append(message)
 
 
 @dataclass
@@ -83,12 +89,19 @@ class Window:
     norms: list[torch.Tensor] = field(default_factory=list)
 
 
-def train_loop(config: dict[str, Any]) -> None:
-    """Ray Train per-worker entry point: train ``config`` (a JobConfig dict) to its last step."""
+Persist = Callable[[ray.train.Checkpoint, str], ray.train.Checkpoint]
+
+
+def train_loop(config: dict[str, Any], *, persist: Persist) -> None:
+    """Ray Train per-worker entry point: train ``config`` (a JobConfig dict) to its last step.
+
+    ``persist(checkpoint, dir_name)`` uploads a written checkpoint folder into the run's
+    storage; the driver passes Ray Train's own upload.
+    """
     entered = time.time()
     job = JobConfig.model_validate(config)
     setup = _setup(job, entered)
-    _train(setup)
+    _train(setup, persist)
 
 
 # ----------------------------------------------------------------------- setup
@@ -100,40 +113,40 @@ def _setup(job: JobConfig, entered: float) -> Setup:
     device = ray.train.torch.get_device()
     torch.manual_seed(job.spec.run.seed)
     random.seed(job.spec.run.seed)
+    notes: list[str] = []
     tokenizer = load_tokenizer(job.spec, job.storage)
-    data, evalset = _setup_data(job, tokenizer, rank)
-    model, optimizer, start = _setup_model_and_optimizer(job, device, rank)
+    data, evalset = _setup_data(job, tokenizer, notes)
+    model, optimizer, start = _setup_model_and_optimizer(job, device, notes)
     order = data_lib.BatchOrder(len(data.train), job.spec.data.batch_size, job.spec.run.seed, rank, world)
-    setup = Setup(job, rank, world, device, model, optimizer, tokenizer, data, evalset, order, start, job.spec.micro_batch, None, entered)
+    setup = Setup(job, rank, world, device, model, optimizer, tokenizer, data, evalset, order, start, job.spec.micro_batch, None, entered,
+                  notes if rank == 0 else [])
     _setup_micro_batch(setup)
     return setup
 
 
-def _setup_data(job: JobConfig, tokenizer, rank: int) -> tuple[data_lib.Dataset, eval_lib.EvalSet]:
+def _setup_data(job: JobConfig, tokenizer, notes: list[str]) -> tuple[data_lib.Dataset, eval_lib.EvalSet]:
     data = data_lib.load(job.spec.data, job.storage, tokenizer)
     evalset = eval_lib.eval_set(data.val_docs, job.evaluation)
-    if rank == 0:
-        p = job.evaluation
-        print(f"[{job.run_name}] data: {data.stats.describe()}; evaluation scores {evalset.eval_tokens:,} tokens of "
-              f"{evalset.n_docs} val documents with context {p.context}, stride {p.stride}", flush=True)
+    p = job.evaluation
+    notes.append(f"data: {data.stats.describe()}; evaluation scores {evalset.eval_tokens:,} tokens of "
+                 f"{evalset.n_docs} val documents with context {p.context}, stride {p.stride}")
     return data, evalset
 
 
-def _setup_model_and_optimizer(job: JobConfig, device: torch.device, rank: int):
+def _setup_model_and_optimizer(job: JobConfig, device: torch.device, notes: list[str]):
     """Model, AdamW and the start step: from the newest complete checkpoint if there is one."""
     latest = ray.train.get_checkpoint()
     if latest is not None:
         def skipped(err: Exception) -> None:
-            print(f"[{job.run_name}] not resuming from an incomplete checkpoint: {err}", flush=True)
+            notes.append(f"not resuming from an incomplete checkpoint: {err}")
 
         with ckpt.newest_complete(latest, skipped) as directory:
             if directory is not None:
                 model, optimizer = _build(job, device, directory)
                 start = ckpt.restore_state(directory, optimizer)
-                if rank == 0:
-                    print(f"[{job.run_name}] resumed from the checkpoint at step {start}", flush=True)
+                notes.append(f"resumed from the checkpoint at step {start}")
                 return model, optimizer, start
-        print(f"[{job.run_name}] no complete checkpoint found; starting from step 0", flush=True)
+        notes.append("no complete checkpoint found; starting from step 0")
     return (*_build(job, device), 0)
 
 
@@ -242,12 +255,12 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, micro_b
 # ----------------------------------------------------------------------- loop
 
 
-def _train(s: Setup) -> None:
+def _train(s: Setup, persist: Persist) -> None:
     spec, run = s.spec, s.spec.run
     sched = spec.optim.schedule
     max_norm = spec.optim.grad_clip or math.inf
     bf16 = spec.compute.precision == "bf16"
-    checkpointer = ckpt.Checkpointer(_unwrap(s.model), s.job, s.tokenizer if spec.method == "full" else None)
+    checkpointer = ckpt.Checkpointer(_unwrap(s.model), s.job, persist, s.tokenizer if spec.method == "full" else None)
     timers = Timers()
     first_step_at = time.time()
     static = _static_metrics(s, first_step_at)
@@ -344,7 +357,8 @@ def _report(s: Setup, metrics: dict[str, Any], timers: Timers, checkpointer: ckp
     if save and s.rank == 0:
         checkpoint, upload = checkpointer.prepare(s.optimizer, done, metrics)
     timers.checkpoint += time.perf_counter() - t0
-    metrics.update(timers.metrics(), reported_at=time.time())
+    metrics.update(timers.metrics(), reported_at=time.time(), notes=s.notes[:])
+    s.notes.clear()
     t0 = time.perf_counter()
     ray.train.report(
         metrics, checkpoint=checkpoint, checkpoint_dir_name=f"step_{done:06d}" if save else None,

@@ -23,6 +23,22 @@ def pytest_configure(config):
 
 
 @pytest.fixture(scope="session")
+def hub_cache(tmp_path_factory):
+    """A Hugging Face cache (HF_HUB_CACHE) in which `gpt2` is present, as after `hf download gpt2`: its config.json,
+    the file the launcher's offline check looks for. Nothing is downloaded; weights are never read from it."""
+    from transformers import GPT2Config
+
+    cache = tmp_path_factory.mktemp("hf-hub")
+    repo = cache / "models--gpt2"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    GPT2Config().to_json_file(snapshot / "config.json")  # GPT-2 124M's shapes
+    return cache
+
+
+@pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """A SeaweedFS S3 server on 127.0.0.1 for the whole session, with a `sweeps` bucket."""
     from tests.seaweed import SeaweedS3

@@ -11,7 +11,7 @@ from orchestrator.diagnose.__main__ import main
 from orchestrator.diagnose.command import import_command
 from orchestrator.diagnose.logs import parse
 from orchestrator.diagnose.rules import Context, diagnose
-from orchestrator.launch import load
+from orchestrator.spec import load
 
 SEED_LOG = "tests/fixtures/seed_log.txt"  # the seed's numbers, as a nanoGPT-style log
 # The seed's current configuration, as a command in its training script's interface

@@ -12,9 +12,9 @@ import torch
 
 from contract.spec import JobConfig
 from jobs import checkpoint as ckpt
-from orchestrator.launch import load
+from orchestrator.spec import load
+from orchestrator.folder import PLAN, ExperimentFolder
 from orchestrator.spec import SpecError
-from orchestrator.store import PLAN_FILE, prepare
 from orchestrator.sweep import job_configs
 from tests.conftest import REFERENCE_ARGS, registered, runs_of, summary
 
@@ -53,26 +53,29 @@ def test_a_killed_driver_relaunched_resumes_every_unfinished_run(reference_run, 
 
 def test_a_relaunch_with_other_runs_is_refused_and_fresh_starts_a_new_name(tmp_path):
     experiment, plan = load("specs/smoke.yaml", [f"storage.path={tmp_path}", "control_seeds=1"], ["current"])
-    assert prepare(experiment, plan, fresh=False) == (experiment, False)
-    assert (tmp_path / "smoke" / PLAN_FILE).is_file()
-    assert prepare(experiment, plan, fresh=False) == (experiment, True)  # same plan: resume
+    folder = ExperimentFolder(experiment.storage, experiment.name)
+    assert folder.start(experiment, plan, fresh=False) == (folder, experiment, False)
+    assert (tmp_path / "smoke" / PLAN).is_file()
+    assert folder.start(experiment, plan, fresh=False) == (folder, experiment, True)  # same plan: resume
     _, other = load("specs/smoke.yaml", [f"storage.path={tmp_path}", "control_seeds=1", "optim.lr=0.1"], ["current"])
     with pytest.raises(SpecError, match="was started with different runs \\(differing: current\\).*--fresh"):
-        prepare(experiment, other, fresh=False)
-    renamed, resuming = prepare(experiment, other, fresh=True)
-    assert (renamed.name, resuming) == ("smoke-2", False)
-    assert prepare(experiment, other, fresh=True)[0].name == "smoke-3"
+        folder.start(experiment, other, fresh=False)
+    renamed, renamed_experiment, resuming = folder.start(experiment, other, fresh=True)
+    assert (renamed.name, renamed_experiment.name, resuming) == ("smoke-2", "smoke-2", False)
+    assert folder.start(experiment, other, fresh=True)[0].name == "smoke-3"
+    assert renamed.plan()[1] == other  # what --status and --report read back
 
 
 def test_a_folder_from_an_earlier_version_or_a_damaged_plan_is_refused_not_crashed(tmp_path):
     experiment, plan = load("specs/smoke.yaml", [f"storage.path={tmp_path}", "control_seeds=1"], ["current"])
+    folder = ExperimentFolder(experiment.storage, experiment.name)
     (tmp_path / "smoke").mkdir()
-    (tmp_path / "smoke" / PLAN_FILE).write_text("[]")  # the earlier format: a list of jobs
+    (tmp_path / "smoke" / PLAN).write_text("[]")  # the earlier format: a list of jobs
     with pytest.raises(SpecError, match="written by an earlier version of plateau-sweep.*--fresh"):
-        prepare(experiment, plan, fresh=False)
-    (tmp_path / "smoke" / PLAN_FILE).write_text("{not json")
+        folder.start(experiment, plan, fresh=False)
+    (tmp_path / "smoke" / PLAN).write_text("{not json")
     with pytest.raises(SpecError, match="unreadable .*the experiment folder is damaged"):
-        prepare(experiment, plan, fresh=False)
+        folder.start(experiment, plan, fresh=False)
 
 
 def test_an_incomplete_checkpoint_is_never_chosen(tmp_path):

@@ -11,7 +11,7 @@ from tests.test_data import BAD_DATA
 
 BAD_SPECS = {
     "binary": (b"\x7fELF\x02\x01\x01\x00\x00\x00", "looks binary (a NUL byte at offset 7)"),
-    "not utf-8": ("name: caf\u00e9\n".encode("latin-1"), "not UTF-8 (byte 0xe9 at offset 9); save it as UTF-8"),
+    "not utf-8": ("name: caf\u00e9\n".encode("latin-1"), "not UTF-8: byte 0xe9 at offset 9, line 1 (invalid continuation byte); save it as UTF-8"),
     "empty": (b"", "the spec is empty; write `base:` and `options:`"),
     "only comments": (b"# a spec\n# to be written\n", "the spec is empty"),
     "alias bomb": (b"a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n"

@@ -1,32 +1,30 @@
 """Ray workarounds fail loudly when what they rely on moves. (Their effects are tested where they matter:
-the secret in test_s3, cheap reports in test_train, relative paths in test_cluster, the console and the
-last result in test_sweep.)"""
+the secret and the checkpoint upload in test_cluster, cheap reports and the last result in test_sweep,
+relative paths under ray job submit in test_cluster.)"""
 
 import re
 
 import pytest
 
-from orchestrator import ray_workarounds
+from orchestrator.sweep import ray_workarounds
 
 
-@pytest.mark.parametrize("module,attribute,says", [
-    ("ray.tune.execution.class_cache", "ENV_VARS_TO_PROPAGATE", "keeps AWS secrets out of Ray's runtime-env logs"),
-    ("ray.train.v2._internal.constants", "HEALTH_CHECK_INTERVAL_S_ENV_VAR", "keeps each report() from waiting 2 s"),
-    ("ray.train.v2._internal.constants", "ENABLE_PRINT_PATCH_ENV_VAR", "keeps worker lines from printing twice"),
-    ("ray.train.constants", "RAY_CHDIR_TO_TRIAL_DIR", "keeps relative data paths working under ray job submit"),
-    ("ray._private.ray_constants", "RAY_DEDUP_LOGS_SKIP_REGEX", "keeps Ray's per-report and cleaner lines off the console"),
-    ("ray._private.ray_constants", "RAY_DEDUP_LOGS_ALLOW_REGEX", "keeps every run's own lines from being merged into one"),
+@pytest.mark.parametrize("module,cls,attribute,says", [
+    ("ray.tune.execution.class_cache", None, "ENV_VARS_TO_PROPAGATE", "keeps AWS secrets out of Ray's runtime-env logs"),
+    ("ray.train.v2._internal.constants", None, "HEALTH_CHECK_INTERVAL_S_ENV_VAR", "keeps each report() from waiting 2 s"),
+    ("ray.train.constants", None, "RAY_CHDIR_TO_TRIAL_DIR", "keeps relative data paths working under ray job submit"),
+    ("ray.train.v2.api.context", "DistributedTrainContext", "get_storage", "uploads each checkpoint from the background thread"),
+    ("ray.train.v2._internal.execution.storage", "StorageContext", "persist_current_checkpoint",
+     "uploads each checkpoint from the background thread"),
 ])
-def test_a_moved_ray_internal_fails_the_check_naming_what_it_protected(monkeypatch, module, attribute, says):
+def test_a_moved_ray_internal_fails_the_check_naming_what_it_protected(monkeypatch, module, cls, attribute, says):
     import importlib
 
-    monkeypatch.delattr(importlib.import_module(module), attribute)
-    with pytest.raises(ray_workarounds.RayWorkaroundBroken, match=f"Ray .*The workaround in orchestrator/ray_workarounds.py that {re.escape(says)}"):
+    owner = importlib.import_module(module)
+    monkeypatch.delattr(getattr(owner, cls) if cls else owner, attribute)
+    with pytest.raises(ray_workarounds.RayWorkaroundBroken,
+                       match=f"Ray .*The workaround in orchestrator/sweep/ray_workarounds.py that {re.escape(says)}"):
         ray_workarounds._check()
-
-
-def test_the_installed_ray_passes_the_check():
-    ray_workarounds._check()
 
 
 def test_aws_secrets_are_not_propagated_to_trials(monkeypatch):

@@ -1,6 +1,6 @@
 """The early-stopping rule at exact evaluations."""
 
-from orchestrator.scheduler import RegressionRule
+from orchestrator.sweep.scheduler import RegressionRule
 
 
 def test_the_seeds_step_2000_jump_is_stopped_with_its_reason():

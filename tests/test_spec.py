@@ -1,6 +1,7 @@
 """Specs: every shipped spec validates and round-trips; bad ones are rejected naming file, option and field."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from contract.spec import JobConfig
-from orchestrator.launch import load, parse_sets
+from orchestrator.spec import load, parse_sets
 from orchestrator.spec import SpecError, deep_merge, json_schema
 from orchestrator.sweep import job_configs
 
@@ -121,12 +122,13 @@ def test_shipped_schema_is_current():
     assert json.loads(Path("specs/schema.json").read_text()) == json_schema()
 
 
-def _launch(*args):
-    return subprocess.run([sys.executable, "-m", "orchestrator.launch", *args], capture_output=True, text=True, timeout=120)
+def _launch(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "orchestrator.launch", *args], capture_output=True, text=True, timeout=120,
+                          env=None if env is None else {**os.environ, **env})
 
 
-def test_dry_run_prints_the_plan_and_starts_nothing():
-    out = _launch("specs/best.yaml", "--dry-run", "--local")  # --local would start Ray here, were --dry-run to go on
+def test_dry_run_prints_the_plan_and_starts_nothing(hub_cache):
+    out = _launch("specs/best.yaml", "--dry-run", "--local", env={"HF_HUB_CACHE": str(hub_cache)})  # --local would start Ray, were --dry-run to go on
     assert out.returncode == 0, out.stderr
     assert "experiment   best: 8 run(s), control current" in out.stdout
     assert "control      2 seeds (0, 1) to measure seed-to-seed spread: 1 extra run(s), 12% of the sweep's training tokens" in out.stdout

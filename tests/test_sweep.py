@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.launch import load
+from orchestrator.spec import load
 from tests.conftest import runs_of, summary
 
 pytestmark = pytest.mark.ray

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from orchestrator.records import RunRecord
-from orchestrator.stats import holm, paired_bootstrap
-from orchestrator.verdict import compare
+from orchestrator.results.records import RunRecord
+from orchestrator.results.stats import holm, paired_bootstrap
+from orchestrator.results.verdict import compare
 
 
 def _docs(rng, n_docs=40):
@@ -123,13 +123,14 @@ def test_a_run_that_did_not_finish_cleanly_is_never_taken(status):
 
 def test_the_report_shows_the_control_first_then_each_option_with_its_interval(tmp_path):
     from contract.spec import EvalProtocol
-    from orchestrator import report
+    from orchestrator.results import report
+    from orchestrator.folder import ExperimentFolder
     from orchestrator.spec import ExperimentSpec, Plan
 
     records = _sweep(np.random.default_rng(8), -0.2)
     records[2].memory_fallback = "micro-batch 16 → 8 at step 0 after an out-of-memory error; effective batch unchanged"
     experiment = ExperimentSpec(name="t", control="current", options={"current": {}, "fix": {}}, storage={"path": str(tmp_path)})
-    results = report.Results(experiment, Plan(runs=[], evaluation=EvalProtocol(context=64, stride=32)), records, compare(records, "current", resamples=1000))
+    results = report.Results(ExperimentFolder(experiment.storage, "t"), experiment, Plan(runs=[], evaluation=EvalProtocol(context=64, stride=32)), records, compare(records, "current", resamples=1000))
     rows = report.table(results).splitlines()[2:]
     assert [r.split("|")[2].strip() for r in rows] == ["current", "fix"]
     assert "| 0, 1 |" in rows[0] and "control (seed sd " in rows[0]
@@ -141,7 +142,7 @@ def test_the_report_shows_the_control_first_then_each_option_with_its_interval(t
 
 def test_with_a_selection_share_one_half_chooses_the_evaluation_and_the_other_scores_it():
     from contract.spec import EvalProtocol, StorageSpec, TrainSpec
-    from orchestrator.records import record
+    from orchestrator.results.records import record
     from orchestrator.spec import Run
 
     protocol = EvalProtocol(context=64, stride=32, selection_fraction=0.5)

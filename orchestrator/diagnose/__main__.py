@@ -23,7 +23,7 @@ from orchestrator.diagnose import advice
 from orchestrator.diagnose.command import CommandError, import_command
 from orchestrator.diagnose.logs import FORMATS, LogError, RunLog, parse
 from orchestrator.diagnose.rules import Context, diagnose
-from orchestrator.spec import ExperimentSpec, SpecError, resolve_runs
+from orchestrator.spec import ExperimentSpec, SpecError, load, resolve_runs
 
 
 def _our_sweep(source: str, run: str | None) -> tuple[RunLog, dict[str, Any], str]:
@@ -31,19 +31,17 @@ def _our_sweep(source: str, run: str | None) -> tuple[RunLog, dict[str, Any], st
     from contract.spec import StorageSpec
     from contract.storage import is_s3
     from orchestrator.diagnose.sweep import run_log, spec_dict
-    from orchestrator.launch import load
-    from orchestrator.records import collect
-    from orchestrator.store import stored_plan
+    from orchestrator.folder import ExperimentFolder
+    from orchestrator.results.records import collect
 
     if source.endswith((".yaml", ".yml")):
         experiment, _ = load(source)
-        stored = stored_plan(experiment.storage, experiment.name)
-        where = f"{experiment.storage.path}/{experiment.name}"
+        folder = ExperimentFolder(experiment.storage, experiment.name)
     else:
         parent, _, name = source.rstrip("/").rpartition("/")
-        storage = StorageSpec(path=parent or ".", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") if is_s3(source) else None)
-        stored = stored_plan(storage, name)
-        where = source
+        folder = ExperimentFolder(StorageSpec(path=parent or ".", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") if is_s3(source) else None), name)
+    stored = folder.plan()
+    where = folder.uri
     if stored is None:
         raise LogError(f"{source}: no experiment found at {where} (no plan.json); launch it first, or pass a log file; accepted: {FORMATS}")
     experiment, plan = stored
@@ -52,7 +50,7 @@ def _our_sweep(source: str, run: str | None) -> tuple[RunLog, dict[str, Any], st
     if chosen not in names:
         raise LogError(f"--run {chosen!r}: no such run in {where}; choose from {', '.join(names)}")
     spec = next(r for r in plan.runs if r.name == chosen)
-    (record,) = collect(experiment, plan.model_copy(update={"runs": [spec]}))  # only the chosen run is read from storage
+    (record,) = collect(folder, plan.model_copy(update={"runs": [spec]}))  # only the chosen run is read from storage
     return run_log(record), spec_dict(spec), f"run {chosen} of experiment {experiment.name}"
 
 

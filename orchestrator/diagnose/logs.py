@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from contract.text import NotText, decode_text
+
 FORMATS = (
     "a Hugging Face trainer_state.json; a nanoGPT-style log (`step N: train loss X, val loss Y`); "
     "CSV or JSONL with step, train_loss, val_loss (and optionally lr, grad_norm); "
@@ -87,14 +89,10 @@ def read_text(path: str) -> str:
         raw = Path(path).read_bytes()
     except OSError as err:
         raise LogError(f"{path}: cannot read it ({err.strerror})") from None
-    nul = raw.find(b"\x00", 0, 65536)
-    if nul >= 0:
-        raise LogError(f"{path}: looks binary (a NUL byte at offset {nul}), not a training log; accepted: {FORMATS}")
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise LogError(f"{path}: line {line}: not UTF-8 (byte 0x{raw[err.start]:02x} at offset {err.start}); accepted: {FORMATS}") from None
+        text = decode_text(raw)
+    except NotText as err:
+        raise LogError(f"{path}: {err}, not a training log; accepted: {FORMATS}") from None
     if not text.strip():
         raise LogError(f"{path}: the file is empty; accepted: {FORMATS}")
     return text

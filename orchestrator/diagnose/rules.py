@@ -23,7 +23,7 @@ import numpy as np
 
 from contract.spec import TrainSpec
 from orchestrator.diagnose.logs import RunLog
-from orchestrator.stats import ALPHA, paired_bootstrap
+from orchestrator.results.stats import ALPHA, paired_bootstrap
 
 REGRESSION_REL = 0.01
 PLATEAU_REL = 0.10

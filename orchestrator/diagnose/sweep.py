@@ -15,11 +15,11 @@ import yaml
 
 from orchestrator.diagnose.logs import Point, RunLog
 from orchestrator.diagnose.rules import Context, diagnose
-from orchestrator.plan import flatten
-from orchestrator.records import RunRecord
+from orchestrator.results.records import RunRecord
+from orchestrator.results.stats import ALPHA
+from orchestrator.results.verdict import VariantResult
 from orchestrator.spec import Run, deep_merge, set_path
-from orchestrator.stats import ALPHA
-from orchestrator.verdict import VariantResult
+from orchestrator.spec.plan import flatten
 
 
 def run_log(record: RunRecord) -> RunLog:

@@ -11,11 +11,8 @@ from dataclasses import asdict, dataclass, field
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from contract.spec import StorageSpec
-from contract.storage import join, read_json, write_json
+from orchestrator.folder import EARLY_STOPPING, ExperimentFolder
 from orchestrator.spec import EarlyStoppingSpec
-
-STATE_FILE = "early_stopping.json"
 
 
 @dataclass
@@ -56,14 +53,14 @@ class RegressionRule:
 class RegressionStopper(FIFOScheduler):
     """Runs trials first-in first-out and stops any whose :class:`RegressionRule` fires.
 
-    Every rule and stop reason is written to ``early_stopping.json`` in the experiment
-    folder after each evaluation, so a relaunched sweep (whose Tuner is restored from
-    its initial pickle) picks up each run's best and streak where they were.
+    Every rule and stop reason is written to the experiment folder after each evaluation,
+    so a relaunched sweep (whose Tuner is restored from its initial pickle) picks up each
+    run's best and streak where they were.
     """
 
-    def __init__(self, spec: EarlyStoppingSpec, storage: StorageSpec, experiment: str):
+    def __init__(self, spec: EarlyStoppingSpec, folder: ExperimentFolder):
         super().__init__()
-        self.spec, self.storage, self.experiment = spec, storage, experiment
+        self.spec, self.folder = spec, folder
         self.rules: dict[str, RegressionRule] | None = None  # trial_id -> rule, loaded lazily
         self.reasons: dict[str, str] = {}  # run name -> why it was stopped
 
@@ -81,24 +78,14 @@ class RegressionStopper(FIFOScheduler):
         self._save()
         return TrialScheduler.CONTINUE if reason is None else TrialScheduler.STOP
 
-    def _uri(self) -> str:
-        return join(self.storage.path, self.experiment, STATE_FILE)
-
     def _load(self) -> None:
-        self.rules, self.reasons = load_state(self.storage, self.experiment)
+        state = self.folder.early_stopping()
+        self.rules = {k: RegressionRule(**{**v, "seen_steps": set(v["seen_steps"])}) for k, v in state["rules"].items()}
+        self.reasons = state["reasons"]
 
     def _save(self) -> None:
         state = {"rules": {k: {**asdict(r), "seen_steps": sorted(r.seen_steps)} for k, r in self.rules.items()}, "reasons": self.reasons}
         try:
-            write_json(self._uri(), self.storage, state)
+            self.folder.write_early_stopping(state)
         except OSError as err:  # kept in memory; saved again after the next evaluation
-            print(f"warning: {STATE_FILE} not saved yet, storage unavailable: {err}", flush=True)
-
-
-def load_state(storage: StorageSpec, experiment: str) -> tuple[dict[str, RegressionRule], dict[str, str]]:
-    """The early-stopping rules (by trial id) and stop reasons (by run name) saved for an experiment."""
-    state = read_json(join(storage.path, experiment, STATE_FILE), storage)
-    if state is None:
-        return {}, {}
-    rules = {k: RegressionRule(**{**v, "seen_steps": set(v["seen_steps"])}) for k, v in state["rules"].items()}
-    return rules, state["reasons"]
+            print(f"warning: {EARLY_STOPPING} not saved yet, storage unavailable: {err}", flush=True)

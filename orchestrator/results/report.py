@@ -1,8 +1,8 @@
 """The result: summary.json, report.md and loss_curves.png beside the checkpoints, and the verdict.
 
-Rendered from run records (:mod:`orchestrator.records`) and their comparison with the
-control (:mod:`orchestrator.verdict`), so a finished sweep, a partly failed one and one
-rebuilt from storage (``--report``) read the same.
+Rendered from run records (:mod:`orchestrator.results.records`) and their comparison with
+the control (:mod:`orchestrator.results.verdict`), so a finished sweep, a partly failed one
+and one rebuilt from storage (``--report``) read the same.
 """
 
 from __future__ import annotations
@@ -15,14 +15,16 @@ from typing import Any
 import numpy as np
 
 from contract.spec import EvalProtocol
-from contract.storage import filesystem, is_s3, join
-from orchestrator.records import RunRecord
+from contract.storage import is_s3
+from orchestrator.folder import ExperimentFolder
+from orchestrator.results.records import RunRecord
+from orchestrator.results.verdict import Comparisons, VariantResult, compare
 from orchestrator.spec import ExperimentSpec, Plan, Run
-from orchestrator.verdict import Comparisons, VariantResult, compare
 
 
 @dataclass
 class Results:
+    folder: ExperimentFolder
     experiment: ExperimentSpec
     plan: Plan
     records: list[RunRecord]  # in the plan's order
@@ -38,11 +40,11 @@ class Results:
         return next(r for r in self.plan.runs if r.name == name)
 
 
-def build(experiment: ExperimentSpec, plan: Plan, records: list[RunRecord]) -> Results:
+def build(folder: ExperimentFolder, experiment: ExperimentSpec, plan: Plan, records: list[RunRecord]) -> Results:
     """Compare every variant with the control on the protocol's scoring documents."""
     n_docs = next((len(r.doc_tokens) for r in records if r.doc_tokens), 0)
     scoring = plan.evaluation.share(n_docs, "score") if n_docs else None
-    return Results(experiment, plan, records, compare(records, experiment.control, scoring))
+    return Results(folder, experiment, plan, records, compare(records, experiment.control, scoring))
 
 
 def _fmt(x: float | None, spec: str = ".4f") -> str:
@@ -238,27 +240,19 @@ def plot(results: Results) -> bytes:
 
 def follow_up_command(results: Results) -> str:
     """The command that runs the follow-up spec, from where the sweep was launched (a spec in a bucket is copied down first)."""
-    storage = results.experiment.storage
-    location = join(storage.path, results.experiment.name, results.follow_up)
+    storage = results.folder.storage
+    location = results.folder.file(results.follow_up)
     if not is_s3(location):
         return f"python -m orchestrator.launch {location}"
     endpoint = f" --endpoint-url {storage.endpoint_url}" if storage.endpoint_url else ""
     return f"aws s3 cp {location} .{endpoint} && python -m orchestrator.launch {results.follow_up}"
 
 
-def write(results: Results, extra: dict[str, bytes] | None = None) -> str:
-    """Write summary.json, report.md, loss_curves.png (and ``extra`` files) into the experiment's folder; returns its URI."""
-    experiment = results.experiment
-    uri = join(experiment.storage.path, experiment.name)
-    fs, root = filesystem(uri, experiment.storage)
-    fs.create_dir(root, recursive=True)
-    files = {
+def write(results: Results, extra: dict[str, bytes] | None = None) -> None:
+    """Write summary.json, report.md, loss_curves.png (and ``extra`` files) into the experiment's folder."""
+    results.folder.write_results({
         "summary.json": json.dumps(summary(results), indent=2).encode(),
         "report.md": markdown(results).encode(),
         "loss_curves.png": plot(results),
         **(extra or {}),
-    }
-    for name, payload in files.items():
-        with fs.open_output_stream(f"{root}/{name}") as out:
-            out.write(payload)
-    return uri
+    })

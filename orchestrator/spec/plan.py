@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from jobs.model import count_parameters
-from orchestrator.spec import ExperimentSpec, Plan, Run
+from orchestrator.spec.experiment import ExperimentSpec
+from orchestrator.spec.resolve import Plan, Run
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

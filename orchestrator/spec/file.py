@@ -1,9 +1,10 @@
-"""Reading a spec file safely: any bytes in, a mapping or a :class:`SpecError` out, never a traceback.
+"""The spec file: read safely, overridden by ``--set``, narrowed by ``--only``, resolved into a plan.
 
 A spec is small, hand-written YAML. Anything else is refused with the file's name and
 what is wrong: bytes that are not UTF-8 text, an empty or comment-only file, YAML that
 would expand hugely through aliases ("billion laughs") or nests too deeply, or a top
-level that is not a mapping.
+level that is not a mapping. Any bytes in, a plan or a :class:`SpecError` out, never a
+traceback.
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ from typing import Any
 
 import yaml
 
-from orchestrator.spec import SpecError
+from contract.text import NotText, decode_text
+from orchestrator.spec.experiment import ExperimentSpec, SpecError, format_validation_error
+from orchestrator.spec.resolve import Plan, deep_merge, resolve_runs, set_path
+
+# The default job: the loss-plateau plan in miniature, on the bundled model and corpus.
+DEFAULT_SPEC = Path(__file__).resolve().parents[2] / "specs" / "smoke.yaml"
+DEFAULT_NAME = "default"
 
 MAX_BYTES = 1_000_000
 MAX_NODES = 20_000  # after alias expansion; a real spec has a few hundred
@@ -30,13 +37,10 @@ def read_spec(path: str) -> dict[str, Any]:
         raise SpecError(f"{path}: cannot read the spec ({err.strerror}); check the path") from None
     if len(raw) > MAX_BYTES:
         raise SpecError(f"{path}: {len(raw):,} bytes is far too large for a spec (at most {MAX_BYTES:,}); is it the right file?")
-    nul = raw.find(b"\x00")
-    if nul >= 0:
-        raise SpecError(f"{path}: looks binary (a NUL byte at offset {nul}); a spec is a YAML text file")
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise SpecError(f"{path}: not UTF-8 (byte 0x{raw[err.start]:02x} at offset {err.start}); save it as UTF-8") from None
+        text = decode_text(raw)
+    except NotText as err:
+        raise SpecError(f"{path}: {err}; " + ("a spec is a YAML text file" if err.binary else "save it as UTF-8")) from None
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         if root is not None:
@@ -82,3 +86,39 @@ def _check_size(root: yaml.Node, path: str) -> None:
         return total
 
     size(root, 0, frozenset())
+
+
+def parse_sets(items: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``key.path=value`` pairs (values parsed as YAML) split into experiment-level and per-run overrides."""
+    experiment: dict[str, Any] = {}
+    run: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise SpecError(f"--set {item!r}: expected key.path=value, e.g. --set optim.lr=3e-5")
+        try:
+            value: Any = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise SpecError(f"--set {item!r}: the value is not valid YAML; quote it") from None
+        top = key.split(".")[0]
+        at_experiment = top in ExperimentSpec.model_fields and top not in ("base", "options")
+        set_path(experiment if at_experiment else run, key.split("."), value)
+    return experiment, run
+
+
+def load(path: str | None, sets: list[str] = (), only: list[str] | None = None) -> tuple[ExperimentSpec, Plan]:
+    """Read, validate and expand a spec file (or the default job, when ``path`` is None). Raises :class:`SpecError`."""
+    if path is None:
+        data, where = {**read_spec(str(DEFAULT_SPEC)), "name": DEFAULT_NAME}, "(the default job, specs/smoke.yaml)"
+    else:
+        data, where = read_spec(path), path
+    experiment_sets, run_sets = parse_sets(list(sets))
+    try:
+        experiment = ExperimentSpec.model_validate(deep_merge(data, experiment_sets))
+    except Exception as err:  # pydantic.ValidationError, re-worded with its location
+        raise SpecError(format_validation_error(err, where, ExperimentSpec)) from None
+    try:
+        plan = resolve_runs(experiment, run_sets, only)
+    except SpecError as err:
+        raise SpecError(f"{where}: {err}") from None
+    return experiment, plan

@@ -4,7 +4,7 @@
 - every run of X completed, or was early-stopped cleanly (failed, diverged and
   unfinished runs are never taken);
 - X's difference from the control is significant after Holm's correction across the
-  options (paired bootstrap over documents and seeds, :mod:`orchestrator.stats`), with
+  options (paired bootstrap over documents and seeds, :mod:`orchestrator.results.stats`), with
   a 95% interval entirely below 0;
 - X's gain is larger than the control's seed-to-seed spread (the standard deviation of
   the control's compared losses over its seeds).
@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator import stats
-from orchestrator.records import OK_STATUSES, RunRecord
+from orchestrator.results import stats
+from orchestrator.results.records import OK_STATUSES, RunRecord
 
 
 @dataclass
@@ -74,9 +74,20 @@ class Comparisons:
     control: VariantResult | None
     verdict: Verdict
 
+    @property
+    def answered(self) -> bool:
+        """Whether the sweep could answer its question: the control finished and so did at least one fix
+        (a verdict either way). Without a control in the plan, whether any run finished cleanly."""
+        others = [v for v in self.variants if v is not self.control]
+        if self.control is None:
+            return any(v.eligible for v in others)
+        finished = self.control.compared_mean is not None
+        return finished and (not others or any(v.eligible and v.delta is not None for v in others))
+
     def to_json(self) -> dict[str, Any]:
         return {
             "verdict": asdict(self.verdict),
+            "answered": self.answered,
             "control_seed_std": self.control.seed_std if self.control else None,
             "variants": [
                 {"variant": v.variant, "option": v.option, "runs": [r.run for r in v.runs], "status": v.status,

@@ -15,9 +15,8 @@ import numpy as np
 
 from contract.spec import EvalProtocol, StorageSpec
 from contract.storage import is_s3
-from orchestrator import history
-from orchestrator.scheduler import load_state
-from orchestrator.spec import ExperimentSpec, Plan, Run, dir_name
+from orchestrator.folder import ExperimentFolder
+from orchestrator.spec import Plan, Run
 
 OK_STATUSES = ("completed", "early_stopped")  # the statuses a verdict may take
 
@@ -69,15 +68,16 @@ def _median(values: list[float]) -> float | None:
     return float(np.median(values)) if values else None
 
 
-def collect(experiment: ExperimentSpec, plan: Plan) -> list[RunRecord]:
-    """Every run's record, read from storage: what the report is built from, during a sweep, after it, or from another machine."""
-    _, stop_reasons = load_state(experiment.storage, experiment.name)
+def collect(folder: ExperimentFolder, plan: Plan) -> list[RunRecord]:
+    """Every run's record, read from the experiment's folder: what the report is built from, during a sweep,
+    after it, or from another machine."""
+    stop_reasons = folder.early_stopping()["reasons"]
     out = []
     for run in plan.runs:
-        rows = history.read(experiment.storage, experiment.name, dir_name(run.name))
-        state = history.read_state(experiment.storage, experiment.name, dir_name(run.name))
+        rows = folder.history(run.name)
+        state = folder.state(run.name)
         error = state.get("error") if state.get("state") == "failed" else None
-        rec = record(run, rows, error, stop_reasons.get(run.name), experiment.storage, plan.evaluation)
+        rec = record(run, rows, error, stop_reasons.get(run.name), folder.storage, plan.evaluation)
         rec.driver_state = state.get("state")
         out.append(rec)
     return out

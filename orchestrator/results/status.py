@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import math
 
-from orchestrator.console import RunProgress, plain_table, progress_table
-from orchestrator.records import collect
-from orchestrator.spec import ExperimentSpec, Plan
+from orchestrator.folder import ExperimentFolder
+from orchestrator.results.progress import RunProgress, plain_table, progress_table
+from orchestrator.results.records import collect
+from orchestrator.spec import Plan
 
 
-def progress(experiment: ExperimentSpec, plan: Plan) -> list[RunProgress]:
+def progress(folder: ExperimentFolder, plan: Plan) -> list[RunProgress]:
     """Each run's progress, from the same records the report is built from, and the driver's record of which runs are running."""
     out = []
-    for run, record in zip(plan.runs, collect(experiment, plan)):
+    for run, record in zip(plan.runs, collect(folder, plan)):
         status = record.status
         if status == "incomplete":  # not finished: running, waiting for a slot, or interrupted
             status = "running" if record.driver_state == "running" else "incomplete" if record.history else "queued"
@@ -33,8 +34,9 @@ def progress(experiment: ExperimentSpec, plan: Plan) -> list[RunProgress]:
     return out
 
 
-def show(experiment: ExperimentSpec, plan: Plan) -> str:
-    runs = progress(experiment, plan)
+def show(folder: ExperimentFolder, plan: Plan) -> str:
+    """The progress table of every run, under a line saying where the experiment is and how far it got."""
+    runs = progress(folder, plan)
     done = sum(r.status not in ("running", "queued") for r in runs)
-    head = f"experiment {experiment.name} in {experiment.storage.path}: {done}/{len(runs)} run(s) done"
+    head = f"experiment {folder.name} in {folder.storage.path}: {done}/{len(runs)} run(s) done"
     return head + "\n" + plain_table(progress_table(runs))

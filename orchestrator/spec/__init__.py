@@ -1,0 +1,24 @@
+"""What an experiment is: the spec file, its runs, and the plan printed before anything starts.
+
+The public surface: :func:`load` (a spec file, ``--set`` and ``--only`` into an experiment
+and its :class:`Plan`), the models, and :class:`SpecError`, whose message names the file,
+the option, the field and the fix.
+"""
+
+from orchestrator.spec.experiment import (
+    EarlyStoppingSpec,
+    EvaluationSpec,
+    ExperimentSpec,
+    SpecError,
+    TrackingSpec,
+    format_validation_error,
+    json_schema,
+)
+from orchestrator.spec.file import DEFAULT_NAME, DEFAULT_SPEC, load, parse_sets, read_spec
+from orchestrator.spec.resolve import Plan, Run, deep_merge, dir_name, resolve_runs, set_path
+
+__all__ = [
+    "DEFAULT_NAME", "DEFAULT_SPEC", "EarlyStoppingSpec", "EvaluationSpec", "ExperimentSpec", "Plan", "Run", "SpecError",
+    "TrackingSpec", "deep_merge", "dir_name", "format_validation_error", "json_schema", "load", "parse_sets", "read_spec",
+    "resolve_runs", "set_path",
+]

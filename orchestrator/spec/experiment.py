@@ -1,0 +1,151 @@
+"""The experiment spec: what a spec file says above the runs, validated before anything starts.
+
+An experiment is a ``base`` run plus named ``options`` (partial overrides, resolved into
+runs by :mod:`orchestrator.spec.resolve`), a ``control`` to compare them with, and the
+settings every run shares: storage, early stopping, the evaluation protocol, tracking.
+Every model forbids unknown keys; errors name the field and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from contract.spec import EvalProtocol, StorageSpec, Strict, TrainSpec
+
+
+class SpecError(Exception):
+    """An invalid spec. ``str()`` is the user-facing message: location, problem, fix."""
+
+
+class EarlyStoppingSpec(Strict):
+    enabled: bool = Field(True, description="Stop a run whose val loss regresses.")
+    min_delta: float = Field(0.01, ge=0, description="A val loss counts as a regression when it exceeds the run's best by more than this.")
+    patience: int = Field(2, gt=0, description="Consecutive regressing evaluations before the run is stopped.")
+    grace_evals: int = Field(1, ge=0, description="Evaluations at the start of a run (step 0 included) that never count as regressions.")
+
+
+class EvaluationSpec(Strict):
+    """The experiment's evaluation protocol; null fields are derived from the runs."""
+
+    context: int | None = Field(
+        None, gt=1, description="Tokens of context per evaluation window; null is the largest data.block_size among the runs (at most n_positions)."
+    )
+    stride: int | None = Field(None, gt=0, description="Tokens between evaluation windows; null is half the context.")
+    max_documents: int | None = Field(None, gt=0, description="Score only the first N val documents; null scores all.")
+    selection_fraction: float | None = Field(
+        None, gt=0, lt=1,
+        description="Compare each run at its best evaluation, chosen on this share of the val documents and scored on "
+        "the rest (early stopping and checkpoint ranking use the choosing share). null compares the final evaluation on all documents.",
+    )
+
+
+class TrackingSpec(Strict):
+    mlflow_uri: str | None = Field(
+        None, description="MLflow tracking URI (`http://host:5000`, `file:///path/mlruns`, `sqlite:///mlflow.db`); null logs to no MLflow."
+    )
+    mlflow_experiment: str | None = Field(None, description="MLflow experiment name; null uses the experiment's `name`.")
+
+
+class ExperimentSpec(Strict):
+    name: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Experiment name; its folder in storage. Relaunching the same name resumes it.")
+    control: str | None = Field(None, description="The option every other option is compared against (usually the current configuration).")
+    control_seeds: int = Field(
+        2, gt=0,
+        description="Seeds the control runs with (run.seed, run.seed + 1, ...) unless its option lists run.seed itself: "
+        "their spread is the noise a fix must beat.",
+    )
+    max_concurrent: int | None = Field(None, gt=0, description="Runs at once; null runs as many as the cluster's resources fit.")
+    storage: StorageSpec = StorageSpec()
+    early_stopping: EarlyStoppingSpec = EarlyStoppingSpec()
+    evaluation: EvaluationSpec = EvaluationSpec()
+    tracking: TrackingSpec = TrackingSpec()
+    base: dict[str, Any] = Field(default_factory=dict, description="The run every option starts from (a TrainSpec).")
+    options: dict[str, dict[str, Any] | None] = Field(default_factory=dict, description="Named partial overrides of base; each becomes one run (or one per value of a list).")
+
+    @field_validator("options")
+    @classmethod
+    def _option_names(cls, options: dict[str, Any]) -> dict[str, Any]:
+        for name in options:
+            if not name.replace("_", "").replace("-", "").isalnum():
+                raise ValueError(f"option name {name!r}: use letters, digits, '_' and '-'")
+        return options
+
+    @model_validator(mode="after")
+    def _control_exists(self) -> ExperimentSpec:
+        if self.control is not None and self.control not in self.options:
+            raise ValueError(f"control: {self.control!r} is not an option; choose one of {sorted(self.options)}")
+        return self
+
+
+# ------------------------------------------------------------ errors and the schema
+
+
+def submodel(annotation: Any) -> type[BaseModel] | None:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):  # LoraSpec | None
+        subs = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+        return subs[0] if len(subs) == 1 else None
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def format_validation_error(err: Exception, where: str, root: type[BaseModel]) -> str:
+    """Turn a pydantic ValidationError into lines of ``where: field.path: problem``."""
+    errors = getattr(err, "errors", None)
+    if errors is None:
+        return f"{where}: {err}"
+    lines = []
+    for e in errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = f"unknown field; {_known_fields_hint(root, e['loc'])}"
+        shown = e["type"] not in ("extra_forbidden", "value_error") and not isinstance(e["input"], dict)
+        lines.append(f"{where}: " + (f"{loc}: " if loc else "") + msg + (f" (got {_short(e['input'])})" if shown else ""))
+    return "\n".join(lines)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _known_fields_hint(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    for key in loc[:-1]:
+        sub = submodel(model.model_fields[key].annotation) if key in model.model_fields else None
+        if sub is None:
+            break
+        model = sub
+    known = list(model.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+    return (f"did you mean {close[0]!r}? " if close else "") + f"valid fields: {', '.join(known)}"
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of a spec file, for editor completion (see README).
+
+    ``base`` and each option are TrainSpecs in which any single-valued field may also
+    be a list (a sweep).
+    """
+    ref = "#/$defs/{model}"
+    train = TrainSpec.model_json_schema(ref_template=ref)
+    experiment = ExperimentSpec.model_json_schema(ref_template=ref)
+    defs = {**train.pop("$defs"), **experiment.pop("$defs", {}), "TrainSpec": train}
+    experiment_level = {m.__name__ for m in (StorageSpec, EarlyStoppingSpec, EvaluationSpec, TrackingSpec)}
+    for definition in defs.values():
+        if definition is train or definition.get("title") in experiment_level:
+            continue
+        for key, prop in definition.get("properties", {}).items():
+            if "$ref" not in prop and prop.get("type") != "array" and "items" not in prop:
+                definition["properties"][key] = {"anyOf": [prop, {"type": "array", "items": prop}], "description": prop.get("description", "")}
+    experiment["properties"]["base"] = {"$ref": "#/$defs/TrainSpec", "description": "The run every option starts from."}
+    experiment["properties"]["options"] = {
+        "type": "object",
+        "description": "Named partial overrides of base; a list value sweeps.",
+        "additionalProperties": {"anyOf": [{"$ref": "#/$defs/TrainSpec"}, {"type": "null"}]},
+    }
+    experiment["$defs"] = defs
+    return experiment

@@ -1,0 +1,115 @@
+"""Every place this project works around Ray's behaviour or reaches into its internals (Ray 2.60).
+
+Each workaround says what it works around and is checked when this module is imported:
+if Ray moves or renames what it relies on, the import fails with a message saying which
+workaround broke and what it protected, instead of silently losing its effect (AWS
+secrets back in Ray's logs, finished runs reported unfinished, reports waiting 2 s each,
+relative paths broken under ``ray job submit``, checkpoints not uploaded). Tests check
+each effect where it matters, and remove each attribute in turn to see the check fail
+(``tests/test_ray_workarounds.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import ray
+import ray.train
+
+# 1) Set in the process that builds each TorchTrainer (the Tune trial), which Ray Train
+#    propagates to its controller and workers (Train V2's ENV_VARS_TO_PROPAGATE):
+#    - Train's controller polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s by
+#      default) and each report() waits for that poll: 0.1 s keeps a report cheap.
+#    - Train moves workers into a per-run scratch folder unless RAY_CHDIR_TO_TRIAL_DIR=0;
+#      keeping the job's working directory is what lets `data.path: sources/x.md` mean the
+#      same thing under `ray job submit --working-dir .` as on a laptop.
+TRAIN_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1", "RAY_CHDIR_TO_TRIAL_DIR": "0"}
+
+# 2) Tune copies these from the driver's environment into every trial actor's runtime_env
+#    (ray/tune/execution/class_cache.py ENV_VARS_TO_PROPAGATE), and Ray's runtime-env agent
+#    logs runtime_envs in plain text. Trial actors do not need the copy: locally they
+#    inherit the driver's environment through the raylet, and on a cluster each node has
+#    its own credential chain. So the secrets stay out of Ray's logs.
+AWS_SECRETS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"}
+
+
+class RayWorkaroundBroken(ImportError):
+    """What a workaround relies on is gone from this Ray version."""
+
+
+def _require(condition: bool, what: str, protects: str) -> None:
+    if not condition:
+        raise RayWorkaroundBroken(
+            f"Ray {ray.__version__}: {what}. The workaround in orchestrator/sweep/ray_workarounds.py that {protects} "
+            "would silently stop working; install ray==2.60.0 (pyproject.toml) or update the workaround."
+        )
+
+
+def _check() -> None:
+    import inspect
+
+    from ray.train import constants as train_constants
+    from ray.train._internal import session
+    from ray.train.v2._internal import constants as train_v2
+    from ray.train.v2._internal.execution import storage as train_storage
+    from ray.train.v2.api import context as train_context
+    from ray.tune.execution import class_cache
+
+    _require(isinstance(getattr(class_cache, "ENV_VARS_TO_PROPAGATE", None), set), "tune.execution.class_cache.ENV_VARS_TO_PROPAGATE is gone",
+             "keeps AWS secrets out of Ray's runtime-env logs")
+    propagated = getattr(train_v2, "ENV_VARS_TO_PROPAGATE", set())
+    _require(getattr(train_v2, "HEALTH_CHECK_INTERVAL_S_ENV_VAR", None) == "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S" and "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S" in propagated,
+             "Train V2 no longer reads or propagates RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "keeps each report() from waiting 2 s")
+    _require(getattr(train_constants, "RAY_CHDIR_TO_TRIAL_DIR", None) == "RAY_CHDIR_TO_TRIAL_DIR",
+             "ray.train.constants.RAY_CHDIR_TO_TRIAL_DIR is gone", "keeps relative data paths working under ray job submit")
+    reset = getattr(getattr(session, "_TrainSession", None), "reset", None)
+    _require(callable(getattr(session, "get_session", None)) and reset is not None and "_inter_actor_queue" in reset.__code__.co_names,
+             "the Train session's _inter_actor_queue is gone", "keeps a finished run's last result from being lost")
+    get_storage = vars(getattr(train_context, "DistributedTrainContext", object)).get("get_storage")
+    persist = getattr(getattr(train_storage, "StorageContext", None), "persist_current_checkpoint", None)
+    _require(callable(get_storage) and callable(persist)
+             and list(inspect.signature(persist).parameters)[1:] == ["checkpoint", "checkpoint_dir_name"],
+             "TrainContext.get_storage().persist_current_checkpoint(checkpoint, checkpoint_dir_name) is gone",
+             "uploads each checkpoint from the background thread")
+
+
+_check()
+
+
+def set_train_env() -> None:
+    """Call in the process that builds a TorchTrainer, before building it (values already set win)."""
+    os.environ.update({k: v for k, v in TRAIN_ENV.items() if k not in os.environ})
+
+
+def keep_credentials_out_of_ray_logs() -> None:
+    """Stop Tune from copying AWS secrets into trial runtime_envs, which Ray logs."""
+    from ray.tune.execution import class_cache
+
+    class_cache.ENV_VARS_TO_PROPAGATE = set(class_cache.ENV_VARS_TO_PROPAGATE) - AWS_SECRETS
+
+
+def wait_until_tune_has_the_last_result(timeout_s: float = 60.0) -> None:
+    """Call at the end of a Tune function trainable that ran a TorchTrainer with TuneReportCallback.
+
+    TuneReportCallback hands each result to Tune through a one-slot queue, and Tune stops
+    draining it once the trainable returns: under load the final result (the last step, its
+    checkpoint) was lost and a finished run looked unfinished. Wait until the slot is empty.
+    """
+    from ray.train._internal.session import get_session
+
+    queue = get_session()._inter_actor_queue
+    deadline = time.monotonic() + timeout_s
+    while queue is not None and not queue.empty() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def persist_checkpoint(checkpoint: ray.train.Checkpoint, dir_name: str) -> ray.train.Checkpoint:
+    """Ray Train's own upload of a checkpoint folder into the run's storage, as ``dir_name``.
+
+    For ``report(checkpoint_upload_fn=...)``: the worker writes the checkpoint in Ray's
+    background upload thread (so training does not wait for the disk) and then needs Ray's
+    upload, which is public only as the default of that argument. ``get_storage()`` is
+    documented as subject to change between minor versions, hence the check above.
+    """
+    return ray.train.get_context().get_storage().persist_current_checkpoint(checkpoint, dir_name)
