@@ -55,9 +55,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", default="gpt2", choices=list(SHAPES))
     parser.add_argument("--checkpoints", type=int, default=3)
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the model trains (cuda: the snapshot includes the copy to host memory)")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        choices=["cpu", "cuda"],
+        help="where the model trains (cuda: the snapshot includes the copy to host memory)",
+    )
     args = parser.parse_args()
-    print(f"machine: {platform.node()} | {platform.machine()}, {os.cpu_count()} cores | torch {torch.__version__} | {time.strftime('%Y-%m-%d')}")
+    print(
+        f"machine: {platform.node()} | {platform.machine()}, {os.cpu_count()} cores | torch {torch.__version__} | "
+        f"{time.strftime('%Y-%m-%d')}"
+    )
     work = Path(tempfile.mkdtemp(prefix="ckpt-bench-"))
     server = SeaweedS3(work / "s3")
     server.start()
@@ -65,9 +73,16 @@ def main() -> None:
     try:
         server.create_bucket("bench")
         storage = StorageSpec(path="s3://bench/ckpt", endpoint_url=server.endpoint)
-        job = JobConfig.model_validate({"experiment": "bench", "run_name": "full", "option": "full",
-                                        "spec": {"method": "full", "lora": None, "model": {"name": SHAPES[args.shape], "init": "random"}},
-                                        "storage": storage.model_dump(), "evaluation": {"context": 128, "stride": 64}})
+        job = JobConfig.model_validate(
+            {
+                "experiment": "bench",
+                "run_name": "full",
+                "option": "full",
+                "spec": {"method": "full", "lora": None, "model": {"name": SHAPES[args.shape], "init": "random"}},
+                "storage": storage.model_dump(),
+                "evaluation": {"context": 128, "stride": 64},
+            }
+        )
         model, optimizer = model_and_optimizer(job, torch.device(args.device))
         sync_blocked, async_blocked, background = [], [], []
         size = 0
@@ -93,8 +108,14 @@ def main() -> None:
             shutil.rmtree(local)
             background.append(time.perf_counter() - start)
         print(f"checkpoint: {args.shape} on {args.device}, full fine-tune, {size / 1e9:.2f} GB (weights + AdamW state)")
-        print(f"synchronous  blocked per checkpoint: median {statistics.median(sync_blocked):.2f} s  ({', '.join(f'{t:.2f}' for t in sync_blocked)})")
-        print(f"asynchronous blocked per checkpoint: median {statistics.median(async_blocked):.2f} s  ({', '.join(f'{t:.2f}' for t in async_blocked)})")
+        print(
+            f"synchronous  blocked per checkpoint: median {statistics.median(sync_blocked):.2f} s  "
+            f"({', '.join(f'{t:.2f}' for t in sync_blocked)})"
+        )
+        print(
+            f"asynchronous blocked per checkpoint: median {statistics.median(async_blocked):.2f} s  "
+            f"({', '.join(f'{t:.2f}' for t in async_blocked)})"
+        )
         print(f"asynchronous write + upload in the background: median {statistics.median(background):.2f} s")
     finally:
         server.stop()

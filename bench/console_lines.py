@@ -23,10 +23,19 @@ import tempfile
 import time
 
 OURS = [
-    re.compile(r"^(\(\w+ pid=\d+\) )?\[\S+\] "),  # a run's line ([current[seed=0]] ...), printed by the driver or by a worker
-    re.compile(r"^(run\s+step\s+val\s+best val\s+status\s+ETA|\S+\s+(\d+/\d+|-)\s+(\d\.\d{4}|-)\s+(\d\.\d{4}|-)\s+\w+\s+\S+)$"),  # progress table
-    re.compile(r"^(starting a local Ray instance|running \d+ run\(s\)|resuming experiment|results: |local mode: |storage\.path is the local folder|error: )"),
-    re.compile(r"^(Take \*\*|No fix |No control |Only the control |The control \*\*|\|)"),  # the verdict and the results table
+    re.compile(
+        r"^(\(\w+ pid=\d+\) )?\[\S+\] "
+    ),  # a run's line ([current[seed=0]] ...), printed by the driver or by a worker
+    re.compile(
+        r"^(run\s+step\s+val\s+best val\s+status\s+ETA|\S+\s+(\d+/\d+|-)\s+(\d\.\d{4}|-)\s+(\d\.\d{4}|-)\s+\w+\s+\S+)$"
+    ),  # progress table
+    re.compile(
+        r"^(starting a local Ray instance|running \d+ run\(s\)|resuming experiment|results: |local mode: "
+        r"|storage\.path is the local folder|error: )"
+    ),
+    re.compile(
+        r"^(Take \*\*|No fix |No control |Only the control |The control \*\*|\|)"
+    ),  # the verdict and the results table
 ]
 
 
@@ -45,11 +54,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--spec", help="a spec; the default job when left out")
     parser.add_argument("--set", action="append", default=[])
-    parser.add_argument("--python", default=sys.executable, help="the interpreter to run (another checkout's venv, for a before/after)")
+    parser.add_argument(
+        "--python", default=sys.executable, help="the interpreter to run (another checkout's venv, for a before/after)"
+    )
     parser.add_argument("--cwd", default=".", help="the checkout to run it in")
     args = parser.parse_args()
     storage = tempfile.mkdtemp(prefix="console-")
-    command = [args.python, "-m", "orchestrator.launch", *([args.spec] if args.spec else []), "--local", "--set", f"storage.path={storage}"]
+    command = [
+        args.python,
+        "-m",
+        "orchestrator.launch",
+        *([args.spec] if args.spec else []),
+        "--local",
+        "--set",
+        f"storage.path={storage}",
+    ]
     for item in args.set:
         command += ["--set", item]
     start = time.time()
@@ -60,7 +79,10 @@ def main() -> None:
     theirs = collections.Counter(_kind(line) for line in lines if not is_ours(line))
     example = {_kind(line): line for line in reversed(lines) if not is_ours(line)}
     print(f"command: {' '.join(command[1:])} (exit {out.returncode}, {time.time() - start:.0f} s)")
-    print(f"lines: {len(lines)}, the project's own: {len(ours)} ({len(ours) / max(len(lines), 1):.1%}), other: {len(lines) - len(ours)}")
+    print(
+        f"lines: {len(lines)}, the project's own: {len(ours)} ({len(ours) / max(len(lines), 1):.1%}), other: "
+        f"{len(lines) - len(ours)}"
+    )
     for text, count in theirs.most_common(12):
         print(f"  {count:>4}  {text}\n        e.g. {example[text][:160]}")
 

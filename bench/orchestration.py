@@ -49,14 +49,16 @@ def breakdown(result: dict) -> list[dict]:
         last = rows[-1]
         wall = last["reported_at"] - last["first_step_at"]
         parts = {k: last[f"time_{k}_s"] for k in ("train", "eval", "checkpoint", "report")}
-        out.append({
-            "run": name,
-            "startup_s": last["first_step_at"] - result["sweep_start"],
-            "setup_in_worker_s": last["time_setup_s"],
-            "wall_after_first_step_s": wall,
-            **{f"{k}_share": v / wall for k, v in parts.items()},
-            "idle_share": 1 - sum(parts.values()) / wall,
-        })
+        out.append(
+            {
+                "run": name,
+                "startup_s": last["first_step_at"] - result["sweep_start"],
+                "setup_in_worker_s": last["time_setup_s"],
+                "wall_after_first_step_s": wall,
+                **{f"{k}_share": v / wall for k, v in parts.items()},
+                "idle_share": 1 - sum(parts.values()) / wall,
+            }
+        )
     return out
 
 
@@ -78,10 +80,15 @@ def main() -> None:
     first_step = min(r["startup_s"] for r in rows) + (result["sweep_start"] - SCRIPT_START)
     print(f"launch to first step      {first_step:.1f} s (process start, imports and Ray start included)")
     print(f"sweep wall time           {result['sweep_s']:.1f} s for {len(rows)} runs")
-    print(f"\n{'run':<32}{'startup':>9}{'in worker':>10}{'after 1st':>10}{'train':>8}{'eval':>7}{'ckpt':>7}{'report':>8}{'idle':>7}")
+    print(
+        f"\n{'run':<32}{'startup':>9}{'in worker':>10}{'after 1st':>10}"
+        f"{'train':>8}{'eval':>7}{'ckpt':>7}{'report':>8}{'idle':>7}"
+    )
     for r in rows:
-        print(f"{r['run']:<32}{r['startup_s']:>8.1f}s{r['setup_in_worker_s']:>9.1f}s{r['wall_after_first_step_s']:>9.1f}s"
-              f"{r['train_share']:>8.1%}{r['eval_share']:>7.1%}{r['checkpoint_share']:>7.1%}{r['report_share']:>8.1%}{r['idle_share']:>7.1%}")
+        print(
+            f"{r['run']:<32}{r['startup_s']:>8.1f}s{r['setup_in_worker_s']:>9.1f}s{r['wall_after_first_step_s']:>9.1f}s"
+            f"{r['train_share']:>8.1%}{r['eval_share']:>7.1%}{r['checkpoint_share']:>7.1%}{r['report_share']:>8.1%}{r['idle_share']:>7.1%}"
+        )
     shares = sorted(r["train_share"] for r in rows)
     print(f"\ntraining-step share after the first step: min {shares[0]:.1%}, median {shares[len(shares) // 2]:.1%}")
 

@@ -109,9 +109,20 @@ def hf_trainer(model, blocks, args, device):
 
     def run(n: int) -> None:
         training = TrainingArguments(
-            output_dir=output, max_steps=n, per_device_train_batch_size=args.batch, learning_rate=1e-4, max_grad_norm=1.0,
-            lr_scheduler_type="constant", report_to=[], save_strategy="no", logging_strategy="no", disable_tqdm=True,
-            dataloader_num_workers=0, use_cpu=device.type == "cpu", bf16=args.precision == "bf16", seed=0,
+            output_dir=output,
+            max_steps=n,
+            per_device_train_batch_size=args.batch,
+            learning_rate=1e-4,
+            max_grad_norm=1.0,
+            lr_scheduler_type="constant",
+            report_to=[],
+            save_strategy="no",
+            logging_strategy="no",
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+            use_cpu=device.type == "cpu",
+            bf16=args.precision == "bf16",
+            seed=0,
         )
         Trainer(model=model, args=training, train_dataset=_Blocks(blocks)).train()  # prints its own runtime line
         sync(device)
@@ -132,22 +143,31 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--attention", default="sdpa", choices=["sdpa", "eager"])
     parser.add_argument("--compile", action="store_true")
-    parser.add_argument("--fused", action=argparse.BooleanOptionalAction, default=True, help="fused AdamW on GPU (--no-fused: foreach)")
+    parser.add_argument(
+        "--fused", action=argparse.BooleanOptionalAction, default=True, help="fused AdamW on GPU (--no-fused: foreach)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()}, {args.threads} threads"
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{platform.processor() or platform.machine()}, {args.threads} threads"
+    )
     print(f"machine: {platform.node()} | {name} | torch {torch.__version__} | {time.strftime('%Y-%m-%d')}")
-    print(f"shape {args.shape}, batch {args.batch}, block {args.block}, {args.steps} steps x {args.rounds} rounds, "
-          f"{args.precision}, {args.attention}{', compiled' if args.compile else ''}{'' if args.fused else ', unfused AdamW'}")
+    print(
+        f"shape {args.shape}, batch {args.batch}, block {args.block}, {args.steps} steps x {args.rounds} rounds, "
+        f"{args.precision}, {args.attention}"
+        f"{', compiled' if args.compile else ''}{'' if args.fused else ', unfused AdamW'}"
+    )
     vocab = config_dict(SHAPES[args.shape])["vocab_size"]
     blocks = torch.randint(0, vocab, (max(256, 4 * args.batch), args.block), generator=torch.Generator().manual_seed(0))
     tokens = args.batch * args.block * args.steps
     peak = perf.peak_flops(device, args.precision)
 
-    for method in (["lora", "full"] if args.method == "both" else [args.method]):
+    for method in ["lora", "full"] if args.method == "both" else [args.method]:
         base = build(args.shape, method, args.attention)
         loops = {}
         for label, make in (("ours", ours), ("bare", bare), ("hf_trainer", hf_trainer)):
@@ -173,7 +193,10 @@ def main() -> None:
         for a, b in (("ours", "bare"), ("ours", "hf_trainer"), ("hf_trainer", "bare")):
             ratios = [x / y for x, y in zip(speeds[a], speeds[b])]
             pair = f"{a}/{b}"
-            print(f"  ratio {pair:<22} {statistics.median(ratios):.3f}   (per round: {', '.join(f'{r:.2f}' for r in ratios)})")
+            print(
+                f"  ratio {pair:<22} {statistics.median(ratios):.3f}   (per round: "
+                f"{', '.join(f'{r:.2f}' for r in ratios)})"
+            )
 
 
 if __name__ == "__main__":

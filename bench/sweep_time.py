@@ -19,7 +19,10 @@ def main() -> None:
         result = sweep(args.spec, args.only, args.set, concurrency)
         total = result["ray_start_s"] + result["sweep_s"]
         results[label] = total
-        print(f"{label:<11} {total:7.1f} s wall ({len(result['rows'])} runs), {result['tokens'] / total:,.0f} aggregate tokens/s")
+        print(
+            f"{label:<11} {total:7.1f} s wall ({len(result['rows'])} runs), {result['tokens'] / total:,.0f} aggregate "
+            "tokens/s"
+        )
     print(f"sequential / parallel wall time: {results['sequential'] / results['parallel']:.2f}x")
 
 

@@ -51,7 +51,8 @@ def config_dict(name: str) -> dict[str, Any] | None:
 
 
 def cached_file(repo: str, filename: str) -> str | None:
-    """The path of ``filename`` of hub repo ``repo`` in the local Hugging Face cache, or None (also for a name that is no repo id)."""
+    """The path of ``filename`` of hub repo ``repo`` in the local Hugging Face cache, or None (also for a name that is
+    no repo id)."""
     from huggingface_hub import try_to_load_from_cache
 
     try:

@@ -68,7 +68,8 @@ class DataSpec(Strict):
     split_seed: int = Field(0, description="Salts the document hash that assigns each document to train or val.")
     block_size: int = Field(128, gt=0, description="Tokens per training sequence; at most the model's n_positions.")
     batch_size: int = Field(
-        16, gt=0,
+        16,
+        gt=0,
         description="Sequences per optimizer step across all workers: the effective batch. "
         "It is split over `resources.num_workers` and, with `compute.micro_batch_size`, over accumulation steps.",
     )
@@ -80,9 +81,14 @@ class ScheduleSpec(Strict):
         description="`constant`; `warmup_constant`: linear warmup then constant; "
         "`warmup_linear`: linear warmup then linear decay to `floor_ratio` x lr at the last step.",
     )
-    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Warmup length as a share of `run.steps`; 0 for `constant`.")
+    warmup_ratio: float = Field(
+        0.0, ge=0, lt=1, description="Warmup length as a share of `run.steps`; 0 for `constant`."
+    )
     floor_ratio: float | None = Field(
-        None, ge=0, le=1, description="`warmup_linear`: final lr as a share of `optim.lr` (e.g. 0.1); null for the other kinds."
+        None,
+        ge=0,
+        le=1,
+        description="`warmup_linear`: final lr as a share of `optim.lr` (e.g. 0.1); null for the other kinds.",
     )
 
     @model_validator(mode="after")
@@ -92,7 +98,9 @@ class ScheduleSpec(Strict):
         if self.kind != "constant" and self.warmup_ratio == 0:
             raise ValueError(f"warmup_ratio: kind {self.kind!r} needs warmup_ratio > 0 (e.g. 0.05 for 5% warmup)")
         if self.kind == "warmup_linear" and self.floor_ratio is None:
-            raise ValueError("floor_ratio: kind 'warmup_linear' needs one, the final lr as a share of the peak (e.g. 0.1)")
+            raise ValueError(
+                "floor_ratio: kind 'warmup_linear' needs one, the final lr as a share of the peak (e.g. 0.1)"
+            )
         if self.kind != "warmup_linear" and self.floor_ratio is not None:
             raise ValueError(f"floor_ratio: only applies to kind: warmup_linear, not {self.kind!r}; remove it")
         return self
@@ -110,19 +118,36 @@ class OptimSpec(Strict):
 
 class RunSpec(Strict):
     steps: int = Field(200, gt=0, description="Optimizer steps.")
-    eval_every: int = Field(50, gt=0, description="Evaluate (and report to Ray) every N steps and at the last step; step 0 is always evaluated.")
-    checkpoint_every: int = Field(100, gt=0, description="Checkpoint every N steps (a multiple of eval_every) and at the end.")
-    keep_checkpoints: int = Field(2, gt=0, description="Best checkpoints kept by val loss (the latest is always kept for resume).")
-    max_failures: int = Field(2, ge=0, description="Worker failures Ray Train recovers from (restarting from the latest checkpoint).")
+    eval_every: int = Field(
+        50,
+        gt=0,
+        description="Evaluate (and report to Ray) every N steps and at the last step; step 0 is always evaluated.",
+    )
+    checkpoint_every: int = Field(
+        100, gt=0, description="Checkpoint every N steps (a multiple of eval_every) and at the end."
+    )
+    keep_checkpoints: int = Field(
+        2, gt=0, description="Best checkpoints kept by val loss (the latest is always kept for resume)."
+    )
+    max_failures: int = Field(
+        2, ge=0, description="Worker failures Ray Train recovers from (restarting from the latest checkpoint)."
+    )
     seed: int = Field(0, description="Seeds init, dropout and data order.")
 
 
 class ComputeSpec(Strict):
-    precision: Literal["fp32", "bf16"] = Field("fp32", description="`bf16` runs forward and loss under bf16 autocast (weights and optimizer stay fp32).")
-    attention: Literal["sdpa", "eager"] = Field("sdpa", description="Attention kernel: PyTorch scaled_dot_product_attention (flash/memory-efficient on GPU) or the eager reference.")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="`bf16` runs forward and loss under bf16 autocast (weights and optimizer stay fp32)."
+    )
+    attention: Literal["sdpa", "eager"] = Field(
+        "sdpa",
+        description="Attention kernel: PyTorch scaled_dot_product_attention (flash/memory-efficient on GPU) "
+        "or the eager reference.",
+    )
     compile: bool = Field(False, description="torch.compile the model (first steps are slower while it compiles).")
     micro_batch_size: int | None = Field(
-        None, gt=0,
+        None,
+        gt=0,
         description="Sequences per forward/backward on one worker; gradients accumulate until the worker's share "
         "of `data.batch_size` is done. null is the whole share (no accumulation). Changes memory, not results "
         "(exactly so with dropout off; dropout masks depend on the split); halved automatically if it does not fit.",
@@ -130,7 +155,9 @@ class ComputeSpec(Strict):
 
 
 class ResourcesSpec(Strict):
-    num_workers: int = Field(1, gt=0, description="Data-parallel workers (DDP through TorchTrainer); they split `data.batch_size`.")
+    num_workers: int = Field(
+        1, gt=0, description="Data-parallel workers (DDP through TorchTrainer); they split `data.batch_size`."
+    )
     gpus_per_worker: float = Field(0, ge=0, description="GPUs per worker; fractions let several runs share a GPU.")
     cpus_per_worker: float = Field(1, gt=0, description="CPUs per worker (Ray logical resources).")
 
@@ -138,7 +165,9 @@ class ResourcesSpec(Strict):
 class TrainSpec(Strict):
     """Everything one training run needs. This is what a worker receives."""
 
-    method: Literal["lora", "full"] = Field("lora", description="`lora` trains adapters only; `full` trains every weight.")
+    method: Literal["lora", "full"] = Field(
+        "lora", description="`lora` trains adapters only; `full` trains every weight."
+    )
     model: ModelSpec = ModelSpec()
     lora: LoraSpec | None = Field(LoraSpec(), description="LoRA settings for `method: lora`; null for `method: full`.")
     data: DataSpec = DataSpec()
@@ -172,15 +201,26 @@ class TrainSpec(Strict):
             raise ValueError("lora: method 'lora' needs LoRA settings; remove `lora: null` or use method: full")
         limit = n_positions(self.model.name)
         if limit is not None and self.data.block_size > limit:
-            raise ValueError(f"data.block_size: {self.data.block_size} exceeds the model's n_positions {limit} ({self.model.name}); use at most {limit}")
+            raise ValueError(
+                f"data.block_size: {self.data.block_size} exceeds the model's n_positions {limit} ({self.model.name}); "
+                f"use at most {limit}"
+            )
         run = self.run
         for field in ("eval_every", "checkpoint_every"):
             if getattr(run, field) > run.steps:
-                raise ValueError(f"run.{field}: {getattr(run, field)} is more than run.steps {run.steps}; use at most {run.steps}")
+                raise ValueError(
+                    f"run.{field}: {getattr(run, field)} is more than run.steps {run.steps}; use at most {run.steps}"
+                )
         if run.checkpoint_every % run.eval_every:
-            raise ValueError(f"run.checkpoint_every: {run.checkpoint_every} is not a multiple of run.eval_every {run.eval_every}; checkpoints are ranked by the val loss measured at the same step")
+            raise ValueError(
+                f"run.checkpoint_every: {run.checkpoint_every} is not a multiple of run.eval_every {run.eval_every}; "
+                "checkpoints are ranked by the val loss measured at the same step"
+            )
         if self.optim.schedule.kind != "constant" and not 0 < self.warmup_steps < run.steps:
-            raise ValueError(f"optim.schedule.warmup_ratio: {self.optim.schedule.warmup_ratio} of {run.steps} steps gives {self.warmup_steps} warmup steps; it must be at least 1 and shorter than the run")
+            raise ValueError(
+                f"optim.schedule.warmup_ratio: {self.optim.schedule.warmup_ratio} of {run.steps} steps gives "
+                f"{self.warmup_steps} warmup steps; it must be at least 1 and shorter than the run"
+            )
         self._check_batch_split()
         return self
 
@@ -190,12 +230,17 @@ class TrainSpec(Strict):
             lower, upper = batch // workers * workers, (batch // workers + 1) * workers
             raise ValueError(
                 f"data.batch_size: {batch} does not split evenly over resources.num_workers {workers}; "
-                f"use a multiple of {workers} ({', '.join(str(b) for b in (lower, upper) if b)}) or another number of workers"
+                f"use a multiple of {workers} ({', '.join(str(b) for b in (lower, upper) if b)}) or another number of "
+                "workers"
             )
         micro = self.compute.micro_batch_size
         if micro is not None and self.worker_batch % micro:
             share = self.worker_batch
-            fits = f"one of {[d for d in range(1, share + 1) if share % d == 0]}" if share <= 1024 else f"a divisor of {share}"
+            fits = (
+                f"one of {[d for d in range(1, share + 1) if share % d == 0]}"
+                if share <= 1024
+                else f"a divisor of {share}"
+            )
             raise ValueError(
                 f"compute.micro_batch_size: {micro} does not divide each worker's share of the batch "
                 f"({batch} / {workers} worker(s) = {share}); use {fits}"
@@ -204,15 +249,22 @@ class TrainSpec(Strict):
 
 class StorageSpec(Strict):
     path: str = Field("runs", description="Where checkpoints and results go: a local folder or `s3://bucket/prefix`.")
-    endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, SeaweedFS, Ceph, R2); null is AWS.")
+    endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint (MinIO, SeaweedFS, Ceph, R2); null is AWS."
+    )
     region: str | None = Field(None, description="S3 region; null uses the AWS chain's default.")
 
     @model_validator(mode="after")
     def _endpoint_needs_s3(self) -> StorageSpec:
         if not self.path.startswith("s3://") and (self.endpoint_url or self.region):
-            raise ValueError(f"storage.endpoint_url/region are set but storage.path {self.path!r} is local; use an s3://bucket/prefix path or remove them")
+            raise ValueError(
+                f"storage.endpoint_url/region are set but storage.path {self.path!r} is local; use an "
+                "s3://bucket/prefix path or remove them"
+            )
         if self.endpoint_url is not None and not self.endpoint_url.startswith(("http://", "https://")):
-            raise ValueError(f"storage.endpoint_url {self.endpoint_url!r} has no scheme; write http://{self.endpoint_url} or https://{self.endpoint_url}")
+            raise ValueError(
+                f"storage.endpoint_url {self.endpoint_url!r} has no scheme; write http://{self.endpoint_url} or https://{self.endpoint_url}"
+            )
         return self
 
 
@@ -231,7 +283,9 @@ class EvalProtocol(Strict):
     stride: int = Field(gt=0, description="Tokens between window starts; each window scores its last `stride` tokens.")
     max_documents: int | None = Field(None, gt=0, description="Score only the first N val documents; null scores all.")
     selection_fraction: float | None = Field(
-        None, gt=0, lt=1,
+        None,
+        gt=0,
+        lt=1,
         description="Share of val documents used to choose each run's best evaluation (early stopping, checkpoint "
         "ranking); the rest score it. null: all documents score, and the final evaluation is compared.",
     )
@@ -239,9 +293,15 @@ class EvalProtocol(Strict):
     @model_validator(mode="after")
     def _stride_fits(self) -> EvalProtocol:
         if self.selection_fraction is not None and self.max_documents is not None and self.max_documents < 2:
-            raise ValueError("evaluation.selection_fraction needs at least 2 val documents, one to choose and one to score; raise max_documents")
+            raise ValueError(
+                "evaluation.selection_fraction needs at least 2 val documents, one to choose and one to score; raise "
+                "max_documents"
+            )
         if self.stride >= self.context:
-            raise ValueError(f"evaluation.stride: {self.stride} is not less than evaluation.context {self.context}; the first token of every window would go unscored. Use at most {self.context - 1} (half the context is usual)")
+            raise ValueError(
+                f"evaluation.stride: {self.stride} is not less than evaluation.context {self.context}; the first token "
+                f"of every window would go unscored. Use at most {self.context - 1} (half the context is usual)"
+            )
         return self
 
     def share(self, n_docs: int, role: Literal["choose", "score"]) -> list[bool]:
@@ -257,7 +317,8 @@ class EvalProtocol(Strict):
         return choose if role == "choose" else [not c for c in choose]
 
     def mean_nll(self, doc_nll: list[float], doc_tokens: list[int], role: Literal["choose", "score"]) -> float:
-        """Token-weighted mean NLL over the documents of ``role``: the loss a run is ranked (choose) or compared (score) by."""
+        """Token-weighted mean NLL over the documents of ``role``: the loss a run is ranked (choose) or compared
+        (score) by."""
         keep = self.share(len(doc_tokens), role)
         tokens = sum(t for t, k in zip(doc_tokens, keep) if k)
         return sum(n for n, k in zip(doc_nll, keep) if k) / tokens

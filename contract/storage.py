@@ -32,7 +32,14 @@ import pyarrow.fs as pafs
 from contract.spec import StorageSpec
 
 # boto3 credential methods that the AWS C++ SDK inside pyarrow resolves and refreshes itself.
-_PYARROW_RESOLVES = {"env", "shared-credentials-file", "config-file", "iam-role", "container-role", "assume-role-with-web-identity"}
+_PYARROW_RESOLVES = {
+    "env",
+    "shared-credentials-file",
+    "config-file",
+    "iam-role",
+    "container-role",
+    "assume-role-with-web-identity",
+}
 
 
 def is_s3(uri: str) -> bool:
@@ -59,7 +66,14 @@ def filesystem(uri: str, storage: StorageSpec, attempts: int = 12) -> tuple[pafs
     return PatientS3FileSystem(attempts, **kwargs), uri.removeprefix("s3://").rstrip("/")
 
 
-_AWS_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE")
+_AWS_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+)
 
 
 def aws_credentials():
@@ -160,8 +174,10 @@ def check_writable(storage: StorageSpec, probe: bool = True) -> None:
         if not is_s3(uri):
             existing = next(p for p in [Path(uri).resolve(), *Path(uri).resolve().parents] if p.exists())
             if not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
-                raise StorageUnavailable(f"storage.path {storage.path!r}: {existing} is not a folder this user can write in; "
-                                         "check the folder's permissions or choose another storage.path")
+                raise StorageUnavailable(
+                    f"storage.path {storage.path!r}: {existing} is not a folder this user can write in; "
+                    "check the folder's permissions or choose another storage.path"
+                )
         return
     fs, path = filesystem(uri, storage, attempts=2)  # fail in seconds on a wrong endpoint
     marker = f"{path}/.write_check-{os.getpid()}"
@@ -191,7 +207,9 @@ def _check_bucket(storage: StorageSpec) -> None:
             "or AWS_PROFILE (run `aws sso login` for an SSO profile), or run on a node with an instance role"
         )
     client = boto3.client(
-        "s3", endpoint_url=storage.endpoint_url, region_name=storage.region,
+        "s3",
+        endpoint_url=storage.endpoint_url,
+        region_name=storage.region,
         config=Config(retries={"max_attempts": 2}, connect_timeout=5, read_timeout=10),
     )
     try:
@@ -199,12 +217,21 @@ def _check_bucket(storage: StorageSpec) -> None:
     except botocore.exceptions.ClientError as err:
         code = str(err.response.get("Error", {}).get("Code", ""))
         if code in ("404", "NoSuchBucket", "NotFound"):
-            raise StorageUnavailable(f"{where}: bucket {bucket!r} does not exist{at}; create it (aws s3 mb s3://{bucket}) or fix storage.path") from None
+            raise StorageUnavailable(
+                f"{where}: bucket {bucket!r} does not exist{at}; create it (aws s3 mb s3://{bucket}) or fix "
+                "storage.path"
+            ) from None
         if code in ("403", "AccessDenied", "Forbidden"):
             raise StorageUnavailable(
                 f"{where}: access to bucket {bucket!r}{at} denied for the credentials from {credentials.method!r} "
-                "(or they are not known there); check the keys, AWS_PROFILE, and the bucket policy (s3:ListBucket, s3:PutObject)"
+                "(or they are not known there); check the keys, AWS_PROFILE, and the bucket policy (s3:ListBucket, "
+                "s3:PutObject)"
             ) from None
-        raise StorageUnavailable(f"{where}: HeadBucket {bucket!r}{at} failed ({code}: {err}); check the credentials and storage.endpoint_url") from None
+        raise StorageUnavailable(
+            f"{where}: HeadBucket {bucket!r}{at} failed ({code}: {err}); check the credentials and storage.endpoint_url"
+        ) from None
     except botocore.exceptions.BotoCoreError as err:  # no connection, SSO token expired, bad endpoint URL
-        raise StorageUnavailable(f"{where}: cannot reach S3{at} ({err}); check storage.endpoint_url, the network, and `aws sso login` for SSO profiles") from None
+        raise StorageUnavailable(
+            f"{where}: cannot reach S3{at} ({err}); check storage.endpoint_url, the network, and `aws sso login` for "
+            "SSO profiles"
+        ) from None

@@ -27,4 +27,6 @@ def decode_text(raw: bytes) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
-        raise NotText(f"not UTF-8: byte 0x{raw[err.start]:02x} at offset {err.start}, line {line} ({err.reason})", binary=False) from None
+        raise NotText(
+            f"not UTF-8: byte 0x{raw[err.start]:02x} at offset {err.start}, line {line} ({err.reason})", binary=False
+        ) from None

@@ -67,11 +67,22 @@ def snapshot(model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int
         step=step,
         weights=_to_host(weights, {}),
         optimizer=_to_host(optimizer.state_dict(), {}),
-        rng={"torch": torch.get_rng_state(), "python": random.getstate(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+        rng={
+            "torch": torch.get_rng_state(),
+            "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        },
     )
 
 
-def write(directory: str | Path, snap: Snapshot, model: torch.nn.Module, job: JobConfig, metrics: dict[str, Any], tokenizer=None) -> None:
+def write(
+    directory: str | Path,
+    snap: Snapshot,
+    model: torch.nn.Module,
+    job: JobConfig,
+    metrics: dict[str, Any],
+    tokenizer=None,
+) -> None:
     """Write a complete checkpoint of ``snap`` into ``directory``; ``model`` gives only its config and structure."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -88,8 +99,16 @@ def write(directory: str | Path, snap: Snapshot, model: torch.nn.Module, job: Jo
     (directory / MANIFEST).write_text(json.dumps({"step": snap.step, "files": files}, indent=2))
 
 
-def save(directory: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, job: JobConfig, metrics: dict[str, Any]) -> None:
-    """Write a complete checkpoint of ``model`` after ``step`` optimizer steps into ``directory``, now (tests, benchmarks)."""
+def save(
+    directory: str | Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    job: JobConfig,
+    metrics: dict[str, Any],
+) -> None:
+    """Write a complete checkpoint of ``model`` after ``step`` optimizer steps into ``directory``, now (tests,
+    benchmarks)."""
     write(directory, snapshot(model, optimizer, step, job.spec.method == "lora"), model, job, metrics)
 
 
@@ -109,7 +128,8 @@ class Checkpointer:
         self.idle.set()
 
     def prepare(self, optimizer: torch.optim.Optimizer, step: int, metrics: dict[str, Any]) -> tuple[Any, Callable]:
-        """Snapshot now; returns the ray.train.Checkpoint to report and the upload function that writes and uploads it."""
+        """Snapshot now; returns the ray.train.Checkpoint to report and the upload function that writes and uploads
+        it."""
         from ray.train import Checkpoint
 
         self.idle.wait()  # the previous checkpoint is uploaded (or failed, which Ray raises in this thread)
@@ -137,15 +157,21 @@ def model_card(job: JobConfig, step: int, metrics: dict[str, Any]) -> str:
     library = "peft" if spec.method == "lora" else "transformers"
     load = (
         "base = AutoModelForCausalLM.from_pretrained(...)  # the base model in spec.json\n"
-        "model = PeftModel.from_pretrained(base, \"<this folder>\")"
+        'model = PeftModel.from_pretrained(base, "<this folder>")'
         if spec.method == "lora"
         else 'model = AutoModelForCausalLM.from_pretrained("<this folder>")'
     )
-    losses = ", ".join(f"{name} {metrics[key]:.4f}" for name, key in (("val loss", "val_loss"), ("train loss", "train_loss")) if key in metrics)
+    losses = ", ".join(
+        f"{name} {metrics[key]:.4f}"
+        for name, key in (("val loss", "val_loss"), ("train loss", "train_loss"))
+        if key in metrics
+    )
     return (
-        f"---\nlibrary_name: {library}\ntags:\n- {spec.method}\n- {json.dumps(job.experiment)}\n---\n\n"  # a JSON string is valid YAML
+        f"---\nlibrary_name: {library}\ntags:\n- {spec.method}\n- "
+        f"{json.dumps(job.experiment)}\n---\n\n"  # a JSON string is valid YAML
         f"# {job.experiment} / {job.run_name}, step {step}\n\n"
-        f"A {'LoRA' if spec.method == 'lora' else 'full'} fine-tune of `{spec.model.name}`, option `{job.option}` of experiment "
+        f"A {'LoRA' if spec.method == 'lora' else 'full'} fine-tune of `{spec.model.name}`, option `{job.option}` of "
+        "experiment "
         f"`{job.experiment}`, after step {step} of {spec.run.steps}{': ' + losses if losses else ''}.\n\n"
         f"`spec.json` is the resolved spec that produced it; `metrics.json` has every metric at this step.\n\n"
         f"```python\n{load}\n```\n"
@@ -207,7 +233,11 @@ def candidates(checkpoint) -> list:
     fs = checkpoint.filesystem
     parent, name = checkpoint.path.rsplit("/", 1)
     siblings = sorted(
-        (info.path for info in fs.get_file_info(pafs.FileSelector(parent)) if info.type == pafs.FileType.Directory and info.base_name.startswith("step_") and info.base_name < name),
+        (
+            info.path
+            for info in fs.get_file_info(pafs.FileSelector(parent))
+            if info.type == pafs.FileType.Directory and info.base_name.startswith("step_") and info.base_name < name
+        ),
         reverse=True,
     )
     return [checkpoint] + [Checkpoint(path, filesystem=fs) for path in siblings]

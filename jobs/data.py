@@ -80,7 +80,10 @@ def jsonl_records(text: str):
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
-            raise DataError(f"line {number}: not valid JSON ({err.msg} at column {err.colno}); each line of a JSONL file is one JSON object") from None
+            raise DataError(
+                f"line {number}: not valid JSON ({err.msg} at column {err.colno}); each line of a JSONL file is one "
+                "JSON object"
+            ) from None
         if not isinstance(record, dict):
             raise DataError(f"line {number}: a JSONL record must be an object, got {type(record).__name__}")
         yield number, record
@@ -94,7 +97,9 @@ def parse_jsonl(text: str) -> list[str]:
         elif "question" in record and "answer" in record:
             docs.append(f"Q: {record['question']}\n\n{record['answer']}")
         else:
-            raise DataError(f"line {number}: a JSONL record needs 'text' or 'question' and 'answer', got keys {sorted(record)}")
+            raise DataError(
+                f"line {number}: a JSONL record needs 'text' or 'question' and 'answer', got keys {sorted(record)}"
+            )
     return docs
 
 
@@ -107,8 +112,11 @@ def decode(raw: bytes) -> str:
     try:
         return decode_text(raw)
     except NotText as err:
-        fix = ("training data is text: markdown, plain text or JSONL" if err.binary
-               else "convert it, e.g. `iconv -f latin1 -t utf-8 FILE > FILE.utf8` (use the file's real encoding)")
+        fix = (
+            "training data is text: markdown, plain text or JSONL"
+            if err.binary
+            else "convert it, e.g. `iconv -f latin1 -t utf-8 FILE > FILE.utf8` (use the file's real encoding)"
+        )
         raise DataError(f"{err}; {fix}") from None
 
 
@@ -132,9 +140,14 @@ def read_documents(spec: DataSpec, storage: StorageSpec) -> list[str]:
     except DataError as err:
         raise DataError(f"data.path {spec.path!r}: {err}") from None
     if not docs:
-        raise DataError(f"data.path {spec.path!r}: no documents found when read as {fmt} ({len(raw)} bytes); point data.path at the training text or set data.format")
+        raise DataError(
+            f"data.path {spec.path!r}: no documents found when read as {fmt} ({len(raw)} bytes); "
+            "point data.path at the training text or set data.format"
+        )
     if len(docs) < 2:
-        raise DataError(f"data.path {spec.path!r}: {len(docs)} document found as {fmt}; need at least 2 to split train and val")
+        raise DataError(
+            f"data.path {spec.path!r}: {len(docs)} document found as {fmt}; need at least 2 to split train and val"
+        )
     return docs
 
 
@@ -144,6 +157,7 @@ def split(docs: list[str], val_fraction: float, seed: int) -> tuple[list[str], l
     Deterministic for a given seed, independent of document order, and identical
     texts always share a side. At least one document lands on each side.
     """
+
     def score(doc: str) -> float:
         digest = hashlib.sha256(f"{seed}\0{doc}".encode()).digest()
         return int.from_bytes(digest[:8], "big") / 2**64
@@ -164,7 +178,9 @@ def split(docs: list[str], val_fraction: float, seed: int) -> tuple[list[str], l
 def tokenize(docs: list[str], tokenizer) -> list[list[int]]:
     """Each document's token ids followed by EOS (the boundary the model learns to predict)."""
     # verbose=False: documents longer than the model's context are expected; packing cuts them
-    return [tokenizer(doc, add_special_tokens=False, verbose=False)["input_ids"] + [tokenizer.eos_token_id] for doc in docs]
+    return [
+        tokenizer(doc, add_special_tokens=False, verbose=False)["input_ids"] + [tokenizer.eos_token_id] for doc in docs
+    ]
 
 
 def pack(docs: list[list[int]], block_size: int) -> torch.Tensor:
@@ -175,7 +191,8 @@ def pack(docs: list[list[int]], block_size: int) -> torch.Tensor:
 
 
 def load(spec: DataSpec, storage: StorageSpec, tokenizer) -> Dataset:
-    """Read, split, tokenize; pack the train side into blocks. Raises DataError with the fix when train has no full block."""
+    """Read, split, tokenize; pack the train side into blocks. Raises DataError with the fix when train has no full
+    block."""
     train_docs, val_docs = split(read_documents(spec, storage), spec.val_fraction, spec.split_seed)
     train_tokens, val_tokens = tokenize(train_docs, tokenizer), tokenize(val_docs, tokenizer)
     train = pack(train_tokens, spec.block_size)
@@ -217,7 +234,9 @@ class BatchOrder:
         if epoch not in self._perms:
             # keep the previous epoch too: a batch may straddle the boundary
             self._perms = {e: p for e, p in self._perms.items() if e == epoch - 1}
-            self._perms[epoch] = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+            self._perms[epoch] = torch.randperm(
+                self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            )
         return self._perms[epoch]
 
     def indices(self, step: int) -> list[int]:

@@ -66,8 +66,10 @@ def eval_set(val_docs: list[list[int]], protocol: EvalProtocol) -> EvalSet:
     """The stream, document ids and windows for ``val_docs`` (each document's tokens, EOS included)."""
     docs = val_docs[: protocol.max_documents] if protocol.max_documents else val_docs
     if protocol.selection_fraction is not None and len(docs) < 2:
-        raise ValueError(f"evaluation.selection_fraction needs at least 2 val documents, one to choose and one to score; "
-                         f"found {len(docs)}: raise data.val_fraction or turn the selection share off")
+        raise ValueError(
+            f"evaluation.selection_fraction needs at least 2 val documents, one to choose and one to score; "
+            f"found {len(docs)}: raise data.val_fraction or turn the selection share off"
+        )
     stream = torch.tensor([t for doc in docs for t in doc], dtype=torch.long)
     doc_of = torch.repeat_interleave(torch.arange(len(docs)), torch.tensor([len(d) for d in docs]))
     wins = windows(len(stream), protocol.context, protocol.stride)
@@ -79,7 +81,9 @@ def eval_set(val_docs: list[list[int]], protocol: EvalProtocol) -> EvalSet:
 
 
 @torch.no_grad()
-def per_document_nll(model: torch.nn.Module, data: EvalSet, batch_size: int, device: torch.device, rank: int = 0, world: int = 1) -> torch.Tensor:
+def per_document_nll(
+    model: torch.nn.Module, data: EvalSet, batch_size: int, device: torch.device, rank: int = 0, world: int = 1
+) -> torch.Tensor:
     """The summed negative log-likelihood of each document's scored tokens, [n_docs] float64 on every rank.
 
     Windows are sharded across workers (rank r takes every world-th) and the sums are
@@ -99,7 +103,9 @@ def per_document_nll(model: torch.nn.Module, data: EvalSet, batch_size: int, dev
             keep = w0.end - w0.first_target + 1
             logits = model(input_ids=x, use_cache=False, logits_to_keep=keep).logits[:, :-1]
             targets = x[:, w0.first_target - w0.begin :]
-            nll = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none").view(len(group), -1)
+            nll = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none").view(
+                len(group), -1
+            )
             for row, w in zip(nll, group):
                 totals.index_add_(0, doc_of[w.first_target : w.end], row.double())
     if world > 1:

@@ -33,7 +33,9 @@ def next_smaller(micro: int, share: int) -> int | None:
     return next((d for d in range(micro // 2, 0, -1) if share % d == 0), None)
 
 
-def fit_micro_batch(try_step: Callable[[int], None], micro: int, share: int, world: int, device: torch.device) -> tuple[int, list[int]]:
+def fit_micro_batch(
+    try_step: Callable[[int], None], micro: int, share: int, world: int, device: torch.device
+) -> tuple[int, list[int]]:
     """The largest micro-batch, from ``micro`` down, for which ``try_step`` fits on every worker.
 
     ``try_step(m)`` runs one forward and backward of ``m`` sequences and raises on

@@ -33,16 +33,23 @@ def check_reachable(name: str, storage: StorageSpec) -> None:
     folder = local_folder(name)
     if folder is not None:
         if not (folder / "config.json").is_file():
-            raise ModelUnavailable(f"model.name {name!r}: folder has no config.json; point it at a folder written by save_pretrained")
+            raise ModelUnavailable(
+                f"model.name {name!r}: folder has no config.json; point it at a folder written by save_pretrained"
+            )
         return
     if is_s3(name):
         fs, path = filesystem(name, storage)
         try:
             info = fs.get_file_info(f"{path}/config.json")
         except OSError as err:
-            raise ModelUnavailable(f"model.name {name!r}: cannot read from S3 ({err}); check storage.endpoint_url and the AWS credentials in the environment") from None
+            raise ModelUnavailable(
+                f"model.name {name!r}: cannot read from S3 ({err}); check storage.endpoint_url and the AWS credentials "
+                "in the environment"
+            ) from None
         if info.type.name != "File":
-            raise ModelUnavailable(f"model.name {name!r}: no config.json under that prefix; upload a folder written by save_pretrained")
+            raise ModelUnavailable(
+                f"model.name {name!r}: no config.json under that prefix; upload a folder written by save_pretrained"
+            )
         return
     if cached_file(name, "config.json"):
         return
@@ -87,7 +94,9 @@ def lora_config(model: torch.nn.Module, lora: LoraSpec):
 
     targeted = [m for n, m in model.named_modules() if n.rsplit(".", 1)[-1] in lora.target_modules]
     if not targeted:
-        raise ValueError(f"lora.target_modules {lora.target_modules} match no module of this model; GPT-2 uses c_attn, c_proj, c_fc")
+        raise ValueError(
+            f"lora.target_modules {lora.target_modules} match no module of this model; GPT-2 uses c_attn, c_proj, c_fc"
+        )
     return LoraConfig(
         r=lora.rank,
         lora_alpha=lora.alpha,

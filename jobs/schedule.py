@@ -6,7 +6,9 @@ Being pure is what makes resume exact: the step alone restores the learning rate
 from __future__ import annotations
 
 
-def lr_at(step: int, *, lr: float, total_steps: int, kind: str, warmup_steps: int = 0, floor_ratio: float = 0.0) -> float:
+def lr_at(
+    step: int, *, lr: float, total_steps: int, kind: str, warmup_steps: int = 0, floor_ratio: float = 0.0
+) -> float:
     """Learning rate for optimizer step ``step`` (0-based) of ``total_steps``.
 
     - ``constant``: ``lr`` throughout.

@@ -118,8 +118,23 @@ def _setup(job: JobConfig, entered: float) -> Setup:
     data, evalset = _setup_data(job, tokenizer, notes)
     model, optimizer, start = _setup_model_and_optimizer(job, device, notes)
     order = data_lib.BatchOrder(len(data.train), job.spec.data.batch_size, job.spec.run.seed, rank, world)
-    setup = Setup(job, rank, world, device, model, optimizer, tokenizer, data, evalset, order, start, job.spec.micro_batch, None, entered,
-                  notes if rank == 0 else [])
+    setup = Setup(
+        job,
+        rank,
+        world,
+        device,
+        model,
+        optimizer,
+        tokenizer,
+        data,
+        evalset,
+        order,
+        start,
+        job.spec.micro_batch,
+        None,
+        entered,
+        notes if rank == 0 else [],
+    )
     _setup_micro_batch(setup)
     return setup
 
@@ -128,8 +143,10 @@ def _setup_data(job: JobConfig, tokenizer, notes: list[str]) -> tuple[data_lib.D
     data = data_lib.load(job.spec.data, job.storage, tokenizer)
     evalset = eval_lib.eval_set(data.val_docs, job.evaluation)
     p = job.evaluation
-    notes.append(f"data: {data.stats.describe()}; evaluation scores {evalset.eval_tokens:,} tokens of "
-                 f"{evalset.n_docs} val documents with context {p.context}, stride {p.stride}")
+    notes.append(
+        f"data: {data.stats.describe()}; evaluation scores {evalset.eval_tokens:,} tokens of "
+        f"{evalset.n_docs} val documents with context {p.context}, stride {p.stride}"
+    )
     return data, evalset
 
 
@@ -137,6 +154,7 @@ def _setup_model_and_optimizer(job: JobConfig, device: torch.device, notes: list
     """Model, AdamW and the start step: from the newest complete checkpoint if there is one."""
     latest = ray.train.get_checkpoint()
     if latest is not None:
+
         def skipped(err: Exception) -> None:
             notes.append(f"not resuming from an incomplete checkpoint: {err}")
 
@@ -151,12 +169,16 @@ def _setup_model_and_optimizer(job: JobConfig, device: torch.device, notes: list
 
 
 def _build(job: JobConfig, device: torch.device, checkpoint_dir: str | None = None):
-    """The model on its device (DDP-wrapped when there are several workers, compiled if the spec says so) and its AdamW."""
+    """The model on its device (DDP-wrapped when there are several workers, compiled if the spec says so) and its
+    AdamW."""
     spec = job.spec
     model = ray.train.torch.prepare_model(load_model(spec, job.storage, checkpoint_dir=checkpoint_dir))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
-        params, lr=spec.optim.lr, betas=spec.optim.betas, weight_decay=spec.optim.weight_decay,
+        params,
+        lr=spec.optim.lr,
+        betas=spec.optim.betas,
+        weight_decay=spec.optim.weight_decay,
         fused=device.type == "cuda",  # one kernel for all parameters on GPU
     )
     return (torch.compile(model) if spec.compute.compile else model), optimizer
@@ -171,7 +193,9 @@ def _setup_micro_batch(s: Setup) -> None:
         s.log(s.memory_note)
 
 
-def fit_micro_batch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, micro: int, world: int, bf16: bool) -> tuple[int, list[int]]:
+def fit_micro_batch(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, micro: int, world: int, bf16: bool
+) -> tuple[int, list[int]]:
     """The micro-batch that fits, from ``micro`` down, tried on ``x`` (this worker's share of a real batch),
     and the sizes that did not (jobs.memory.fit_micro_batch).
 
@@ -229,7 +253,14 @@ def _forward(model: torch.nn.Module, x: torch.Tensor, bf16: bool) -> torch.Tenso
         return model(input_ids=x, labels=x, use_cache=False).loss
 
 
-def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, micro_batches: list[torch.Tensor], lr: float, max_norm: float, bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    micro_batches: list[torch.Tensor],
+    lr: float,
+    max_norm: float,
+    bf16: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step over this worker's share of the batch, as ``micro_batches``.
 
     Every micro-batch has the same number of tokens, so scaling each loss by
@@ -270,7 +301,14 @@ def _train(s: Setup, persist: Persist) -> None:
 
     for step in range(s.start, run.steps):
         # 1) learning rate: a pure function of the step, so resume needs nothing else
-        lr = lr_at(step, lr=spec.optim.lr, total_steps=run.steps, kind=sched.kind, warmup_steps=spec.warmup_steps, floor_ratio=sched.floor_ratio or 0.0)
+        lr = lr_at(
+            step,
+            lr=spec.optim.lr,
+            total_steps=run.steps,
+            kind=sched.kind,
+            warmup_steps=spec.warmup_steps,
+            floor_ratio=sched.floor_ratio or 0.0,
+        )
 
         # 2) forward and backward over the micro-batches, clip (measuring the pre-clip norm), update
         x = s.data.train[s.order.indices(step)].to(s.device, non_blocking=True)
@@ -324,16 +362,22 @@ def _window_metrics(s: Setup, window: Window, done: int, lr: float, max_norm: fl
     timers.train += elapsed
     tokens_per_s = s.spec.data.batch_size * s.spec.data.block_size * (done - window.start_step) / elapsed
     metrics: dict[str, Any] = {
-        "train_loss": mean_loss, "lr": lr, "grad_norm": mean_norm, "clip_rate": clip_rate,
+        "train_loss": mean_loss,
+        "lr": lr,
+        "grad_norm": mean_norm,
+        "clip_rate": clip_rate,
         "grad_norms": norms.tolist(),  # this worker's per-step pre-clip norms: the diagnosis reads their percentiles
-        "tokens_per_s": tokens_per_s, "diverged": non_finite > 0,
+        "tokens_per_s": tokens_per_s,
+        "diverged": non_finite > 0,
     }
     if non_finite > 0:
         bad = (~finite).nonzero()
         metrics.update(diverged_at=window.start_step + int(bad[0]) + 1 if len(bad) else done, val_loss=math.nan)
     peak = perf.peak_flops(s.device, s.spec.compute.precision)
     if peak:  # MFU against the peak of the precision in use, per worker
-        metrics["mfu"] = tokens_per_s * perf.flops_per_token(_unwrap(s.model), s.spec.data.block_size) / (peak * s.world)
+        metrics["mfu"] = (
+            tokens_per_s * perf.flops_per_token(_unwrap(s.model), s.spec.data.block_size) / (peak * s.world)
+        )
     return metrics
 
 
@@ -361,7 +405,10 @@ def _report(s: Setup, metrics: dict[str, Any], timers: Timers, checkpointer: ckp
     s.notes.clear()
     t0 = time.perf_counter()
     ray.train.report(
-        metrics, checkpoint=checkpoint, checkpoint_dir_name=f"step_{done:06d}" if save else None,
-        checkpoint_upload_mode=CheckpointUploadMode.ASYNC, checkpoint_upload_fn=upload,
+        metrics,
+        checkpoint=checkpoint,
+        checkpoint_dir_name=f"step_{done:06d}" if save else None,
+        checkpoint_upload_mode=CheckpointUploadMode.ASYNC,
+        checkpoint_upload_fn=upload,
     )
     timers.report += time.perf_counter() - t0

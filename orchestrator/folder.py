@@ -62,7 +62,9 @@ class ExperimentFolder:
 
     # -- the plan
 
-    def start(self, experiment: ExperimentSpec, plan: Plan, fresh: bool) -> tuple[ExperimentFolder, ExperimentSpec, bool]:
+    def start(
+        self, experiment: ExperimentSpec, plan: Plan, fresh: bool
+    ) -> tuple[ExperimentFolder, ExperimentSpec, bool]:
         """Begin a new experiment here, or resume this one: returns (folder, experiment, resuming).
 
         The same name with the same resolved runs resumes. The same name with other runs is
@@ -100,23 +102,30 @@ class ExperimentFolder:
         try:
             return ExperimentSpec.model_validate(stored["experiment"]), Plan.model_validate(stored["plan"])
         except ValueError as err:
-            raise SpecError(f"{self.file(PLAN)}: not a plan this version can read ({str(err).splitlines()[0]}); "
-                            "use --fresh or another name") from None
+            raise SpecError(
+                f"{self.file(PLAN)}: not a plan this version can read ({str(err).splitlines()[0]}); "
+                "use --fresh or another name"
+            ) from None
 
     def _read_plan(self) -> dict | None:
         try:
             stored = self._read(PLAN)
         except ValueError as err:  # not JSON
-            raise SpecError(f"{self.file(PLAN)}: unreadable ({err}); the experiment folder is damaged: use --fresh or another name") from None
+            raise SpecError(
+                f"{self.file(PLAN)}: unreadable ({err}); the experiment folder is damaged: use --fresh or another name"
+            ) from None
         if stored is not None and not (isinstance(stored, dict) and {"experiment", "plan"} <= set(stored)):
-            raise SpecError(f"{self.file(PLAN)}: written by an earlier version of plateau-sweep, which this one cannot resume; "
-                            "use --fresh or another name")
+            raise SpecError(
+                f"{self.file(PLAN)}: written by an earlier version of plateau-sweep, which this one cannot resume; "
+                "use --fresh or another name"
+            )
         return stored
 
     # -- each run's record, written by the driver as results arrive
 
     def history(self, run: str) -> list[dict[str, Any]]:
-        """The evaluations a run reported, oldest first; [] before its first. A step redone after a failure appears twice."""
+        """The evaluations a run reported, oldest first; [] before its first. A step redone after a failure appears
+        twice."""
         return read_json(join(self.run_uri(run), HISTORY), self.storage) or []
 
     def write_history(self, run: str, rows: list[dict[str, Any]]) -> None:

@@ -57,15 +57,22 @@ def localize(plan: Plan, gpus: int) -> tuple[Plan, list[str]]:
     notes = []
     if asking and total > gpus:
         share = math.floor(gpus / workers * 100) / 100 if gpus else 0.0
-        notes.append(f"local mode: {workers} GPU worker(s) share {gpus} GPU(s), {share:g} GPU each" if gpus
-                     else "local mode: no GPU here, runs train on the CPU")
+        notes.append(
+            f"local mode: {workers} GPU worker(s) share {gpus} GPU(s), {share:g} GPU each"
+            if gpus
+            else "local mode: no GPU here, runs train on the CPU"
+        )
     localized = []
     for run in runs:
         spec = run.spec
         if not is_s3(spec.data.path):
-            spec = spec.model_copy(update={"data": spec.data.model_copy(update={"path": str(Path(spec.data.path).resolve())})})
+            spec = spec.model_copy(
+                update={"data": spec.data.model_copy(update={"path": str(Path(spec.data.path).resolve())})}
+            )
         if local_folder(spec.model.name) is not None and spec.model.name not in PRESETS:
-            spec = spec.model_copy(update={"model": spec.model.model_copy(update={"name": str(Path(spec.model.name).resolve())})})
+            spec = spec.model_copy(
+                update={"model": spec.model.model_copy(update={"name": str(Path(spec.model.name).resolve())})}
+            )
         if share is not None and spec.resources.gpus_per_worker > 0:
             spec = spec.model_copy(update={"resources": spec.resources.model_copy(update={"gpus_per_worker": share})})
         localized.append(run.model_copy(update={"spec": spec}))
@@ -86,7 +93,9 @@ def preflight(experiment: ExperimentSpec, plan: Plan, write: bool = True) -> Non
     from jobs.data import DataError, read_documents
     from jobs.model import ModelUnavailable, check_reachable
 
-    for data in {(r.spec.data.path, r.spec.data.format): r.spec.data for r in plan.runs}.values():  # what read_documents reads
+    for data in {
+        (r.spec.data.path, r.spec.data.format): r.spec.data for r in plan.runs
+    }.values():  # what read_documents reads
         if not is_s3(data.path):  # s3:// data is checked the same way by the worker, after download
             try:
                 read_documents(data, experiment.storage)
@@ -126,8 +135,10 @@ def run(experiment: ExperimentSpec, plan: Plan, *, local: bool = False, fresh: b
     if local:
         plan, notes = localize(plan, gpus_here())
     elif not is_s3(experiment.storage.path):
-        notes.append(f"storage.path is the local folder {experiment.storage.path} on the driver's node: fine for one node; "
-                     "on a multi-node cluster use s3:// so every node writes to the same place")
+        notes.append(
+            f"storage.path is the local folder {experiment.storage.path} on the driver's node: fine for one node; "
+            "on a multi-node cluster use s3:// so every node writes to the same place"
+        )
     preflight(experiment, plan)
     folder, experiment, resuming = ExperimentFolder(experiment.storage, experiment.name).start(experiment, plan, fresh)
     print(*notes, sep="\n")
@@ -145,7 +156,8 @@ def run(experiment: ExperimentSpec, plan: Plan, *, local: bool = False, fresh: b
 
 
 def report(folder: ExperimentFolder, experiment: ExperimentSpec, plan: Plan) -> Results:
-    """Build the report from what is in the experiment's folder, with the diagnosis and the next experiment, and write it."""
+    """Build the report from what is in the experiment's folder, with the diagnosis and the next experiment, and write
+    it."""
     from orchestrator.diagnose.sweep import follow_up_spec, sweep_diagnosis
     from orchestrator.results import report as rendering
     from orchestrator.results.records import collect
@@ -173,7 +185,10 @@ def _stored(experiment: ExperimentSpec) -> tuple[ExperimentFolder, ExperimentSpe
     folder = ExperimentFolder(_absolute_storage(experiment).storage, experiment.name)
     stored = folder.plan()
     if stored is None:
-        raise SpecError(f"no experiment {experiment.name!r} in {folder.storage.path} yet; launch it first (same spec and --set flags)")
+        raise SpecError(
+            f"no experiment {experiment.name!r} in {folder.storage.path} yet; launch it first (same spec and --set "
+            "flags)"
+        )
     return folder, *stored
 
 
@@ -185,22 +200,47 @@ def _print_results(results: Results) -> None:
     print()
     print(table(results))
     uri = results.folder.uri
-    print(f"\nresults: {uri}/summary.json, report.md, loss_curves.png" + (f"; next: {uri}/{results.follow_up}" if results.follow_up else ""))
+    print(
+        f"\nresults: {uri}/summary.json, report.md, loss_curves.png"
+        + (f"; next: {uri}/{results.follow_up}" if results.follow_up else "")
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m orchestrator.launch", description=__doc__.split("\n\n")[0])
     parser.add_argument("spec", nargs="?", help="experiment spec (YAML); omit for the default job")
-    parser.add_argument("--local", action="store_true", help="start a local Ray instance on this machine instead of connecting to a cluster")
+    parser.add_argument(
+        "--local",
+        action="store_true",
+        help="start a local Ray instance on this machine instead of connecting to a cluster",
+    )
     parser.add_argument("--only", action="append", metavar="NAME", help="run only this option (repeatable)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a field for every run, e.g. --set run.steps=100 (repeatable)")
-    parser.add_argument("--fresh", action="store_true",
-                        help="start over under a new name (NAME-2, ...) instead of resuming an experiment of the same name")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field for every run, e.g. --set run.steps=100 (repeatable)",
+    )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start over under a new name (NAME-2, ...) instead of resuming an experiment of the same name",
+    )
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--dry-run", action="store_true", help="check the spec, data, models and storage, print the plan; start nothing")
-    mode.add_argument("--status", action="store_true", help="print the progress of the spec's experiment from its storage; start nothing")
-    mode.add_argument("--report", action="store_true", help="rebuild report.md, summary.json and loss_curves.png from storage; start nothing")
+    mode.add_argument(
+        "--dry-run", action="store_true", help="check the spec, data, models and storage, print the plan; start nothing"
+    )
+    mode.add_argument(
+        "--status",
+        action="store_true",
+        help="print the progress of the spec's experiment from its storage; start nothing",
+    )
+    mode.add_argument(
+        "--report",
+        action="store_true",
+        help="rebuild report.md, summary.json and loss_curves.png from storage; start nothing",
+    )
     mode.add_argument("--schema", action="store_true", help="print the spec's JSON Schema and exit")
     return parser
 

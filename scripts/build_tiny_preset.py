@@ -58,7 +58,11 @@ def documents(corpus: Path) -> list[str]:
     files = sorted(corpus.rglob("*.txt"))
     if not files:
         raise SystemExit(f"no .txt files under {corpus}: apt-get install python3.11-doc (or pass --corpus)")
-    return [section for f in files for section in split_sections(unwrap(rst_to_markdown(f.read_text(encoding="utf-8", errors="replace"))))]
+    return [
+        section
+        for f in files
+        for section in split_sections(unwrap(rst_to_markdown(f.read_text(encoding="utf-8", errors="replace"))))
+    ]
 
 
 _ROLE = re.compile(r":[a-z]+(?::[a-z]+)?:`~?([^`<]*?)(?:\s*<[^>]*>)?`")
@@ -75,7 +79,12 @@ def rst_to_markdown(text: str) -> str:
         if _UNDERLINE.match(line) and i + 2 < len(lines) and _UNDERLINE.match(lines[i + 2]) and lines[i + 1].strip():
             i += 1  # an overlined title: drop the overline, the underline is handled next
             continue
-        if i + 1 < len(lines) and line.strip() and _UNDERLINE.match(lines[i + 1]) and len(lines[i + 1].strip()) >= len(line.strip()):
+        if (
+            i + 1 < len(lines)
+            and line.strip()
+            and _UNDERLINE.match(lines[i + 1])
+            and len(lines[i + 1].strip()) >= len(line.strip())
+        ):
             mark = lines[i + 1].strip()[0]
             levels += [mark] if mark not in levels else []
             out.append("#" * min(levels.index(mark) + 1, 4) + " " + line.strip())
@@ -87,10 +96,32 @@ def rst_to_markdown(text: str) -> str:
             block, i = _indented(lines, i + 1, len(indent))
             if name in ("code-block", "sourcecode", "code", "doctest", "testcode"):
                 out += [f"```{arg.strip() or 'python'}", *block, "```"]
-            elif name in ("note", "warning", "seealso", "important", "tip", "versionadded", "versionchanged", "deprecated"):
+            elif name in (
+                "note",
+                "warning",
+                "seealso",
+                "important",
+                "tip",
+                "versionadded",
+                "versionchanged",
+                "deprecated",
+            ):
                 out.append(f"**{name.capitalize()}:** {arg}".rstrip())
                 out += block
-            elif name in ("function", "method", "class", "attribute", "data", "exception", "decorator", "module", "describe", "opcode", "cmdoption", "envvar"):
+            elif name in (
+                "function",
+                "method",
+                "class",
+                "attribute",
+                "data",
+                "exception",
+                "decorator",
+                "module",
+                "describe",
+                "opcode",
+                "cmdoption",
+                "envvar",
+            ):
                 out.append(f"`{arg.strip()}`")
                 out += block
             continue  # index, toctree, labels, tables of contents, ...: dropped
@@ -122,7 +153,13 @@ def unwrap(text: str) -> str:
             out.append(line)
             continue
         prose = not fenced and line.strip() and not line.startswith("    ")
-        joins = prose and out and out[-1].strip() and not out[-1].startswith(("#", "```", "    ")) and not _BLOCK_START.match(line.strip())
+        joins = (
+            prose
+            and out
+            and out[-1].strip()
+            and not out[-1].startswith(("#", "```", "    "))
+            and not _BLOCK_START.match(line.strip())
+        )
         if joins:
             out[-1] = f"{out[-1].rstrip()} {line.strip()}"
         else:
@@ -158,9 +195,16 @@ def train_tokenizer(docs: list[str], vocab: int) -> PreTrainedTokenizerFast:
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=[EOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab,
+        special_tokens=[EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     bpe.train_from_iterator(docs, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token=EOS, eos_token=EOS, unk_token=EOS, model_max_length=256)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token=EOS, eos_token=EOS, unk_token=EOS, model_max_length=256
+    )
 
 
 def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
@@ -172,7 +216,9 @@ def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
 
 
 @torch.no_grad()
-def mean_loss(model: GPT2LMHeadModel, stream: torch.Tensor, block: int, batches: int, generator: torch.Generator) -> float:
+def mean_loss(
+    model: GPT2LMHeadModel, stream: torch.Tensor, block: int, batches: int, generator: torch.Generator
+) -> float:
     model.eval()
     losses = []
     for _ in range(batches):
@@ -217,9 +263,16 @@ def main() -> None:
     # 2) model: GPT-2 architecture, small enough for 2 CPU cores; no dropout (short pretraining, and
     #    fine-tuning runs then compare without it: tests check that workers and micro-batches agree exactly)
     config = GPT2Config(
-        vocab_size=len(tokenizer), n_positions=256, n_embd=128, n_layer=4, n_head=4,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        n_positions=256,
+        n_embd=128,
+        n_layer=4,
+        n_head=4,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
     model = GPT2LMHeadModel(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1)
@@ -240,7 +293,10 @@ def main() -> None:
         optimizer.zero_grad(set_to_none=True)
         recent = (recent + [loss.item()])[-50:]
         if step % 100 == 0 or step == args.steps - 1:
-            print(f"step {step}: train loss {sum(recent) / len(recent):.4f} ({time.monotonic() - started:.0f} s)", flush=True)
+            print(
+                f"step {step}: train loss {sum(recent) / len(recent):.4f} ({time.monotonic() - started:.0f} s)",
+                flush=True,
+            )
 
     # 4) measure and write, with the card last (it hashes the files it describes)
     eval_generator = torch.Generator().manual_seed(SEED + 1)
@@ -281,16 +337,16 @@ pretraining: {front}
 # tiny-gpt2: a small GPT-2 pretrained on the Python documentation
 
 The demo model of plateau-sweep. A GPT-2 (4 layers, width 128, 4 heads, 256 positions,
-{facts['parameters']:,} parameters) with a byte-level BPE tokenizer of 2,048 tokens, both
-trained by `scripts/build_tiny_preset.py` on the {facts['corpus']}, rewritten from reStructuredText
-to markdown and split into {facts['corpus_documents']:,} section documents (licence {facts['corpus_licence']}).
+{facts["parameters"]:,} parameters) with a byte-level BPE tokenizer of 2,048 tokens, both
+trained by `scripts/build_tiny_preset.py` on the {facts["corpus"]}, rewritten from reStructuredText
+to markdown and split into {facts["corpus_documents"]:,} section documents (licence {facts["corpus_licence"]}).
 
 | | |
 |---|---|
-| tokens seen | {facts['tokens_seen']:,} ({facts['steps']} steps of {facts['batch']}) |
-| final train loss | {facts['final_train_loss']} (mean of the last 50 steps) |
-| val loss, 2% of documents held out | {facts['final_val_loss']} |
-| time | {facts['pretraining_seconds']} s on {facts['threads']} CPU threads, torch {facts['torch']} |
+| tokens seen | {facts["tokens_seen"]:,} ({facts["steps"]} steps of {facts["batch"]}) |
+| final train loss | {facts["final_train_loss"]} (mean of the last 50 steps) |
+| val loss, 2% of documents held out | {facts["final_val_loss"]} |
+| time | {facts["pretraining_seconds"]} s on {facts["threads"]} CPU threads, torch {facts["torch"]} |
 
 It is small enough to fine-tune on 2 CPU cores in minutes, and pretrained enough that
 LoRA has something to adapt: the bundled Q&A corpus (never seen in pretraining) is what

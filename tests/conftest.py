@@ -75,7 +75,9 @@ BEHAVIOUR = {
     "control": "current",
     "max_concurrent": 6,  # fewer slots than runs: the queued ones wait for a slot to free
     "early_stopping": {"min_delta": 0.05, "patience": 1, "grace_evals": 1},
-    "evaluation": {"context": 256},  # what the longest block gives anyway; stated, so a part of this sweep run alone scores the same
+    "evaluation": {
+        "context": 256
+    },  # what the longest block gives anyway; stated, so a part of this sweep run alone scores the same
     "base": {
         "lora": {"rank": 8, "alpha": 16.0, "dropout": 0.0},
         "data": {"block_size": 128, "batch_size": 16},
@@ -116,11 +118,19 @@ def behaviour(tmp_path_factory):
     import yaml
 
     root = tmp_path_factory.mktemp("behaviour")
-    spec = {**BEHAVIOUR, "storage": {"path": str(root / "out")}, "tracking": {"mlflow_uri": f"sqlite:///{root / 'mlflow.db'}"}}
+    spec = {
+        **BEHAVIOUR,
+        "storage": {"path": str(root / "out")},
+        "tracking": {"mlflow_uri": f"sqlite:///{root / 'mlflow.db'}"},
+    }
     (root / "behaviour.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     # A subprocess, as a user runs it: Ray reads its console settings when it is first imported.
-    out = subprocess.run([sys.executable, "-m", "orchestrator.launch", str(root / "behaviour.yaml"), "--local"],
-                         capture_output=True, text=True, timeout=1200)
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator.launch", str(root / "behaviour.yaml"), "--local"],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     return out.returncode, root / "out" / "behaviour", out.stdout + out.stderr, spec["tracking"]["mlflow_uri"]
 
 
@@ -134,5 +144,18 @@ def reference_run(tmp_path_factory):
     from orchestrator.launch import main
 
     storage = tmp_path_factory.mktemp("reference")
-    assert main(["specs/smoke.yaml", "--local", "--only", "lr_schedule", "--set", f"storage.path={storage}", *REFERENCE_ARGS]) == 0
+    assert (
+        main(
+            [
+                "specs/smoke.yaml",
+                "--local",
+                "--only",
+                "lr_schedule",
+                "--set",
+                f"storage.path={storage}",
+                *REFERENCE_ARGS,
+            ]
+        )
+        == 0
+    )
     return storage

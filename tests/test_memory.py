@@ -35,10 +35,17 @@ def test_a_micro_batch_that_does_not_fit_halves_until_it_does_and_changes_nothin
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert 1 <= result["micro"] < 256 and 256 % result["micro"] == 0
-    assert result["note"] == f"micro-batch 256 → {result['micro']} at step 0 after an out-of-memory error; effective batch unchanged"
-    assert result["unchanged"] and result["optimizer_state"] == 0  # the tries trained nothing, the optimizer starts fresh
+    assert (
+        result["note"]
+        == f"micro-batch 256 → {result['micro']} at step 0 after an out-of-memory error; effective batch unchanged"
+    )
+    assert (
+        result["unchanged"] and result["optimizer_state"] == 0
+    )  # the tries trained nothing, the optimizer starts fresh
 
 
-@pytest.mark.parametrize("micro,share,expected", [(16, 16, 8), (12, 12, 6), (6, 12, 3), (3, 12, 1), (1, 12, None), (10, 30, 5), (5, 30, 2)])
+@pytest.mark.parametrize(
+    "micro,share,expected", [(16, 16, 8), (12, 12, 6), (6, 12, 3), (3, 12, 1), (1, 12, None), (10, 30, 5), (5, 30, 2)]
+)
 def test_the_next_micro_batch_divides_the_share(micro, share, expected):
     assert next_smaller(micro, share) == expected

@@ -17,7 +17,11 @@ def test_lora_on_gpt2_c_attn_has_36864_x_rank_trainable_parameters(rank):
 
 
 def test_full_finetune_trains_everything():
-    trainable, total = count_parameters(TrainSpec.model_validate({"model": {"name": "gpt2"}, "method": "full", "lora": None, "data": {"block_size": 64}}))
+    trainable, total = count_parameters(
+        TrainSpec.model_validate(
+            {"model": {"name": "gpt2"}, "method": "full", "lora": None, "data": {"block_size": 64}}
+        )
+    )
     assert trainable == total == 124_439_808
 
 
@@ -29,7 +33,9 @@ def test_a_saved_folder_loads_through_the_same_path_as_a_hub_id(tmp_path):
     original = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=1, n_head=2))
     original.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
-    spec = TrainSpec.model_validate({"model": {"name": str(tmp_path)}, "data": {"block_size": 64}, "method": "full", "lora": None})
+    spec = TrainSpec.model_validate(
+        {"model": {"name": str(tmp_path)}, "data": {"block_size": 64}, "method": "full", "lora": None}
+    )
     check_reachable(str(tmp_path), StorageSpec())
     loaded = load_model(spec, StorageSpec())
     assert torch.equal(loaded.transformer.wte.weight, original.transformer.wte.weight)
@@ -42,7 +48,11 @@ def test_an_uncached_hub_id_with_the_hub_unreachable_fails_naming_the_host_and_t
     """Not offline mode: the probe really connects, to a port where nothing listens."""
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "https://127.0.0.1:9")
-    with pytest.raises(ModelUnavailable, match=r"model.name 'gpt2-xl' is not in the local Hugging Face cache.*local folder or an s3:// prefix.*\(127\.0\.0\.1: "):
+    with pytest.raises(
+        ModelUnavailable,
+        match=r"model.name 'gpt2-xl' is not in the local Hugging Face cache.*local folder or an s3:// prefix"
+        r".*\(127\.0\.0\.1: ",
+    ):
         check_reachable("gpt2-xl", StorageSpec())
 
 
@@ -66,9 +76,13 @@ def test_flops_per_token_counts_non_embedding_weights_and_attention():
 
 
 def test_mfu_peaks_follow_the_precision_and_the_exact_gpu():
-    assert peak_for("NVIDIA H100 80GB HBM3", "bf16") > 10 * peak_for("NVIDIA H100 80GB HBM3", "fp32")  # fp32 runs get the fp32 peak
+    assert peak_for("NVIDIA H100 80GB HBM3", "bf16") > 10 * peak_for(
+        "NVIDIA H100 80GB HBM3", "fp32"
+    )  # fp32 runs get the fp32 peak
     assert peak_for("NVIDIA H100 PCIe", "bf16") < peak_for("NVIDIA H100 80GB HBM3", "bf16")
     assert peak_for("Tesla V100-SXM2-16GB", "bf16") is None  # Volta has no bf16: no MFU rather than a wrong one
-    assert len({peak_for(name, "bf16") for name in ("NVIDIA A10", "NVIDIA A10G", "NVIDIA A100-SXM4-80GB")}) == 3  # "A10" is a prefix of both
+    assert (
+        len({peak_for(name, "bf16") for name in ("NVIDIA A10", "NVIDIA A10G", "NVIDIA A100-SXM4-80GB")}) == 3
+    )  # "A10" is a prefix of both
     assert len({peak_for(name, "bf16") for name in ("NVIDIA L4", "NVIDIA L40S")}) == 2
     assert peak_for("NVIDIA GeForce RTX 4090", "bf16") is None

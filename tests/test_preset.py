@@ -30,7 +30,11 @@ def test_it_is_a_gpt2_with_its_own_tokenizer_loaded_through_from_pretrained():
 
     model = AutoModelForCausalLM.from_pretrained(str(FOLDER))
     tokenizer = AutoTokenizer.from_pretrained(str(FOLDER))
-    assert model.config.model_type == "gpt2" and model.config.n_layer == 4 and len(tokenizer) == model.config.vocab_size == 2048
+    assert (
+        model.config.model_type == "gpt2"
+        and model.config.n_layer == 4
+        and len(tokenizer) == model.config.vocab_size == 2048
+    )
     assert sum(p.numel() for p in model.parameters()) == _card()["pretraining"]["parameters"]
     assert n_positions("tiny-gpt2") == 256
     assert sum(f.stat().st_size for f in Path(FOLDER).iterdir()) < 6_000_000  # a few MB in git

@@ -9,27 +9,63 @@ import pytest
 from orchestrator.sweep import ray_workarounds
 
 
-@pytest.mark.parametrize("module,cls,attribute,says", [
-    ("ray.tune.execution.class_cache", None, "ENV_VARS_TO_PROPAGATE", "keeps AWS secrets out of Ray's runtime-env logs"),
-    ("ray.train.v2._internal.constants", None, "HEALTH_CHECK_INTERVAL_S_ENV_VAR", "keeps each report() from waiting 2 s"),
-    ("ray.train.constants", None, "RAY_CHDIR_TO_TRIAL_DIR", "keeps relative data paths working under ray job submit"),
-    ("ray.train.v2.api.context", "DistributedTrainContext", "get_storage", "uploads each checkpoint from the background thread"),
-    ("ray.train.v2._internal.execution.storage", "StorageContext", "persist_current_checkpoint",
-     "uploads each checkpoint from the background thread"),
-])
+@pytest.mark.parametrize(
+    "module,cls,attribute,says",
+    [
+        (
+            "ray.tune.execution.class_cache",
+            None,
+            "ENV_VARS_TO_PROPAGATE",
+            "keeps AWS secrets out of Ray's runtime-env logs",
+        ),
+        (
+            "ray.train.v2._internal.constants",
+            None,
+            "HEALTH_CHECK_INTERVAL_S_ENV_VAR",
+            "keeps each report() from waiting 2 s",
+        ),
+        (
+            "ray.train.constants",
+            None,
+            "RAY_CHDIR_TO_TRIAL_DIR",
+            "keeps relative data paths working under ray job submit",
+        ),
+        (
+            "ray.train.v2.api.context",
+            "DistributedTrainContext",
+            "get_storage",
+            "uploads each checkpoint from the background thread",
+        ),
+        (
+            "ray.train.v2._internal.execution.storage",
+            "StorageContext",
+            "persist_current_checkpoint",
+            "uploads each checkpoint from the background thread",
+        ),
+    ],
+)
 def test_a_moved_ray_internal_fails_the_check_naming_what_it_protected(monkeypatch, module, cls, attribute, says):
     import importlib
 
     owner = importlib.import_module(module)
     monkeypatch.delattr(getattr(owner, cls) if cls else owner, attribute)
-    with pytest.raises(ray_workarounds.RayWorkaroundBroken,
-                       match=f"Ray .*The workaround in orchestrator/sweep/ray_workarounds.py that {re.escape(says)}"):
+    with pytest.raises(
+        ray_workarounds.RayWorkaroundBroken,
+        match=f"Ray .*The workaround in orchestrator/sweep/ray_workarounds.py that {re.escape(says)}",
+    ):
         ray_workarounds._check()
 
 
 def test_aws_secrets_are_not_propagated_to_trials(monkeypatch):
     from ray.tune.execution import class_cache
 
-    monkeypatch.setattr(class_cache, "ENV_VARS_TO_PROPAGATE", set(class_cache.ENV_VARS_TO_PROPAGATE) | {"AWS_SECRET_ACCESS_KEY", "AWS_REGION"})
+    monkeypatch.setattr(
+        class_cache,
+        "ENV_VARS_TO_PROPAGATE",
+        set(class_cache.ENV_VARS_TO_PROPAGATE) | {"AWS_SECRET_ACCESS_KEY", "AWS_REGION"},
+    )
     ray_workarounds.keep_credentials_out_of_ray_logs()
-    assert "AWS_SECRET_ACCESS_KEY" not in class_cache.ENV_VARS_TO_PROPAGATE and "AWS_REGION" in class_cache.ENV_VARS_TO_PROPAGATE
+    assert (
+        "AWS_SECRET_ACCESS_KEY" not in class_cache.ENV_VARS_TO_PROPAGATE
+        and "AWS_REGION" in class_cache.ENV_VARS_TO_PROPAGATE
+    )

@@ -49,10 +49,35 @@ def s3_sweep(s3_server, tmp_path_factory):
     # A Ray temp folder of this test's own (short: Ray's socket paths must fit 107 characters), so the
     # secret check reads the logs of the Ray instance this sweep started, not whichever ran last.
     ray_tmp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_REGION": "us-east-1", "RAY_DEDUP_LOGS": "0",
-           "RAY_TMPDIR": str(ray_tmp)}
-    out = subprocess.run([sys.executable, "-m", "orchestrator.launch", str(path), "--local", "--only", "current", "--only", "lora_capacity",
-                          "--set", "run.steps=20", "--set", "control_seeds=1"], env=env, capture_output=True, text=True, timeout=600)
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "AWS_REGION": "us-east-1",
+        "RAY_DEDUP_LOGS": "0",
+        "RAY_TMPDIR": str(ray_tmp),
+    }
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.launch",
+            str(path),
+            "--local",
+            "--only",
+            "current",
+            "--only",
+            "lora_capacity",
+            "--set",
+            "run.steps=20",
+            "--set",
+            "control_seeds=1",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
     yield client, out.stdout + out.stderr, path, ray_tmp
     shutil.rmtree(ray_tmp, ignore_errors=True)
@@ -68,13 +93,18 @@ def test_checkpoints_and_results_land_in_the_bucket(s3_sweep):
         assert run["status"] == "completed"
         assert run["best_checkpoint"].startswith("s3://sweeps/experiments/s3smoke/")
     assert any(k.endswith("step_000020/adapter_model.safetensors") for k in keys)
-    assert not any(k.endswith("model.safetensors") and "adapter" not in k and "experiments/" in k for k in keys)  # no frozen base
+    assert not any(
+        k.endswith("model.safetensors") and "adapter" not in k and "experiments/" in k for k in keys
+    )  # no frozen base
     assert "results: s3://sweeps/experiments/s3smoke/summary.json" in log
     follow = summary["follow_up_spec"]  # the next experiment, beside the report, and how to fetch and run it
     assert f"experiments/s3smoke/{follow}" in keys
     report = client.get_object(Bucket="sweeps", Key="experiments/s3smoke/report.md")["Body"].read().decode()
     endpoint = yaml.safe_load(spec.read_text())["storage"]["endpoint_url"]
-    assert f"    aws s3 cp s3://sweeps/experiments/s3smoke/{follow} . --endpoint-url {endpoint} && python -m orchestrator.launch {follow}\n" in report
+    assert (
+        f"    aws s3 cp s3://sweeps/experiments/s3smoke/{follow} . --endpoint-url {endpoint} && python -m "
+        f"orchestrator.launch {follow}\n" in report
+    )
 
 
 def test_the_best_adapter_in_the_bucket_loads_with_peft_alone(s3_sweep, tmp_path):
@@ -108,9 +138,22 @@ def test_the_secret_appears_in_no_output(s3_sweep):
 
 
 def test_a_missing_bucket_fails_before_anything_starts(s3_env):
-    out = subprocess.run([sys.executable, "-m", "orchestrator.launch", "specs/smoke.yaml", "--local",
-                          "--set", "storage.path=s3://no-such-bucket/x", "--set", f"storage.endpoint_url={s3_env.endpoint}"],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.launch",
+            "specs/smoke.yaml",
+            "--local",
+            "--set",
+            "storage.path=s3://no-such-bucket/x",
+            "--set",
+            f"storage.endpoint_url={s3_env.endpoint}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2
     assert "bucket 'no-such-bucket' does not exist" in out.stderr and "aws s3 mb" in out.stderr
     assert "starting a local Ray instance" not in out.stdout  # the launcher says so just before it starts Ray
@@ -126,9 +169,20 @@ def test_a_storage_outage_mid_run_loses_nothing(s3_env, reference_run):
     ends exactly where the uninterrupted run did."""
     from tests.conftest import REFERENCE_ARGS, summary
 
-    storage = ["--set", "storage.path=s3://sweeps/outage", "--set", f"storage.endpoint_url={s3_env.endpoint}", "--set", "run.checkpoint_every=10"]
+    storage = [
+        "--set",
+        "storage.path=s3://sweeps/outage",
+        "--set",
+        f"storage.endpoint_url={s3_env.endpoint}",
+        "--set",
+        "run.checkpoint_every=10",
+    ]
     result: dict = {}
-    launch = threading.Thread(target=lambda: result.update(code=main(["specs/smoke.yaml", "--local", "--only", "lr_schedule", *REFERENCE_ARGS, *storage])))
+    launch = threading.Thread(
+        target=lambda: result.update(
+            code=main(["specs/smoke.yaml", "--local", "--only", "lr_schedule", *REFERENCE_ARGS, *storage])
+        )
+    )
     launch.start()
     client = s3_env.client()
     try:

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from contract.spec import JobConfig
-from orchestrator.spec import load, parse_sets
-from orchestrator.spec import SpecError, deep_merge, json_schema
+from orchestrator.spec import SpecError, deep_merge, json_schema, load, parse_sets
 from orchestrator.sweep import job_configs
 
 SPECS = sorted(Path("specs").glob("*.yaml"))
@@ -31,9 +30,26 @@ def test_every_shipped_spec_validates_and_every_run_round_trips(path):
 def test_best_yaml_is_the_seeds_plan():
     experiment, plan = load("specs/best.yaml")
     by = {r.name: r.spec for r in plan.runs}
-    assert sorted(by) == sorted(["current[seed=0]", "current[seed=1]", "lora_capacity", "lr_schedule", "long_context", "loose_clipping[grad_clip=2.0]", "loose_clipping[grad_clip=5.0]", "full_finetune"])
+    assert sorted(by) == sorted(
+        [
+            "current[seed=0]",
+            "current[seed=1]",
+            "lora_capacity",
+            "lr_schedule",
+            "long_context",
+            "loose_clipping[grad_clip=2.0]",
+            "loose_clipping[grad_clip=5.0]",
+            "full_finetune",
+        ]
+    )
     base = by["lora_capacity"]
-    assert (base.model.name, base.lora.rank, base.lora.alpha, base.optim.lr, base.run.steps) == ("gpt2", 16, 32.0, 2e-5, 5000)
+    assert (base.model.name, base.lora.rank, base.lora.alpha, base.optim.lr, base.run.steps) == (
+        "gpt2",
+        16,
+        32.0,
+        2e-5,
+        5000,
+    )
     assert (base.data.block_size, base.data.batch_size, base.run.checkpoint_every) == (128, 16, 500)
     assert {r.spec.run.seed for r in plan.runs if r.option == "current"} == {0, 1}  # control_seeds: 2 by default
     current = by["current[seed=0]"]
@@ -43,37 +59,102 @@ def test_best_yaml_is_the_seeds_plan():
     assert (by["long_context"].data.block_size, by["long_context"].data.batch_size) == (256, 8)
     assert by["loose_clipping[grad_clip=5.0]"].optim.grad_clip == 5.0
     full = by["full_finetune"]
-    assert (full.method, full.lora, full.data.block_size, full.data.batch_size, full.optim.lr) == ("full", None, 256, 8, 1e-5)
+    assert (full.method, full.lora, full.data.block_size, full.data.batch_size, full.optim.lr) == (
+        "full",
+        None,
+        256,
+        8,
+        1e-5,
+    )
     assert (plan.evaluation.context, plan.evaluation.stride) == (256, 128)  # the largest block, for every run
 
 
 BAD = {
-    "unknown field": ("base: {data: {blok_size: 64}}", "option 'base': data.blok_size: unknown field; did you mean 'block_size'?"),
-    "block beyond n_positions": ("base: {model: {name: gpt2}, data: {block_size: 2048}}", "data.block_size: 2048 exceeds the model's n_positions 1024"),
-    "warmup as long as the run": ("base: {run: {steps: 10, eval_every: 5, checkpoint_every: 10}, optim: {schedule: {kind: warmup_linear, warmup_ratio: 0.05, floor_ratio: 0.1}}}", "optim.schedule.warmup_ratio"),
-    "eval interval beyond steps": ("base: {run: {steps: 10, eval_every: 20, checkpoint_every: 20}}", "run.eval_every: 20 is more than run.steps 10"),
-    "checkpoint not at an eval": ("base: {run: {eval_every: 30, checkpoint_every: 50}}", "run.checkpoint_every: 50 is not a multiple of run.eval_every 30"),
-    "lora with full": ("base: {method: full, lora: {rank: 4}}", "lora: LoRA settings given but method is 'full'; set `lora: null`"),
+    "unknown field": (
+        "base: {data: {blok_size: 64}}",
+        "option 'base': data.blok_size: unknown field; did you mean 'block_size'?",
+    ),
+    "block beyond n_positions": (
+        "base: {model: {name: gpt2}, data: {block_size: 2048}}",
+        "data.block_size: 2048 exceeds the model's n_positions 1024",
+    ),
+    "warmup as long as the run": (
+        "base: {run: {steps: 10, eval_every: 5, checkpoint_every: 10}, optim: {schedule: {kind: warmup_linear, "
+        "warmup_ratio: 0.05, floor_ratio: 0.1}}}",
+        "optim.schedule.warmup_ratio",
+    ),
+    "eval interval beyond steps": (
+        "base: {run: {steps: 10, eval_every: 20, checkpoint_every: 20}}",
+        "run.eval_every: 20 is more than run.steps 10",
+    ),
+    "checkpoint not at an eval": (
+        "base: {run: {eval_every: 30, checkpoint_every: 50}}",
+        "run.checkpoint_every: 50 is not a multiple of run.eval_every 30",
+    ),
+    "lora with full": (
+        "base: {method: full, lora: {rank: 4}}",
+        "lora: LoRA settings given but method is 'full'; set `lora: null`",
+    ),
     "full without lora: null": ("base: {method: full}", "lora: LoRA settings given but method is 'full'"),
     "lora: null with lora": ("base: {lora: null}", "lora: method 'lora' needs LoRA settings"),
-    "floor on a constant schedule": ("base: {optim: {schedule: {floor_ratio: 0.5}}}", "floor_ratio: only applies to kind: warmup_linear"),
-    "decay without a floor": ("base: {optim: {schedule: {kind: warmup_linear, warmup_ratio: 0.1}}}", "optim.schedule: floor_ratio: kind 'warmup_linear' needs one"),
-    "batch not split by workers": ("base: {data: {batch_size: 16}, resources: {num_workers: 3}}", "data.batch_size: 16 does not split evenly over resources.num_workers 3; use a multiple of 3 (15, 18)"),
-    "micro-batch not dividing": ("base: {data: {batch_size: 16}, resources: {num_workers: 2}, compute: {micro_batch_size: 3}}", "compute.micro_batch_size: 3 does not divide each worker's share of the batch (16 / 2 worker(s) = 8); use one of [1, 2, 4, 8]"),
-    "runs on different val documents": ("control: a\noptions: {a: {}, b: {data: {val_fraction: 0.2}}}", "option 'b': data.val_fraction is 0.2 but 0.1 in 'a[seed=0]'; every run is scored on the same val documents"),
-    "runs with different tokenizers": ("options: {a: {}, b: {model: {tokenizer: gpt2}}}", "the tokenizer (model.tokenizer, or model.name) is 'gpt2' but 'tiny-gpt2'"),
-    "a repeated seed": ("options: {a: {run: {seed: [0, 0]}}}", "runs 'a[seed=0]' and 'a[seed=0]' would share the folder 'a-seed_0'"),
-    "a control that sweeps": ("control: a\noptions: {a: {optim: {grad_clip: [1.0, 2.0]}}}", "option 'a' (the control) sweeps a setting into a[grad_clip=1.0], a[grad_clip=2.0]"),
-    "an endpoint without a scheme": ("storage: {path: 's3://b/x', endpoint_url: 'minio:9000'}", "storage.endpoint_url 'minio:9000' has no scheme; write http://minio:9000"),
-    "a selection share of one document": ("evaluation: {max_documents: 1, selection_fraction: 0.5}", "evaluation.selection_fraction needs at least 2 val documents"),
-    "stride as long as the context": ("evaluation: {context: 64, stride: 64}", "evaluation.stride: 64 is not less than evaluation.context 64"),
+    "floor on a constant schedule": (
+        "base: {optim: {schedule: {floor_ratio: 0.5}}}",
+        "floor_ratio: only applies to kind: warmup_linear",
+    ),
+    "decay without a floor": (
+        "base: {optim: {schedule: {kind: warmup_linear, warmup_ratio: 0.1}}}",
+        "optim.schedule: floor_ratio: kind 'warmup_linear' needs one",
+    ),
+    "batch not split by workers": (
+        "base: {data: {batch_size: 16}, resources: {num_workers: 3}}",
+        "data.batch_size: 16 does not split evenly over resources.num_workers 3; use a multiple of 3 (15, 18)",
+    ),
+    "micro-batch not dividing": (
+        "base: {data: {batch_size: 16}, resources: {num_workers: 2}, compute: {micro_batch_size: 3}}",
+        "compute.micro_batch_size: 3 does not divide each worker's share of the batch (16 / 2 worker(s) = 8); use one "
+        "of [1, 2, 4, 8]",
+    ),
+    "runs on different val documents": (
+        "control: a\noptions: {a: {}, b: {data: {val_fraction: 0.2}}}",
+        "option 'b': data.val_fraction is 0.2 but 0.1 in 'a[seed=0]'; every run is scored on the same val documents",
+    ),
+    "runs with different tokenizers": (
+        "options: {a: {}, b: {model: {tokenizer: gpt2}}}",
+        "the tokenizer (model.tokenizer, or model.name) is 'gpt2' but 'tiny-gpt2'",
+    ),
+    "a repeated seed": (
+        "options: {a: {run: {seed: [0, 0]}}}",
+        "runs 'a[seed=0]' and 'a[seed=0]' would share the folder 'a-seed_0'",
+    ),
+    "a control that sweeps": (
+        "control: a\noptions: {a: {optim: {grad_clip: [1.0, 2.0]}}}",
+        "option 'a' (the control) sweeps a setting into a[grad_clip=1.0], a[grad_clip=2.0]",
+    ),
+    "an endpoint without a scheme": (
+        "storage: {path: 's3://b/x', endpoint_url: 'minio:9000'}",
+        "storage.endpoint_url 'minio:9000' has no scheme; write http://minio:9000",
+    ),
+    "a selection share of one document": (
+        "evaluation: {max_documents: 1, selection_fraction: 0.5}",
+        "evaluation.selection_fraction needs at least 2 val documents",
+    ),
+    "stride as long as the context": (
+        "evaluation: {context: 64, stride: 64}",
+        "evaluation.stride: 64 is not less than evaluation.context 64",
+    ),
     "context beyond the model": ("evaluation: {context: 512}", "evaluation.context: 512 exceeds the n_positions 256"),
     "zero rank": ("base: {lora: {rank: 0}}", "lora.rank: Input should be greater than 0"),
     "negative lr": ("base: {optim: {lr: -1}}", "optim.lr: Input should be greater than 0"),
     "zero batch": ("base: {data: {batch_size: 0}}", "data.batch_size: Input should be greater than 0"),
-    "warmup on constant": ("base: {optim: {schedule: {warmup_ratio: 0.1}}}", "warmup_ratio: set, but kind is 'constant'"),
+    "warmup on constant": (
+        "base: {optim: {schedule: {warmup_ratio: 0.1}}}",
+        "warmup_ratio: set, but kind is 'constant'",
+    ),
     "control not an option": ("control: nope\noptions: {a: {}}", "control: 'nope' is not an option"),
-    "bad option in list": ("options: {clip: {optim: {grad_clip: [2.0, -1]}}}", "option 'clip[grad_clip=-1]': optim.grad_clip: Input should be greater than 0"),
+    "bad option in list": (
+        "options: {clip: {optim: {grad_clip: [2.0, -1]}}}",
+        "option 'clip[grad_clip=-1]': optim.grad_clip: Input should be greater than 0",
+    ),
     "not yaml": ("base: [unclosed", "not valid YAML at line"),
     "not a mapping": ("- a\n- b", "a spec must be a YAML mapping"),
 }
@@ -93,7 +174,10 @@ def test_options_deep_merge_and_lists_expand():
     # null is a value ("not applicable"), not a deletion: a full fine-tune says lora: null
     assert deep_merge({"a": {"b": 1, "c": 2}, "d": 3}, {"a": {"b": 5}, "d": None}) == {"a": {"b": 5, "c": 2}, "d": None}
     _, plan = load("specs/smoke.yaml", only=["loose_clipping"])
-    assert [(r.name, r.variant) for r in plan.runs] == [("loose_clipping[grad_clip=2.0]", "loose_clipping[grad_clip=2.0]"), ("loose_clipping[grad_clip=5.0]", "loose_clipping[grad_clip=5.0]")]
+    assert [(r.name, r.variant) for r in plan.runs] == [
+        ("loose_clipping[grad_clip=2.0]", "loose_clipping[grad_clip=2.0]"),
+        ("loose_clipping[grad_clip=5.0]", "loose_clipping[grad_clip=5.0]"),
+    ]
     assert plan.runs[0].overrides == {"optim": {"grad_clip": 2.0}}
     assert plan.runs[0].spec.lora.target_modules == ["c_attn"]  # list-typed fields are values, not sweeps
 
@@ -102,7 +186,10 @@ def test_seeds_expand_into_runs_of_one_variant_and_the_control_gets_its_seeds():
     _, plan = load("specs/smoke.yaml", ["run.seed=[3, 4]"], ["current", "loose_clipping"])
     names = [(r.name, r.variant, r.spec.run.seed) for r in plan.runs]
     assert ("loose_clipping[grad_clip=2.0,seed=4]", "loose_clipping[grad_clip=2.0]", 4) in names
-    assert [n for n in names if n[1] == "current"] == [("current[seed=3]", "current", 3), ("current[seed=4]", "current", 4)]  # listed seeds win
+    assert [n for n in names if n[1] == "current"] == [
+        ("current[seed=3]", "current", 3),
+        ("current[seed=4]", "current", 4),
+    ]  # listed seeds win
     _, plan = load("specs/smoke.yaml", ["control_seeds=3", "run.seed=7"], ["current"])
     assert [r.spec.run.seed for r in plan.runs] == [7, 8, 9]
     _, plan = load("specs/smoke.yaml", ["control_seeds=1"], ["current"])
@@ -111,7 +198,11 @@ def test_seeds_expand_into_runs_of_one_variant_and_the_control_gets_its_seeds():
 
 def test_set_overrides_every_run_and_experiment_fields():
     assert parse_sets(["run.steps=7", "storage.path=/x"]) == ({"storage": {"path": "/x"}}, {"run": {"steps": 7}})
-    experiment, plan = load("specs/smoke.yaml", ["run.steps=40", "optim.lr=3e-4", "name=other", "control_seeds=1"], ["current", "lora_capacity"])
+    experiment, plan = load(
+        "specs/smoke.yaml",
+        ["run.steps=40", "optim.lr=3e-4", "name=other", "control_seeds=1"],
+        ["current", "lora_capacity"],
+    )
     assert experiment.name == "other"
     assert [(r.spec.run.steps, r.spec.optim.lr) for r in plan.runs] == [(40, 3e-4), (40, 3e-4)]
     with pytest.raises(SpecError, match="--only nope: no such option"):
@@ -123,15 +214,25 @@ def test_shipped_schema_is_current():
 
 
 def _launch(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "orchestrator.launch", *args], capture_output=True, text=True, timeout=120,
-                          env=None if env is None else {**os.environ, **env})
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.launch", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=None if env is None else {**os.environ, **env},
+    )
 
 
 def test_dry_run_prints_the_plan_and_starts_nothing(hub_cache):
-    out = _launch("specs/best.yaml", "--dry-run", "--local", env={"HF_HUB_CACHE": str(hub_cache)})  # --local would start Ray, were --dry-run to go on
+    out = _launch(
+        "specs/best.yaml", "--dry-run", "--local", env={"HF_HUB_CACHE": str(hub_cache)}
+    )  # --local would start Ray, were --dry-run to go on
     assert out.returncode == 0, out.stderr
     assert "experiment   best: 8 run(s), control current" in out.stdout
-    assert "control      2 seeds (0, 1) to measure seed-to-seed spread: 1 extra run(s), 12% of the sweep's training tokens" in out.stdout
+    assert (
+        "control      2 seeds (0, 1) to measure seed-to-seed spread: 1 extra run(s), 12% of the sweep's training tokens"
+        in out.stdout
+    )
     assert "evaluation   every run scored on the same val tokens: windows of 256 tokens every 128" in out.stdout
     assert "== loose_clipping[grad_clip=5.0]  (option loose_clipping)" in out.stdout
     lora = 36_864 * 16  # (768 in + 2,304 out) x rank 16 on c_attn, in 12 layers
@@ -141,7 +242,16 @@ def test_dry_run_prints_the_plan_and_starts_nothing(hub_cache):
 
 
 def test_the_plan_of_a_two_worker_run_shows_how_the_batch_splits():
-    out = _launch("specs/smoke.yaml", "--dry-run", "--only", "lora_capacity", "--set", "resources.num_workers=2", "--set", "compute.micro_batch_size=4")
+    out = _launch(
+        "specs/smoke.yaml",
+        "--dry-run",
+        "--only",
+        "lora_capacity",
+        "--set",
+        "resources.num_workers=2",
+        "--set",
+        "compute.micro_batch_size=4",
+    )
     assert out.returncode == 0, out.stderr
     assert "-> effective batch      16 sequences = 2 workers x micro-batch 4 x 2 accumulation steps" in out.stdout
     assert "-> tokens per step      2,048" in out.stdout  # the experiment's batch, whatever the workers

@@ -80,7 +80,9 @@ def test_a_far_too_high_learning_rate_is_stopped(behaviour):
     run = runs_of(behaviour[1])["hot_lr"]
     assert run["status"] in ("early_stopped", "diverged")
     if run["status"] == "early_stopped":
-        assert re.fullmatch(r"val [\d.]+ at step \d+ > best [\d.]+ at step \d+ \(\+[\d.]+%, patience 1\)", run["reason"])
+        assert re.fullmatch(
+            r"val [\d.]+ at step \d+ > best [\d.]+ at step \d+ \(\+[\d.]+%, patience 1\)", run["reason"]
+        )
         assert run["steps"] < run["total_steps"]
 
 
@@ -102,11 +104,18 @@ def test_the_report_explains_each_run_and_writes_the_next_experiment(behaviour):
     report = (folder / "report.md").read_text()
     assert "| # | option | seeds | status | val at step 0 → compared | Δ vs control [95% CI] |" in report
     assert "## Why each run won or lost" in report
-    assert re.search(r"- \*\*full\*\* changes lora \{\.\.\.\} → null, method lora → full: Δ -\d\.\d{4} \(95% CI \[-", report)
-    assert "- **hot_lr** changes optim.lr 0.002 → 0.2: early-stopped (val" in report or "- **hot_lr** changes optim.lr 0.002 → 0.2: diverged" in report
+    assert re.search(
+        r"- \*\*full\*\* changes lora \{\.\.\.\} → null, method lora → full: Δ -\d\.\d{4} \(95% CI \[-", report
+    )
+    assert (
+        "- **hot_lr** changes optim.lr 0.002 → 0.2: early-stopped (val" in report
+        or "- **hot_lr** changes optim.lr 0.002 → 0.2: diverged" in report
+    )
     assert "- **broken** changes lora.target_modules" in report and "failed:" in report
     follow = _summary(folder)["follow_up_spec"]
-    assert follow == "behaviour-confirm.yaml" and f"    python -m orchestrator.launch {folder / follow}\n" in report  # runnable from anywhere
+    assert (
+        follow == "behaviour-confirm.yaml" and f"    python -m orchestrator.launch {folder / follow}\n" in report
+    )  # runnable from anywhere
     experiment, plan = load(str(folder / follow))  # it validates as written
     assert experiment.control == "current" and experiment.control_seeds == 3  # the control keeps its name
     assert experiment.tracking.mlflow_uri == behaviour[3]  # and the curves go where the sweep's went
@@ -128,14 +137,24 @@ def test_the_console_is_the_projects_own_lines(behaviour):
 def test_status_and_report_rebuild_from_storage(behaviour):
     folder = behaviour[1]
     spec = folder.parent.parent / "behaviour.yaml"
-    status = subprocess.run([sys.executable, "-m", "orchestrator.launch", str(spec), "--status"], capture_output=True, text=True, timeout=120)
+    status = subprocess.run(
+        [sys.executable, "-m", "orchestrator.launch", str(spec), "--status"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert status.returncode == 0, status.stderr
     lines = {line.split()[0]: line for line in status.stdout.splitlines()[2:]}
     assert "30/30" in lines["current[seed=0]"] and "completed" in lines["current[seed=0]"]
     assert "failed" in lines["broken"] and "diverged" in lines["diverge"]
     before = _summary(folder)
     (folder / "summary.json").unlink()
-    rebuilt = subprocess.run([sys.executable, "-m", "orchestrator.launch", str(spec), "--report"], capture_output=True, text=True, timeout=300)
+    rebuilt = subprocess.run(
+        [sys.executable, "-m", "orchestrator.launch", str(spec), "--report"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert rebuilt.returncode == 0, rebuilt.stderr
     after = _summary(folder)
     assert after["verdict"] == before["verdict"] and after["runs"] == before["runs"]
@@ -161,13 +180,16 @@ def test_mlflow_gets_one_run_per_sweep_run(behaviour):
     names = {r.data.tags["trial_name"] for r in runs}
     assert "current-seed_0" in names and "two_workers" in names
     control = next(r for r in runs if r.data.tags["trial_name"] == "current-seed_0")
-    assert [(m.step, round(m.value, 4)) for m in client.get_metric_history(control.info.run_id, "loss/val")] == \
-        [(h["step"], round(h["val_loss"], 4)) for h in runs_of(behaviour[1])["current[seed=0]"]["history"]]
+    assert [(m.step, round(m.value, 4)) for m in client.get_metric_history(control.info.run_id, "loss/val")] == [
+        (h["step"], round(h["val_loss"], 4)) for h in runs_of(behaviour[1])["current[seed=0]"]["history"]
+    ]
     assert control.info.status == "FINISHED"
 
 
 def test_the_clip_column_shows_whether_the_clip_engaged(behaviour):
-    table = next(block for block in (behaviour[1] / "report.md").read_text().split("\n\n") if block.startswith("| # | option"))
+    table = next(
+        block for block in (behaviour[1] / "report.md").read_text().split("\n\n") if block.startswith("| # | option")
+    )
     lines = [line.split("|") for line in table.splitlines() if not line.startswith("|---")]
     clipped = [cell.strip() for cell in lines[0]].index("clipped")
     rows = {cells[2].strip(): cells for cells in lines[1:]}
@@ -176,9 +198,19 @@ def test_the_clip_column_shows_whether_the_clip_engaged(behaviour):
 
 
 def test_diagnose_reads_a_sweep_from_its_storage_folder(behaviour):
-    out = subprocess.run([sys.executable, "-m", "orchestrator.diagnose", str(behaviour[1])], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator.diagnose", str(behaviour[1])], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("# Training diagnosis: run current[seed=0] of experiment behaviour")
     assert "## Recommended Solutions (Prioritized)" in out.stdout
-    hot = subprocess.run([sys.executable, "-m", "orchestrator.diagnose", str(behaviour[1]), "--run", "hot_lr"], capture_output=True, text=True, timeout=120)
-    assert "**Loss increased at step 10**: val 4.39 → " in hot.stdout and "paired bootstrap over val documents" in hot.stdout
+    hot = subprocess.run(
+        [sys.executable, "-m", "orchestrator.diagnose", str(behaviour[1]), "--run", "hot_lr"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (
+        "**Loss increased at step 10**: val 4.39 → " in hot.stdout
+        and "paired bootstrap over val documents" in hot.stdout
+    )

@@ -22,7 +22,9 @@ def test_a_short_run_lowers_the_val_loss_from_the_pretrained_models(reference_ru
     run = _summary(reference_run)["runs"][0]
     assert (run["run"], run["status"], run["steps"]) == ("lr_schedule", "completed", 40)
     assert [h["step"] for h in run["history"]] == [0, 10, 20, 30, 40]
-    assert run["first_val_loss"] - run["final_val_loss"] >= 0.1  # nats per token, in 40 steps of LoRA r16 (it gains about 0.19)
+    assert (
+        run["first_val_loss"] - run["final_val_loss"] >= 0.1
+    )  # nats per token, in 40 steps of LoRA r16 (it gains about 0.19)
 
 
 def test_each_report_stays_cheap(reference_run):
@@ -38,7 +40,14 @@ def test_a_lora_checkpoint_is_the_adapter_only_and_loads_with_peft_alone(referen
 
     best = Path(_summary(reference_run)["runs"][0]["best_checkpoint"])
     files = {p.name for p in best.iterdir()}
-    assert {"adapter_model.safetensors", "adapter_config.json", "training_state.pt", "spec.json", "manifest.json", "README.md"} <= files
+    assert {
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "training_state.pt",
+        "spec.json",
+        "manifest.json",
+        "README.md",
+    } <= files
     assert "model.safetensors" not in files  # never the frozen base
     card = (best / "README.md").read_text()
     assert "# smoke / lr_schedule, step 40" in card and "val loss " in card
@@ -51,7 +60,8 @@ def test_a_lora_checkpoint_is_the_adapter_only_and_loads_with_peft_alone(referen
 
 
 def _kill_one_train_worker_after(checkpoint: str, root: Path, launch: threading.Thread) -> int:
-    """Wait until a checkpoint is registered, then SIGKILL one of this test's RayTrainWorker processes; returns its PID."""
+    """Wait until a checkpoint is registered, then SIGKILL one of this test's RayTrainWorker processes; returns its
+    PID."""
     import psutil
 
     while not registered(root, checkpoint):
@@ -69,16 +79,26 @@ def test_a_two_worker_run_killed_after_a_checkpoint_resumes_to_the_unbroken_resu
     import yaml
 
     spec = tmp_path / "two.yaml"
-    spec.write_text(yaml.safe_dump({**BEHAVIOUR, "control": None, "options": {"two_workers": BEHAVIOUR["options"]["two_workers"]}}))
+    spec.write_text(
+        yaml.safe_dump({**BEHAVIOUR, "control": None, "options": {"two_workers": BEHAVIOUR["options"]["two_workers"]}})
+    )
     result: dict = {}
-    launch = threading.Thread(target=lambda: result.update(code=main([str(spec), "--local", "--set", f"storage.path={tmp_path}"])))
+    launch = threading.Thread(
+        target=lambda: result.update(code=main([str(spec), "--local", "--set", f"storage.path={tmp_path}"]))
+    )
     launch.start()
     _kill_one_train_worker_after("step_000010", tmp_path, launch)
     # --status from another process, from storage alone, while the run recovers
-    status = subprocess.run([sys.executable, "-m", "orchestrator.launch", str(spec), "--status", "--set", f"storage.path={tmp_path}"],
-                            capture_output=True, text=True, timeout=120)
+    status = subprocess.run(
+        [sys.executable, "-m", "orchestrator.launch", str(spec), "--status", "--set", f"storage.path={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert status.returncode == 0, status.stderr
-    assert re.search(r"^two_workers\s+[123]0/30\s+\d\.\d{4}\s+\d\.\d{4}\s+(running|completed)\s", status.stdout, re.M), status.stdout
+    assert re.search(
+        r"^two_workers\s+[123]0/30\s+\d\.\d{4}\s+\d\.\d{4}\s+(running|completed)\s", status.stdout, re.M
+    ), status.stdout
     launch.join(timeout=600)
     assert result["code"] == 0
 

@@ -62,11 +62,34 @@ def test_holm_matches_the_step_down_formula():
 
 def _record(run, option, seed, doc_nll, tokens, status="completed"):
     return RunRecord(
-        run=run, option=option, variant=option, seed=seed, overrides={}, status=status, reason=None if status == "completed" else "stopped",
-        steps=10, total_steps=10, first_val_loss=5.0, final_val_loss=None, best_val_loss=None, best_step=None, compared_step=10,
-        compared_loss=float(np.sum(doc_nll) / np.sum(tokens)), final_train_loss=None, tokens_per_s=None, clip_rate=None,
-        grad_norm_p50=None, grad_norm_p90=None, mfu=None, micro_batch_size=16, accumulation_steps=1, memory_fallback=None,
-        eval_tokens=int(np.sum(tokens)), best_checkpoint=None, doc_nll=list(doc_nll), doc_tokens=[int(t) for t in tokens],
+        run=run,
+        option=option,
+        variant=option,
+        seed=seed,
+        overrides={},
+        status=status,
+        reason=None if status == "completed" else "stopped",
+        steps=10,
+        total_steps=10,
+        first_val_loss=5.0,
+        final_val_loss=None,
+        best_val_loss=None,
+        best_step=None,
+        compared_step=10,
+        compared_loss=float(np.sum(doc_nll) / np.sum(tokens)),
+        final_train_loss=None,
+        tokens_per_s=None,
+        clip_rate=None,
+        grad_norm_p50=None,
+        grad_norm_p90=None,
+        mfu=None,
+        micro_batch_size=16,
+        accumulation_steps=1,
+        memory_fallback=None,
+        eval_tokens=int(np.sum(tokens)),
+        best_checkpoint=None,
+        doc_nll=list(doc_nll),
+        doc_tokens=[int(t) for t in tokens],
     )
 
 
@@ -103,7 +126,9 @@ def test_a_gain_inside_the_control_seed_spread_is_not_taken():
     # 0.02 better than the control's mean on every document, but the control's two seeds are 0.1 apart
     result = compare(_sweep(np.random.default_rng(6), -0.02, control_seeds=(0.0, 0.1)), "current", resamples=2000)
     assert result.verdict.take is None
-    assert "less than the control's seed-to-seed spread (0.07" in result.verdict.reason  # sd of two seeds 0.1 apart: 0.1/sqrt(2)
+    assert (
+        "less than the control's seed-to-seed spread (0.07" in result.verdict.reason
+    )  # sd of two seeds 0.1 apart: 0.1/sqrt(2)
 
 
 def test_a_control_seed_that_did_not_finish_is_left_out_of_the_control():
@@ -123,20 +148,31 @@ def test_a_run_that_did_not_finish_cleanly_is_never_taken(status):
 
 def test_the_report_shows_the_control_first_then_each_option_with_its_interval(tmp_path):
     from contract.spec import EvalProtocol
-    from orchestrator.results import report
     from orchestrator.folder import ExperimentFolder
+    from orchestrator.results import report
     from orchestrator.spec import ExperimentSpec, Plan
 
     records = _sweep(np.random.default_rng(8), -0.2)
     records[2].memory_fallback = "micro-batch 16 → 8 at step 0 after an out-of-memory error; effective batch unchanged"
-    experiment = ExperimentSpec(name="t", control="current", options={"current": {}, "fix": {}}, storage={"path": str(tmp_path)})
-    results = report.Results(ExperimentFolder(experiment.storage, "t"), experiment, Plan(runs=[], evaluation=EvalProtocol(context=64, stride=32)), records, compare(records, "current", resamples=1000))
+    experiment = ExperimentSpec(
+        name="t", control="current", options={"current": {}, "fix": {}}, storage={"path": str(tmp_path)}
+    )
+    results = report.Results(
+        ExperimentFolder(experiment.storage, "t"),
+        experiment,
+        Plan(runs=[], evaluation=EvalProtocol(context=64, stride=32)),
+        records,
+        compare(records, "current", resamples=1000),
+    )
     rows = report.table(results).splitlines()[2:]
     assert [r.split("|")[2].strip() for r in rows] == ["current", "fix"]
     assert "| 0, 1 |" in rows[0] and "control (seed sd " in rows[0]
     d = results.comparisons.variants[1].delta
     assert f"| {d.mean:+.4f} [{d.ci95[0]:+.4f}, {d.ci95[1]:+.4f}] |" in rows[1]
-    assert "## Memory\n\n- **fix**: micro-batch 16 → 8 at step 0 after an out-of-memory error; effective batch unchanged" in report.markdown(results)
+    assert (
+        "## Memory\n\n- **fix**: micro-batch 16 → 8 at step 0 after an out-of-memory error; effective batch unchanged"
+        in report.markdown(results)
+    )
     assert report.plot(results)[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -150,10 +186,22 @@ def test_with_a_selection_share_one_half_chooses_the_evaluation_and_the_other_sc
     assert protocol.share(4, "choose") == [False, True, False, True]
     # step 10 looks best on the choosing documents (1 and 3), step 20 on the scoring ones (0 and 2)
     by_step = {0: [500, 500, 500, 500], 10: [450, 300, 450, 300], 20: [300, 400, 300, 400]}
-    rows = [{"step": s, "val_loss": protocol.mean_nll(nll, tokens, "choose"), "doc_nll": nll, "doc_tokens": tokens} for s, nll in by_step.items()]
-    run = Run(name="a", option="a", variant="a", overrides={}, spec=TrainSpec.model_validate({"run": {"steps": 20, "eval_every": 10, "checkpoint_every": 10}}))
+    rows = [
+        {"step": s, "val_loss": protocol.mean_nll(nll, tokens, "choose"), "doc_nll": nll, "doc_tokens": tokens}
+        for s, nll in by_step.items()
+    ]
+    run = Run(
+        name="a",
+        option="a",
+        variant="a",
+        overrides={},
+        spec=TrainSpec.model_validate({"run": {"steps": 20, "eval_every": 10, "checkpoint_every": 10}}),
+    )
     r = record(run, rows, None, None, StorageSpec(), protocol)
     assert r.compared_step == 10  # chosen on documents 1 and 3 ...
     assert r.compared_loss == pytest.approx(4.5)  # ... and scored on 0 and 2, never on the tokens that chose it
     final = record(run, rows, None, None, StorageSpec(), protocol.model_copy(update={"selection_fraction": None}))
-    assert (final.compared_step, final.compared_loss) == (20, pytest.approx(3.5))  # without a share: the final evaluation, all documents
+    assert (final.compared_step, final.compared_loss) == (
+        20,
+        pytest.approx(3.5),
+    )  # without a share: the final evaluation, all documents

@@ -39,11 +39,17 @@ def _our_sweep(source: str, run: str | None) -> tuple[RunLog, dict[str, Any], st
         folder = ExperimentFolder(experiment.storage, experiment.name)
     else:
         parent, _, name = source.rstrip("/").rpartition("/")
-        folder = ExperimentFolder(StorageSpec(path=parent or ".", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") if is_s3(source) else None), name)
+        folder = ExperimentFolder(
+            StorageSpec(path=parent or ".", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") if is_s3(source) else None),
+            name,
+        )
     stored = folder.plan()
     where = folder.uri
     if stored is None:
-        raise LogError(f"{source}: no experiment found at {where} (no plan.json); launch it first, or pass a log file; accepted: {FORMATS}")
+        raise LogError(
+            f"{source}: no experiment found at {where} (no plan.json); launch it first, or pass a log file; accepted: "
+            f"{FORMATS}"
+        )
     experiment, plan = stored
     names = [r.name for r in plan.runs]
     chosen = run or next((r.name for r in plan.runs if r.option == experiment.control), names[0])
@@ -55,7 +61,8 @@ def _our_sweep(source: str, run: str | None) -> tuple[RunLog, dict[str, Any], st
 
 
 def _longer_than_block(config: dict[str, Any]) -> tuple[float | None, str | None]:
-    """The share of the data's documents longer than block_size, when the data file is here; with a note when estimated."""
+    """The share of the data's documents longer than block_size, when the data file is here; with a note when
+    estimated."""
     from contract.spec import DataSpec, StorageSpec
     from jobs.data import DataError, read_documents, tokenize
 
@@ -77,18 +84,35 @@ def _longer_than_block(config: dict[str, Any]) -> tuple[float | None, str | None
         folder = local_folder(name)
         tokenizer = AutoTokenizer.from_pretrained(str(folder) if folder else name, local_files_only=True)
         lengths, note = [len(ids) for ids in tokenize(docs, tokenizer)], None  # as training counts them
-    except (OSError, ValueError):  # not here (an uncached hub id), or not a name at all: English BPE averages about 4 characters a token
-        lengths, note = [len(d) / 4 for d in docs], f"document lengths in tokens are estimated at 4 characters a token ({name}'s tokenizer is not available offline)"
+    except (
+        OSError,
+        ValueError,
+    ):  # not here (an uncached hub id), or not a name at all: English BPE averages about 4 characters a token
+        lengths, note = (
+            [len(d) / 4 for d in docs],
+            f"document lengths in tokens are estimated at 4 characters a token ({name}'s tokenizer is not available "
+            "offline)",
+        )
     return sum(n > block for n in lengths) / len(lengths), note
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m orchestrator.diagnose", description=__doc__.split("\n\n")[0])
     parser.add_argument("source", nargs="?", help=f"the training log or sweep: {FORMATS}")
-    parser.add_argument("--command", help="the training command, e.g. 'USE_LORA=True LORA_RANK=8 ... python training.py'")
-    parser.add_argument("--intended-batch", type=int, help="the batch the run was meant to have (e.g. before an out-of-memory error halved it)")
+    parser.add_argument(
+        "--command", help="the training command, e.g. 'USE_LORA=True LORA_RANK=8 ... python training.py'"
+    )
+    parser.add_argument(
+        "--intended-batch",
+        type=int,
+        help="the batch the run was meant to have (e.g. before an out-of-memory error halved it)",
+    )
     parser.add_argument("--run", help="which run of a sweep to diagnose (default: the control's first seed)")
-    parser.add_argument("--emit-spec", metavar="FILE", help="write an experiment spec: the current configuration as control, one option per fix")
+    parser.add_argument(
+        "--emit-spec",
+        metavar="FILE",
+        help="write an experiment spec: the current configuration as control, one option per fix",
+    )
     args = parser.parse_args(argv)
     if args.source is None and args.command is None:
         parser.print_usage(sys.stderr)
@@ -99,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         notes: list[str] = []
         log, title = RunLog(name="command", points=[], source="command"), "the given command"
         if args.source is not None:
-            is_sweep = args.source.endswith((".yaml", ".yml")) or args.source.startswith("s3://") or Path(args.source).is_dir()
+            is_sweep = (
+                args.source.endswith((".yaml", ".yml")) or args.source.startswith("s3://") or Path(args.source).is_dir()
+            )
             if is_sweep:
                 log, config, title = _our_sweep(args.source, args.run)
             else:
@@ -132,13 +158,21 @@ def main(argv: list[str] | None = None) -> int:
             resolve_runs(ExperimentSpec(base=config, options={"current": {}}))
             out.write_text(advice.emit_spec(out.stem, config, opts, last_val, title))
         except (SpecError, ValueError) as err:
-            print(f"error: --emit-spec: the current configuration is not a valid run ({err}); fix the command or the source", file=sys.stderr)
+            print(
+                f"error: --emit-spec: the current configuration is not a valid run ({err}); fix the command or the "
+                "source",
+                file=sys.stderr,
+            )
             return 2
         except OSError as err:
             print(f"error: --emit-spec {out}: cannot write it ({err.strerror})", file=sys.stderr)
             return 2
-        print(f"wrote {out}: the current configuration as control `current`, and {len(opts)} option(s): {', '.join(o.key for o in opts)}\n"
-              f"check it: python -m orchestrator.launch {out} --dry-run", file=sys.stderr)
+        print(
+            f"wrote {out}: the current configuration as control `current`, and {len(opts)} option(s): "
+            f"{', '.join(o.key for o in opts)}\n"
+            f"check it: python -m orchestrator.launch {out} --dry-run",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -34,6 +34,7 @@ def _set(path: str, convert):
         out: dict[str, Any] = {}
         set_path(out, path.split("."), convert(value))
         return out
+
     return apply
 
 
@@ -84,7 +85,10 @@ def import_command(command: str) -> Imported:
             break
         assignments[m.group(1)] = m.group(2)
     if not assignments:
-        raise CommandError("--command: no VAR=value assignments before the program; expected e.g. 'USE_LORA=True LORA_RANK=8 python training.py'")
+        raise CommandError(
+            "--command: no VAR=value assignments before the program; expected e.g. 'USE_LORA=True LORA_RANK=8 python "
+            "training.py'"
+        )
     imported = Imported(config={})
     # method first, so `lora.*` settings of a LoRA run are not read as belonging to a full one
     for name in sorted(assignments, key=lambda n: n != "USE_LORA"):

@@ -116,7 +116,9 @@ def _parse(path: str) -> RunLog:
         except json.JSONDecodeError:
             whole = None
         one_line = len([line for line in text.splitlines() if line.strip()]) == 1
-        if (isinstance(whole, dict) and ("log_history" in whole or not one_line)) or (whole is None and not _one_json_line(first)):
+        if (isinstance(whole, dict) and ("log_history" in whole or not one_line)) or (
+            whole is None and not _one_json_line(first)
+        ):
             return parse_trainer_state(text, path, name)  # a JSON document: it must be a trainer state
         return parse_jsonl(text, path, name)
     if "," in first and "step" in [c.strip().lower() for c in first.split(",")]:
@@ -140,24 +142,35 @@ def parse_trainer_state(text: str, path: str, name: str) -> RunLog:
         raise LogError(f"{path}: line {err.lineno}: not valid JSON ({err.msg}); accepted: {FORMATS}") from None
     history = state.get("log_history") if isinstance(state, dict) else None
     if not isinstance(history, list):
-        raise LogError(f"{path}: line 1: JSON without a log_history list, so not a trainer_state.json; accepted: {FORMATS}")
+        raise LogError(
+            f"{path}: line 1: JSON without a log_history list, so not a trainer_state.json; accepted: {FORMATS}"
+        )
     points = []
     for i, entry in enumerate(history):
         if not isinstance(entry, dict) or "step" not in entry:
             raise LogError(f"{path}: log_history[{i}]: an entry without a step")
         where = f"{path}: log_history[{i}]"
-        points.append(Point(
-            step=int(_number(entry["step"], "step", where) or 0),
-            train_loss=_number(entry.get("loss"), "loss", where),
-            val_loss=_number(entry.get("eval_loss"), "eval_loss", where),
-            lr=_number(entry.get("learning_rate"), "learning_rate", where),
-            grad_norm=_number(entry.get("grad_norm"), "grad_norm", where),
-        ))
+        points.append(
+            Point(
+                step=int(_number(entry["step"], "step", where) or 0),
+                train_loss=_number(entry.get("loss"), "loss", where),
+                val_loss=_number(entry.get("eval_loss"), "eval_loss", where),
+                lr=_number(entry.get("learning_rate"), "learning_rate", where),
+                grad_norm=_number(entry.get("grad_norm"), "grad_norm", where),
+            )
+        )
     points = merge(points)
-    return RunLog(name=name, points=points, source="trainer_state.json", grad_norms=[p.grad_norm for p in points if p.grad_norm is not None])
+    return RunLog(
+        name=name,
+        points=points,
+        source="trainer_state.json",
+        grad_norms=[p.grad_norm for p in points if p.grad_norm is not None],
+    )
 
 
-_NANOGPT = re.compile(r"^\s*step\s+(\d+)\s*:\s*train loss\s+(\S+?),\s*val loss\s+(\S+)\s*$", re.IGNORECASE | re.MULTILINE)
+_NANOGPT = re.compile(
+    r"^\s*step\s+(\d+)\s*:\s*train loss\s+(\S+?),\s*val loss\s+(\S+)\s*$", re.IGNORECASE | re.MULTILINE
+)
 _NANOGPT_START = re.compile(r"^\s*step\s+\d+\s*:", re.IGNORECASE)
 
 
@@ -168,9 +181,14 @@ def parse_nanogpt(text: str, path: str, name: str) -> RunLog:
             continue  # iter lines, banners, anything else
         m = _NANOGPT.match(line)
         if m is None:
-            raise LogError(f"{path}: line {number}: an evaluation line that does not read as `step N: train loss X, val loss Y`: {line.strip()[:80]!r}")
+            raise LogError(
+                f"{path}: line {number}: an evaluation line that does not read as `step N: train loss X, val loss Y`: "
+                f"{line.strip()[:80]!r}"
+            )
         where = f"{path}: line {number}"
-        points.append(Point(int(m.group(1)), _number(m.group(2), "train loss", where), _number(m.group(3), "val loss", where)))
+        points.append(
+            Point(int(m.group(1)), _number(m.group(2), "train loss", where), _number(m.group(3), "val loss", where))
+        )
     return RunLog(name=name, points=merge(points), source="nanoGPT log")
 
 
@@ -190,10 +208,17 @@ def parse_csv(text: str, path: str, name: str) -> RunLog:
     reader = csv.DictReader(io.StringIO(text))
     fields = [f.strip() for f in reader.fieldnames or []]
     if "val_loss" not in fields and "train_loss" not in fields:
-        raise LogError(f"{path}: line 1: the CSV header has no train_loss or val_loss column ({', '.join(fields)}); accepted: {FORMATS}")
-    points = [_from_record({k.strip(): v for k, v in row.items() if k}, f"{path}: line {reader.line_num}") for row in reader]
+        raise LogError(
+            f"{path}: line 1: the CSV header has no train_loss or val_loss column ({', '.join(fields)}); accepted: "
+            f"{FORMATS}"
+        )
+    points = [
+        _from_record({k.strip(): v for k, v in row.items() if k}, f"{path}: line {reader.line_num}") for row in reader
+    ]
     points = merge(points)
-    return RunLog(name=name, points=points, source="CSV", grad_norms=[p.grad_norm for p in points if p.grad_norm is not None])
+    return RunLog(
+        name=name, points=points, source="CSV", grad_norms=[p.grad_norm for p in points if p.grad_norm is not None]
+    )
 
 
 def parse_jsonl(text: str, path: str, name: str) -> RunLog:
@@ -203,4 +228,6 @@ def parse_jsonl(text: str, path: str, name: str) -> RunLog:
         points = merge([_from_record(record, f"{path}: line {number}") for number, record in jsonl_records(text)])
     except DataError as err:
         raise LogError(f"{path}: {err}") from None
-    return RunLog(name=name, points=points, source="JSONL", grad_norms=[p.grad_norm for p in points if p.grad_norm is not None])
+    return RunLog(
+        name=name, points=points, source="JSONL", grad_norms=[p.grad_norm for p in points if p.grad_norm is not None]
+    )

@@ -1,16 +1,26 @@
 """The rules a diagnosis applies to a training log, each with its threshold and where it comes from.
 
-| rule | fires when | source of the threshold |
-|---|---|---|
-| regression | val loss rises between two evaluations by more than noise: a paired bootstrap over val documents (p < 0.05) when the log has per-document losses (our sweeps), else by more than 1% | SageMaker Debugger LossNotDecreasing (a loss that does not decrease by diff_percent); 1% is ours |
-| plateau | the best val loss improved over the last K evaluations (K = 2, or the last quarter of 8+) by less than 10% of its rate before them, or by less than 0.5% when there is no earlier part | SageMaker Debugger Overtraining (no improvement above `delta` for `patience` evaluations) |
-| overfit | (val - train) / train > 0.1 at the last evaluation, while val is not improving | SageMaker Debugger Overfit, `ratio_threshold` 0.1 |
-| underfit | train and val within that ratio, and both above half the loss of a uniform guess, ln(vocabulary) | the seed's "both high = underfitting"; half of ln(V) is ours |
-| clipping | more than 50% of steps clipped (the clip acts as an LR cut), or none clipped (loosening it cannot matter); suggest max_norm near the 90th percentile of unclipped norms | Google tuning playbook: ">50% of updates clipped is extremely aggressive", "clip at the 90th percentile of gradient norms" |
-| schedule | a constant learning rate with no warmup | Google tuning playbook (warmup for early instability); the seed's root cause 2 |
-| context | more than 20% of documents are longer than block_size | the seed's root cause 4; 20% is ours |
-| batch | the effective batch is smaller than intended | the seed's root cause 3 (batch halved after an OOM) |
-| lora_capacity | LoRA at rank 8 or less on a plateau or while underfitting | the seed's root cause 1 (a heuristic, not a law) |
+Each rule, when it fires, and where its threshold comes from:
+
+- regression: val loss rises between two evaluations by more than noise: a paired bootstrap over val
+  documents (p < 0.05) when the log has per-document losses (our sweeps), else by more than 1%.
+  SageMaker Debugger LossNotDecreasing (a loss that does not decrease by diff_percent); 1% is ours.
+- plateau: the best val loss improved over the last K evaluations (K = 2, or the last quarter of 8+) by
+  less than 10% of its rate before them, or by less than 0.5% when there is no earlier part.
+  SageMaker Debugger Overtraining (no improvement above `delta` for `patience` evaluations).
+- overfit: (val - train) / train > 0.1 at the last evaluation, while val is not improving.
+  SageMaker Debugger Overfit, `ratio_threshold` 0.1.
+- underfit: train and val within that ratio, and both above half the loss of a uniform guess,
+  ln(vocabulary). The seed's "both high = underfitting"; half of ln(V) is ours.
+- clipping: more than 50% of steps clipped (the clip acts as an LR cut), or none clipped (loosening it
+  cannot matter); suggest max_norm near the 90th percentile of unclipped norms. Google tuning playbook:
+  ">50% of updates clipped is extremely aggressive", "clip at the 90th percentile of gradient norms".
+- schedule: a constant learning rate with no warmup. Google tuning playbook (warmup for early
+  instability); the seed's root cause 2.
+- context: more than 20% of documents are longer than block_size. The seed's root cause 4; 20% is ours.
+- batch: the effective batch is smaller than intended. The seed's root cause 3 (batch halved after an OOM).
+- lora_capacity: LoRA at rank 8 or less on a plateau or while underfitting. The seed's root cause 1 (a
+  heuristic, not a law).
 """
 
 from __future__ import annotations
@@ -93,17 +103,36 @@ def regression(log: RunLog, ctx: Context, found: list[Finding]) -> list[Finding]
         if rise <= 0:
             continue
         if prev.step in docs and cur.step in docs and log.doc_tokens:
-            c = paired_bootstrap(np.asarray([docs[cur.step]]), np.asarray([docs[prev.step]]), np.asarray(log.doc_tokens), resamples=2000)
-            fires, threshold = c.p < ALPHA and c.ci95[0] > 0, f"paired bootstrap over val documents: p {c.p:.3f}, 95% CI [{c.ci95[0]:+.4f}, {c.ci95[1]:+.4f}]"
+            c = paired_bootstrap(
+                np.asarray([docs[cur.step]]), np.asarray([docs[prev.step]]), np.asarray(log.doc_tokens), resamples=2000
+            )
+            fires, threshold = (
+                c.p < ALPHA and c.ci95[0] > 0,
+                f"paired bootstrap over val documents: p {c.p:.3f}, 95% CI [{c.ci95[0]:+.4f}, {c.ci95[1]:+.4f}]",
+            )
         else:
-            fires, threshold = rise > REGRESSION_REL * prev.val_loss, f"rise > {REGRESSION_REL:.0%} of the loss (no per-document losses in this log, so noise is not measured)"
+            fires, threshold = (
+                rise > REGRESSION_REL * prev.val_loss,
+                f"rise > {REGRESSION_REL:.0%} of the loss (no per-document losses in this log, so noise is not "
+                "measured)",
+            )
         if fires:
-            train = f"; train {prev.train_loss:.2f} → {cur.train_loss:.2f}" if prev.train_loss is not None and cur.train_loss is not None else ""
-            out.append(Finding(
-                "regression", f"Loss increased at step {cur.step}",
-                f"val {prev.val_loss:.2f} → {cur.val_loss:.2f} at step {cur.step}, {_pct(prev.val_loss, cur.val_loss)}{train}",
-                threshold, ["learning_rate", "batch", "clipping"], {"step": cur.step, "rise": rise},
-            ))
+            train = (
+                f"; train {prev.train_loss:.2f} → {cur.train_loss:.2f}"
+                if prev.train_loss is not None and cur.train_loss is not None
+                else ""
+            )
+            out.append(
+                Finding(
+                    "regression",
+                    f"Loss increased at step {cur.step}",
+                    f"val {prev.val_loss:.2f} → {cur.val_loss:.2f} at step {cur.step}, "
+                    f"{_pct(prev.val_loss, cur.val_loss)}{train}",
+                    threshold,
+                    ["learning_rate", "batch", "clipping"],
+                    {"step": cur.step, "rise": rise},
+                )
+            )
     return out
 
 
@@ -119,19 +148,30 @@ def plateau(log: RunLog, ctx: Context, found: list[Finding]) -> list[Finding]:
     if start > 0:
         earlier = (best[0] - best[start]) / max(steps[start] - steps[0], 1)
         fires = earlier > 0 and recent < PLATEAU_REL * earlier
-        threshold = f"improvement rate < {PLATEAU_REL:.0%} of the rate before (was {earlier:.2e}/step, now {recent:.2e}/step)"
+        threshold = (
+            f"improvement rate < {PLATEAU_REL:.0%} of the rate before (was {earlier:.2e}/step, now {recent:.2e}/step)"
+        )
     else:
         fires = best[start] - best[-1] < PLATEAU_FLAT * best[start]
         threshold = f"best val improved by less than {PLATEAU_FLAT:.1%} over the last {k} evaluations"
     if not fires:
         return []
     first, last = evals[start], evals[-1]
-    train = f", train {first.train_loss:.2f} → {last.train_loss:.2f}" if first.train_loss is not None and last.train_loss is not None else ""
-    return [Finding(
-        "plateau", f"Loss plateauing from step {first.step} to {last.step}",
-        f"best val {best[start]:.2f} → {best[-1]:.2f} over {last.step - first.step} steps ({k} evaluations){train}",
-        threshold, ["lora_capacity", "learning_rate", "context"], {"from": first.step, "to": last.step},
-    )]
+    train = (
+        f", train {first.train_loss:.2f} → {last.train_loss:.2f}"
+        if first.train_loss is not None and last.train_loss is not None
+        else ""
+    )
+    return [
+        Finding(
+            "plateau",
+            f"Loss plateauing from step {first.step} to {last.step}",
+            f"best val {best[start]:.2f} → {best[-1]:.2f} over {last.step - first.step} steps ({k} evaluations){train}",
+            threshold,
+            ["lora_capacity", "learning_rate", "context"],
+            {"from": first.step, "to": last.step},
+        )
+    ]
 
 
 def fit(log: RunLog, ctx: Context, found: list[Finding]) -> list[Finding]:
@@ -141,20 +181,29 @@ def fit(log: RunLog, ctx: Context, found: list[Finding]) -> list[Finding]:
     ratio = (last.val_loss - last.train_loss) / last.train_loss
     improving = not any(f.rule == "plateau" for f in found) and not any(f.rule == "regression" for f in found)
     if ratio > OVERFIT_RATIO and not improving:
-        return [Finding(
-            "overfit", "Overfitting: validation loss well above training loss",
-            f"at step {last.step}: train {last.train_loss:.2f}, val {last.val_loss:.2f}, (val - train) / train = {ratio:.1%}",
-            f"ratio > {OVERFIT_RATIO} (SageMaker Overfit ratio_threshold) while val is not improving", ["overfitting"],
-        )]
+        return [
+            Finding(
+                "overfit",
+                "Overfitting: validation loss well above training loss",
+                f"at step {last.step}: train {last.train_loss:.2f}, val {last.val_loss:.2f}, (val - train) / train = "
+                f"{ratio:.1%}",
+                f"ratio > {OVERFIT_RATIO} (SageMaker Overfit ratio_threshold) while val is not improving",
+                ["overfitting"],
+            )
+        ]
     if ctx.vocabulary and abs(ratio) <= OVERFIT_RATIO:
         uniform = math.log(ctx.vocabulary)
         if min(last.train_loss, last.val_loss) > uniform / 2:
-            return [Finding(
-                "underfit", "Underfitting: train and val both high",
-                f"at step {last.step}: train {last.train_loss:.2f}, val {last.val_loss:.2f} (gap {ratio:.1%}), against {uniform:.2f} for a uniform guess over {ctx.vocabulary:,} tokens",
-                f"gap within {OVERFIT_RATIO:.0%} and both above half of ln(vocabulary) = {uniform / 2:.2f}",
-                ["lora_capacity", "learning_rate"],
-            )]
+            return [
+                Finding(
+                    "underfit",
+                    "Underfitting: train and val both high",
+                    f"at step {last.step}: train {last.train_loss:.2f}, val {last.val_loss:.2f} (gap {ratio:.1%}), "
+                    f"against {uniform:.2f} for a uniform guess over {ctx.vocabulary:,} tokens",
+                    f"gap within {OVERFIT_RATIO:.0%} and both above half of ln(vocabulary) = {uniform / 2:.2f}",
+                    ["lora_capacity", "learning_rate"],
+                )
+            ]
     return []
 
 
@@ -167,17 +216,28 @@ def clipping(log: RunLog, ctx: Context, found: list[Finding]) -> list[Finding]:
     p50, p90 = (float(np.percentile(norms, 50)), float(np.percentile(norms, 90))) if len(norms) else (None, None)
     spread = f"; pre-clip norms p50 {p50:.3g}, p90 {p90:.3g}" if p90 is not None else ""
     if rate > CLIP_AGGRESSIVE:
-        return [Finding(
-            "clipping", "Gradient clipping engages on most steps",
-            f"{rate:.0%} of steps clipped at max_norm {max_norm:g}{spread}: the clip is acting as a learning-rate cut",
-            f"clip rate > {CLIP_AGGRESSIVE:.0%} (tuning playbook: 'extremely aggressive')", ["clipping"], {"p90": p90, "rate": rate},
-        )]
+        return [
+            Finding(
+                "clipping",
+                "Gradient clipping engages on most steps",
+                f"{rate:.0%} of steps clipped at max_norm {max_norm:g}{spread}: the clip is acting as a learning-rate "
+                "cut",
+                f"clip rate > {CLIP_AGGRESSIVE:.0%} (tuning playbook: 'extremely aggressive')",
+                ["clipping"],
+                {"p90": p90, "rate": rate},
+            )
+        ]
     if rate == 0:
-        return [Finding(
-            "clipping", "Gradient clipping never engages",
-            f"0% of steps clipped at max_norm {max_norm:g}{spread}: loosening the clip cannot change anything",
-            "clip rate = 0%", [], {"p90": p90, "rate": rate},
-        )]
+        return [
+            Finding(
+                "clipping",
+                "Gradient clipping never engages",
+                f"0% of steps clipped at max_norm {max_norm:g}{spread}: loosening the clip cannot change anything",
+                "clip rate = 0%",
+                [],
+                {"p90": p90, "rate": rate},
+            )
+        ]
     return []
 
 
@@ -189,11 +249,15 @@ def schedule(log: RunLog, ctx: Context, found: list[Finding]) -> list[Finding]:
     if not constant:
         return []
     lr = ctx.get("optim.lr") or (lrs[0] if lrs else None)
-    return [Finding(
-        "schedule", "Constant learning rate, no warmup",
-        f"lr {lr:g} from the first step to the last" if lr else "the learning rate never changes",
-        "a constant schedule (tuning playbook: warmup for early instability; decay to fine-tune late)", ["learning_rate"],
-    )]
+    return [
+        Finding(
+            "schedule",
+            "Constant learning rate, no warmup",
+            f"lr {lr:g} from the first step to the last" if lr else "the learning rate never changes",
+            "a constant schedule (tuning playbook: warmup for early instability; decay to fine-tune late)",
+            ["learning_rate"],
+        )
+    ]
 
 
 def context_length(log: RunLog, ctx: Context, found: list[Finding]) -> list[Finding]:
@@ -201,22 +265,33 @@ def context_length(log: RunLog, ctx: Context, found: list[Finding]) -> list[Find
     block = ctx.get("data.block_size")
     if share is None or share <= CONTEXT_SHARE:
         return []
-    return [Finding(
-        "context", "Block size cuts many documents",
-        f"{share:.0%} of documents are longer than block_size {block}",
-        f"more than {CONTEXT_SHARE:.0%} of documents longer than a block", ["context"], {"share": share},
-    )]
+    return [
+        Finding(
+            "context",
+            "Block size cuts many documents",
+            f"{share:.0%} of documents are longer than block_size {block}",
+            f"more than {CONTEXT_SHARE:.0%} of documents longer than a block",
+            ["context"],
+            {"share": share},
+        )
+    ]
 
 
 def batch(log: RunLog, ctx: Context, found: list[Finding]) -> list[Finding]:
     actual = ctx.get("data.batch_size")
     if ctx.intended_batch is None or actual is None or actual >= ctx.intended_batch:
         return []
-    return [Finding(
-        "batch", "Effective batch smaller than intended",
-        f"batch {actual} instead of {ctx.intended_batch} ({actual / ctx.intended_batch:.0%}): noisier gradients at the same learning rate",
-        "effective batch < intended", ["batch"], {"intended": ctx.intended_batch, "actual": actual},
-    )]
+    return [
+        Finding(
+            "batch",
+            "Effective batch smaller than intended",
+            f"batch {actual} instead of {ctx.intended_batch} ({actual / ctx.intended_batch:.0%}): noisier gradients at "
+            "the same learning rate",
+            "effective batch < intended",
+            ["batch"],
+            {"intended": ctx.intended_batch, "actual": actual},
+        )
+    ]
 
 
 def lora_capacity(log: RunLog, ctx: Context, found: list[Finding]) -> list[Finding]:
@@ -225,8 +300,12 @@ def lora_capacity(log: RunLog, ctx: Context, found: list[Finding]) -> list[Findi
         return []
     if not any(f.rule in ("plateau", "underfit") for f in found):
         return []
-    return [Finding(
-        "lora_capacity", "Low LoRA capacity on a plateau",
-        f"LoRA rank {rank}, alpha {ctx.value('lora.alpha'):g}, while the loss has stopped improving",
-        "rank <= 8 with a plateau or underfitting (the seed: GPT-2 fine-tuning often needs rank 16-32)", ["lora_capacity"],
-    )]
+    return [
+        Finding(
+            "lora_capacity",
+            "Low LoRA capacity on a plateau",
+            f"LoRA rank {rank}, alpha {ctx.value('lora.alpha'):g}, while the loss has stopped improving",
+            "rank <= 8 with a plateau or underfitting (the seed: GPT-2 fine-tuning often needs rank 16-32)",
+            ["lora_capacity"],
+        )
+    ]

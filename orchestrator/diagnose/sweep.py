@@ -24,8 +24,17 @@ from orchestrator.spec.plan import flatten
 
 def run_log(record: RunRecord) -> RunLog:
     """A run of ours as a RunLog, with its per-document losses and per-step gradient norms."""
-    points = [Point(h["step"], h.get("train_loss"), h.get("val_loss"), h.get("lr"), h.get("grad_norm")) for h in record.history]
-    log = RunLog(name=record.run, points=points, source="plateau-sweep run", clip_rate=record.clip_rate, doc_tokens=record.doc_tokens)
+    points = [
+        Point(h["step"], h.get("train_loss"), h.get("val_loss"), h.get("lr"), h.get("grad_norm"))
+        for h in record.history
+    ]
+    log = RunLog(
+        name=record.run,
+        points=points,
+        source="plateau-sweep run",
+        clip_rate=record.clip_rate,
+        doc_tokens=record.doc_tokens,
+    )
     for row in record.rows:
         log.grad_norms += [n for n in row.get("grad_norms") or [] if n is not None]
         if row.get("doc_nll") and row.get("val_loss") is not None:
@@ -75,7 +84,8 @@ def _same_losses(a: VariantResult, b: VariantResult) -> bool:
 
 
 def sweep_diagnosis(results) -> str:
-    """Markdown for report.md, one bullet per variant: what it changed, how it compared, and the rules that fired on its curve."""
+    """Markdown for report.md, one bullet per variant: what it changed, how it compared, and the rules that fired on
+    its curve."""
     runs = {r.name: r for r in results.plan.runs}
     comparisons = results.comparisons
     base = comparisons.control
@@ -84,21 +94,33 @@ def sweep_diagnosis(results) -> str:
         first = runs[v.runs[0].run]
         if v.is_control:
             lead = f"**{v.variant}** (control)"
-            spread = f"seed-to-seed sd {v.seed_std:.4f} over {len(v.runs)} seeds" if v.seed_std is not None else "one seed"
+            spread = (
+                f"seed-to-seed sd {v.seed_std:.4f} over {len(v.runs)} seeds" if v.seed_std is not None else "one seed"
+            )
             body = [f"compared loss {v.compared_mean:.4f} ({spread})" if v.compared_mean is not None else "no result"]
             mention_unclipped = False
         else:
             diff = differences(first, runs[base.runs[0].run]) if base else {}
             lead = f"**{v.variant}** changes {_change(diff)}"
             body = [_outcome(v, base)]
-            mention_unclipped = "optim.grad_clip" in diff  # "never clipped" matters only where the clip is what the run changes
-            twin = next((w for w in comparisons.variants if w is not v and not w.is_control and _same_losses(v, w)), None)
+            mention_unclipped = (
+                "optim.grad_clip" in diff
+            )  # "never clipped" matters only where the clip is what the run changes
+            twin = next(
+                (w for w in comparisons.variants if w is not v and not w.is_control and _same_losses(v, w)), None
+            )
             if twin is not None:
                 body.append(_twin_reason(v, twin, runs))
                 mention_unclipped = False  # the twin's reason already says what the clip did
         r = v.runs[0]  # the curve of its first seed
-        findings = [f for f in diagnose(run_log(r), Context(spec_dict(runs[r.run]))) if f.rule in ("regression", "plateau", "clipping", "overfit")]
-        findings = [f for f in findings if not (f.rule == "clipping" and f.data.get("rate") == 0 and not mention_unclipped)]
+        findings = [
+            f
+            for f in diagnose(run_log(r), Context(spec_dict(runs[r.run])))
+            if f.rule in ("regression", "plateau", "clipping", "overfit")
+        ]
+        findings = [
+            f for f in findings if not (f.rule == "clipping" and f.data.get("rate") == 0 and not mention_unclipped)
+        ]
         body += [f"{f.title.lower()}: {f.evidence}" for f in findings]
         if r.memory_fallback:
             body.append(r.memory_fallback)
@@ -119,13 +141,21 @@ def _outcome(v: VariantResult, base: VariantResult | None) -> str:
         return prefix + f"{interval}: lower loss than the control, beyond noise"
     if d.ci95[0] > 0 and v.p_holm is not None and v.p_holm < ALPHA:
         return prefix + f"{interval}: worse than the control"
-    return prefix + f"{interval}: not distinguishable from the control" + (f" (control seed sd {base.seed_std:.4f})" if base.seed_std is not None else "")
+    return (
+        prefix
+        + f"{interval}: not distinguishable from the control"
+        + (f" (control seed sd {base.seed_std:.4f})" if base.seed_std is not None else "")
+    )
 
 
 def _twin_reason(v: VariantResult, twin: VariantResult, runs: dict[str, Run]) -> str:
     diff = differences(runs[v.runs[0].run], runs[twin.runs[0].run])
     if set(diff) == {"optim.grad_clip"}:
-        rate = min(r.clip_rate for r in v.runs + twin.runs if r.clip_rate is not None) if any(r.clip_rate is not None for r in v.runs + twin.runs) else None
+        rate = (
+            min(r.clip_rate for r in v.runs + twin.runs if r.clip_rate is not None)
+            if any(r.clip_rate is not None for r in v.runs + twin.runs)
+            else None
+        )
         p90 = max((r.grad_norm_p90 for r in v.runs + twin.runs if r.grad_norm_p90 is not None), default=None)
         if rate == 0:
             norms = f" (pre-clip norms p90 {p90:.3f}, below both thresholds)" if p90 is not None else ""
@@ -169,8 +199,13 @@ def follow_up_spec(results) -> FollowUp | None:
     control = base.variant  # the same name as in the sweep it follows, so the two reports read alike
     options: dict[str, Any] = {control: _overrides(control_run, top)}
     for v in chosen:
-        options[_option_name(v.variant)] = deep_merge(_overrides(results.run(v.runs[0].run), top), {"run": {"seed": list(range(seeds))}})
-    settings = {section: getattr(experiment, section).model_dump(exclude_defaults=True) for section in ("evaluation", "storage", "tracking")}
+        options[_option_name(v.variant)] = deep_merge(
+            _overrides(results.run(v.runs[0].run), top), {"run": {"seed": list(range(seeds))}}
+        )
+    settings = {
+        section: getattr(experiment, section).model_dump(exclude_defaults=True)
+        for section in ("evaluation", "storage", "tracking")
+    }
     spec = {
         "name": name,
         "control": control,
@@ -180,9 +215,11 @@ def follow_up_spec(results) -> FollowUp | None:
         "base": base_spec,
         "options": options,
     }
-    header = (f"# Follow-up to `{experiment.name}`, written with its report: {why}.\n"
-              f"# The control is {base.variant} from that sweep; the base is {chosen[0].variant}.\n"
-              f"#\n#   python -m orchestrator.launch {name}.yaml --dry-run\n\n")
+    header = (
+        f"# Follow-up to `{experiment.name}`, written with its report: {why}.\n"
+        f"# The control is {base.variant} from that sweep; the base is {chosen[0].variant}.\n"
+        f"#\n#   python -m orchestrator.launch {name}.yaml --dry-run\n\n"
+    )
     return FollowUp(f"{name}.yaml", header + yaml.safe_dump(spec, sort_keys=False, default_flow_style=None, width=120))
 
 

@@ -33,14 +33,22 @@ class RunProgress:
 
 def duration(seconds: float) -> str:
     seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    return (
+        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    )
 
 
 def progress_table(runs: list[RunProgress]) -> list[list[str]]:
     """Rows of (run, step, val, best, status, ETA): one place for the live table, the plain one and --status."""
     return [
-        [r.name, f"{r.step}/{r.total}" if r.total else "-", "-" if math.isnan(r.val) else f"{r.val:.4f}",
-         "-" if math.isinf(r.best) else f"{r.best:.4f}", r.status, r.eta]
+        [
+            r.name,
+            f"{r.step}/{r.total}" if r.total else "-",
+            "-" if math.isnan(r.val) else f"{r.val:.4f}",
+            "-" if math.isinf(r.best) else f"{r.best:.4f}",
+            r.status,
+            r.eta,
+        ]
         for r in runs
     ]
 
@@ -64,5 +72,10 @@ def line(name: str, result: dict[str, Any], run: RunProgress) -> str:
         parts.append(f"val {val:.4f} (best {run.best:.4f})")
     if isinstance(result.get("train_loss"), float):
         parts.append(f"train {result['train_loss']:.4f}")
-    parts += [f"lr {result['lr']:.2e}", f"clip {result.get('clip_rate', 0):.0%}", f"{result['tokens_per_s']:,.0f} tok/s", f"ETA {run.eta}"]
+    parts += [
+        f"lr {result['lr']:.2e}",
+        f"clip {result.get('clip_rate', 0):.0%}",
+        f"{result['tokens_per_s']:,.0f} tok/s",
+        f"ETA {run.eta}",
+    ]
     return "  ".join(parts)

@@ -49,11 +49,17 @@ class RunRecord:
     memory_fallback: str | None
     eval_tokens: int | None
     best_checkpoint: str | None
-    history: list[dict[str, Any]] = field(default_factory=list)  # step, train_loss, val_loss, lr, clip_rate, grad_norm, reported_at
+    history: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # step, train_loss, val_loss, lr, clip_rate, grad_norm, reported_at
     doc_nll: list[float] | None = field(default=None, repr=False)  # per val document, at compared_step
     doc_tokens: list[int] | None = field(default=None, repr=False)
-    rows: list[dict[str, Any]] = field(default_factory=list, repr=False)  # history.json, one row per step (its latest report)
-    driver_state: str | None = field(default=None, repr=False)  # state.json: running, finished or failed (None before it started)
+    rows: list[dict[str, Any]] = field(
+        default_factory=list, repr=False
+    )  # history.json, one row per step (its latest report)
+    driver_state: str | None = field(
+        default=None, repr=False
+    )  # state.json: running, finished or failed (None before it started)
 
     def summary(self) -> dict[str, Any]:
         """What summary.json keeps (the per-document arrays and the raw rows stay in history.json)."""
@@ -83,7 +89,14 @@ def collect(folder: ExperimentFolder, plan: Plan) -> list[RunRecord]:
     return out
 
 
-def record(run: Run, rows: list[dict[str, Any]], error: str | None, stop_reason: str | None, storage: StorageSpec, protocol: EvalProtocol) -> RunRecord:
+def record(
+    run: Run,
+    rows: list[dict[str, Any]],
+    error: str | None,
+    stop_reason: str | None,
+    storage: StorageSpec,
+    protocol: EvalProtocol,
+) -> RunRecord:
     """One run's record from its saved history rows, its error (if it failed) and its stop reason (if stopped)."""
     by_step = {int(r["step"]): r for r in rows}  # a step redone after a failure: its latest report counts
     rows = [by_step[step] for step in sorted(by_step)]
@@ -101,14 +114,23 @@ def record(run: Run, rows: list[dict[str, Any]], error: str | None, stop_reason:
         best_ckpt = f"s3://{best_ckpt}"
     trained = [r for r in rows if int(r["step"]) > 0]
     return RunRecord(
-        run=run.name, option=run.option, variant=run.variant, seed=run.spec.run.seed, overrides=run.overrides,
-        status=status, reason=reason, steps=steps, total_steps=run.spec.run.steps,
+        run=run.name,
+        option=run.option,
+        variant=run.variant,
+        seed=run.spec.run.seed,
+        overrides=run.overrides,
+        status=status,
+        reason=reason,
+        steps=steps,
+        total_steps=run.spec.run.steps,
         first_val_loss=_first_loss(evals, doc_tokens, protocol),
         final_val_loss=finite(evals[-1]["val_loss"]) if evals else None,
         best_val_loss=finite(best["val_loss"]) if best else None,
         best_step=int(best["step"]) if best else None,
         compared_step=int(compared["step"]) if compared else None,
-        compared_loss=finite(protocol.mean_nll(compared["doc_nll"], doc_tokens, "score")) if compared and doc_tokens else None,
+        compared_loss=finite(protocol.mean_nll(compared["doc_nll"], doc_tokens, "score"))
+        if compared and doc_tokens
+        else None,
         final_train_loss=finite(last.get("train_loss")),
         tokens_per_s=_median([r["tokens_per_s"] for r in trained if finite(r.get("tokens_per_s"))]),
         clip_rate=_clip_rate(norms, run.spec.optim.grad_clip, trained),
@@ -120,7 +142,13 @@ def record(run: Run, rows: list[dict[str, Any]], error: str | None, stop_reason:
         memory_fallback=next((r["memory_fallback"] for r in rows if r.get("memory_fallback")), None),
         eval_tokens=last.get("eval_tokens"),
         best_checkpoint=best_ckpt,
-        history=[{k: (finite(r.get(k)) if k != "step" else int(r["step"])) for k in ("step", "train_loss", "val_loss", "lr", "clip_rate", "grad_norm", "reported_at")} for r in rows],
+        history=[
+            {
+                k: (finite(r.get(k)) if k != "step" else int(r["step"]))
+                for k in ("step", "train_loss", "val_loss", "lr", "clip_rate", "grad_norm", "reported_at")
+            }
+            for r in rows
+        ],
         doc_nll=compared["doc_nll"] if compared else None,
         doc_tokens=doc_tokens,
         rows=rows,
@@ -137,7 +165,8 @@ def _first_loss(evals: list[dict[str, Any]], doc_tokens: list[int] | None, proto
 
 
 def _clip_rate(norms: list[float], max_norm: float | None, trained: list[dict[str, Any]]) -> float | None:
-    """The share of steps whose pre-clip gradient norm exceeded max_norm (from the per-step norms when the rows have them)."""
+    """The share of steps whose pre-clip gradient norm exceeded max_norm (from the per-step norms when the rows have
+    them)."""
     if max_norm is None:
         return 0.0 if trained else None
     if norms:
@@ -146,7 +175,9 @@ def _clip_rate(norms: list[float], max_norm: float | None, trained: list[dict[st
     return float(np.mean(rates)) if rates else None
 
 
-def _status(run: Run, last: dict[str, Any], steps: int, error: str | None, stop_reason: str | None) -> tuple[str, str | None]:
+def _status(
+    run: Run, last: dict[str, Any], steps: int, error: str | None, stop_reason: str | None
+) -> tuple[str, str | None]:
     if error is not None:
         return "failed", error.strip().splitlines()[-1][:500] if error.strip() else "failed"
     if last.get("diverged"):
@@ -155,7 +186,10 @@ def _status(run: Run, last: dict[str, Any], steps: int, error: str | None, stop_
         return "early_stopped", stop_reason
     if steps >= run.spec.run.steps:
         return "completed", None
-    return "incomplete", f"stopped at step {steps} of {run.spec.run.steps} before finishing; relaunch the same command to resume"
+    return (
+        "incomplete",
+        f"stopped at step {steps} of {run.spec.run.steps} before finishing; relaunch the same command to resume",
+    )
 
 
 def _compared(evals: list[dict[str, Any]], protocol: EvalProtocol) -> dict[str, Any] | None:

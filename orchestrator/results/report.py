@@ -71,16 +71,21 @@ def _delta(v: VariantResult) -> str:
 
 def table(results: Results) -> str:
     """Markdown table of the variants: the control first, then by Δ (best first)."""
-    head = "| # | option | seeds | status | val at step 0 → compared | Δ vs control [95% CI] | p (Holm) | compared at | clipped | grad-norm p90 | tok/s | MFU |"
+    head = (
+        "| # | option | seeds | status | val at step 0 → compared | Δ vs control [95% CI] | p (Holm) | compared at "
+        "| clipped | grad-norm p90 | tok/s | MFU |"
+    )
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
     for i, v in enumerate(results.comparisons.variants, 1):
         first = _mean([r.first_val_loss for r in v.runs])
         spread = f" ± {v.seed_std:.4f}" if v.seed_std is not None else ""
         steps = sorted({r.compared_step for r in v.runs if r.compared_step is not None})
         lines.append(
-            f"| {i} | {v.variant} | {_seeds(v)} | {v.status} | {_fmt(first)} → {_fmt(v.compared_mean)}{spread} | {_delta(v)} | "
+            f"| {i} | {v.variant} | {_seeds(v)} | {v.status} | {_fmt(first)} → {_fmt(v.compared_mean)}{spread} | "
+            f"{_delta(v)} | "
             f"{'-' if v.p_holm is None else format(v.p_holm, '.4f')} | {'/'.join(map(str, steps)) or '-'} | "
-            f"{_fmt(_mean([r.clip_rate for r in v.runs]), '.0%')} | {_fmt(_mean([r.grad_norm_p90 for r in v.runs]), '.3f')} | "
+            f"{_fmt(_mean([r.clip_rate for r in v.runs]), '.0%')} | "
+            f"{_fmt(_mean([r.grad_norm_p90 for r in v.runs]), '.3f')} | "
             f"{_fmt(_mean([r.tokens_per_s for r in v.runs]), ',.0f')} | {_fmt(_mean([r.mfu for r in v.runs]), '.1%')} |"
         )
     return "\n".join(lines)
@@ -88,13 +93,18 @@ def table(results: Results) -> str:
 
 def runs_table(records: list[RunRecord]) -> str:
     """Every run, seed by seed."""
-    head = "| run | status | steps | val first → final | best val (step) | compared (step) | final train | micro-batch × accumulation |"
+    head = (
+        "| run | status | steps | val first → final | best val (step) | compared (step) | final train "
+        "| micro-batch × accumulation |"
+    )
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
     for r in records:
         lines.append(
-            f"| {r.run} | {r.status} | {r.steps}/{r.total_steps} | {_fmt(r.first_val_loss)} → {_fmt(r.final_val_loss)} | "
+            f"| {r.run} | {r.status} | {r.steps}/{r.total_steps} | {_fmt(r.first_val_loss)} → {_fmt(r.final_val_loss)} "
+            "| "
             f"{_fmt(r.best_val_loss)} ({r.best_step if r.best_step is not None else '-'}) | "
-            f"{_fmt(r.compared_loss)} ({r.compared_step if r.compared_step is not None else '-'}) | {_fmt(r.final_train_loss)} | "
+            f"{_fmt(r.compared_loss)} ({r.compared_step if r.compared_step is not None else '-'}) | "
+            f"{_fmt(r.final_train_loss)} | "
             f"{r.micro_batch_size or '-'} × {r.accumulation_steps or '-'} |"
         )
     return "\n".join(lines)
@@ -109,9 +119,12 @@ def protocol_line(protocol: EvalProtocol, records: list[RunRecord]) -> str:
         else f"each run's best evaluation, chosen on {protocol.selection_fraction:.0%} of them and scored on the rest"
     )
     return (
-        f"Every run is scored on the same {f'{tokens:,}' if tokens else '?'} tokens of {docs or '?'} val documents, with a sliding window of "
-        f"{protocol.context} tokens every {protocol.stride} (at least {protocol.context - protocol.stride} tokens of context). "
-        f"Compared: {compared}. Δ is the option's loss minus the control's (below 0 is better), with a 95% paired-bootstrap "
+        f"Every run is scored on the same {f'{tokens:,}' if tokens else '?'} tokens of {docs or '?'} val documents, "
+        "with a sliding window of "
+        f"{protocol.context} tokens every {protocol.stride} (at least {protocol.context - protocol.stride} tokens of "
+        "context). "
+        f"Compared: {compared}. Δ is the option's loss minus the control's (below 0 is better), with a 95% "
+        "paired-bootstrap "
         f"interval over documents and seeds."
     )
 
@@ -133,12 +146,20 @@ def markdown(results: Results) -> str:
     if results.diagnosis:
         parts += ["## Why each run won or lost", "", results.diagnosis, ""]
     if results.follow_up:
-        parts += ["## Next experiment", "", f"`{results.follow_up}` (beside this report) is the next sweep. Run it with:", "",
-                  f"    {follow_up_command(results)}", ""]
+        parts += [
+            "## Next experiment",
+            "",
+            f"`{results.follow_up}` (beside this report) is the next sweep. Run it with:",
+            "",
+            f"    {follow_up_command(results)}",
+            "",
+        ]
     parts += ["## Every run", "", runs_table(records), ""]
     stopped = [r for r in records if r.reason]
     if stopped:
-        parts += ["## Runs that did not finish", ""] + [f"- **{r.run}** ({r.status}): {r.reason}" for r in stopped] + [""]
+        parts += (
+            ["## Runs that did not finish", ""] + [f"- **{r.run}** ({r.status}): {r.reason}" for r in stopped] + [""]
+        )
     memory = [r for r in records if r.memory_fallback]
     if memory:
         parts += ["## Memory", ""] + [f"- **{r.run}**: {r.memory_fallback}" for r in memory] + [""]
@@ -158,7 +179,10 @@ def summary(results: Results) -> dict[str, Any]:
     return {
         "experiment": results.experiment.name,
         "control": results.experiment.control,
-        "evaluation": {**p.model_dump(), "eval_tokens": next((r.eval_tokens for r in results.records if r.eval_tokens), None)},
+        "evaluation": {
+            **p.model_dump(),
+            "eval_tokens": next((r.eval_tokens for r in results.records if r.eval_tokens), None),
+        },
         **results.comparisons.to_json(),
         "follow_up_spec": results.follow_up,
         "runs": runs,
@@ -204,7 +228,8 @@ def plot(results: Results) -> bytes:
             loss_ax.plot(t_steps, t_mean, linestyle="--", color=color, alpha=0.5, linewidth=1)
         if not len(steps):
             continue
-        label = f"{v.variant} ({v.status}{', %d seeds' % len(v.runs) if len(v.runs) > 1 else ''})"
+        seeds = f", {len(v.runs)} seeds" if len(v.runs) > 1 else ""
+        label = f"{v.variant} ({v.status}{seeds})"
         loss_ax.plot(steps, mean, marker="o", markersize=3, color=color, linewidth=1.8, label=label)
         if len(v.runs) > 1:
             loss_ax.fill_between(steps, low, high, color=color, alpha=0.15)
@@ -215,11 +240,23 @@ def plot(results: Results) -> bytes:
             compared = [r.compared_step for r in v.runs if r.compared_step is not None]
             if v.delta is not None and compared:
                 d = v.delta
-                axes[0][1].errorbar([np.mean(compared)], [d.mean], yerr=[[d.mean - d.ci95[0]], [d.ci95[1] - d.mean]],
-                                    fmt="s", color=color, capsize=5, markersize=7, markeredgecolor="black")
+                axes[0][1].errorbar(
+                    [np.mean(compared)],
+                    [d.mean],
+                    yerr=[[d.mean - d.ci95[0]], [d.ci95[1] - d.mean]],
+                    fmt="s",
+                    color=color,
+                    capsize=5,
+                    markersize=7,
+                    markeredgecolor="black",
+                )
         if v.status in ("early_stopped", "diverged", "failed"):
             _mark(loss_ax, (steps[-1], mean[-1]), v.status, color)
-    loss_ax.set(xlabel="step", ylabel="loss (nats/token)", title=f"{results.experiment.name}: val (solid; band = seeds' range), train (dashed)")
+    loss_ax.set(
+        xlabel="step",
+        ylabel="loss (nats/token)",
+        title=f"{results.experiment.name}: val (solid; band = seeds' range), train (dashed)",
+    )
     loss_ax.grid(alpha=0.3)
     if loss_ax.get_legend_handles_labels()[0]:
         loss_ax.legend(fontsize=8)
@@ -227,8 +264,14 @@ def plot(results: Results) -> bytes:
         ax = axes[0][1]
         ax.axhline(0, color="black", linewidth=0.8)
         if base.seed_std is not None:  # the control's own seed noise, as a band around 0
-            ax.axhspan(-base.seed_std, base.seed_std, color="grey", alpha=0.2, label=f"control seed sd ±{base.seed_std:.4f}")
-        ax.set(xlabel="step", ylabel=f"val loss - {base.variant}", title="Δ vs the control (below 0 = better); squares: compared step, 95% CI")
+            ax.axhspan(
+                -base.seed_std, base.seed_std, color="grey", alpha=0.2, label=f"control seed sd ±{base.seed_std:.4f}"
+            )
+        ax.set(
+            xlabel="step",
+            ylabel=f"val loss - {base.variant}",
+            title="Δ vs the control (below 0 = better); squares: compared step, 95% CI",
+        )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     buffer = io.BytesIO()
@@ -239,7 +282,8 @@ def plot(results: Results) -> bytes:
 
 
 def follow_up_command(results: Results) -> str:
-    """The command that runs the follow-up spec, from where the sweep was launched (a spec in a bucket is copied down first)."""
+    """The command that runs the follow-up spec, from where the sweep was launched (a spec in a bucket is copied down
+    first)."""
     storage = results.folder.storage
     location = results.folder.file(results.follow_up)
     if not is_s3(location):
@@ -250,9 +294,11 @@ def follow_up_command(results: Results) -> str:
 
 def write(results: Results, extra: dict[str, bytes] | None = None) -> None:
     """Write summary.json, report.md, loss_curves.png (and ``extra`` files) into the experiment's folder."""
-    results.folder.write_results({
-        "summary.json": json.dumps(summary(results), indent=2).encode(),
-        "report.md": markdown(results).encode(),
-        "loss_curves.png": plot(results),
-        **(extra or {}),
-    })
+    results.folder.write_results(
+        {
+            "summary.json": json.dumps(summary(results), indent=2).encode(),
+            "report.md": markdown(results).encode(),
+            "loss_curves.png": plot(results),
+            **(extra or {}),
+        }
+    )

@@ -37,21 +37,29 @@ def token_means(nll: np.ndarray, tokens: np.ndarray) -> np.ndarray:
     return nll.sum(axis=1) / tokens.sum()
 
 
-def paired_bootstrap(option: np.ndarray, control: np.ndarray, tokens: np.ndarray, resamples: int = RESAMPLES, seed: int = 0) -> Comparison:
+def paired_bootstrap(
+    option: np.ndarray, control: np.ndarray, tokens: np.ndarray, resamples: int = RESAMPLES, seed: int = 0
+) -> Comparison:
     """Compare per-document NLL sums, ``option`` [seeds_o, docs] against ``control`` [seeds_c, docs].
 
     ``tokens`` [docs] is the scored token count of each document (the same for both sides:
     one evaluation protocol). The observed difference is the mean over seeds of each side's
     token-weighted mean NLL.
     """
-    option, control, tokens = np.atleast_2d(option).astype(float), np.atleast_2d(control).astype(float), np.asarray(tokens, dtype=float)
+    option, control, tokens = (
+        np.atleast_2d(option).astype(float),
+        np.atleast_2d(control).astype(float),
+        np.asarray(tokens, dtype=float),
+    )
     observed = float(token_means(option, tokens).mean() - token_means(control, tokens).mean())
     rng = np.random.default_rng(seed)
     n_docs = len(tokens)
     deltas = np.empty(resamples)
     for lo in range(0, resamples, 1000):  # chunks bound the [B, docs] count matrix
         b = min(1000, resamples - lo)
-        counts = rng.multinomial(n_docs, np.full(n_docs, 1.0 / n_docs), size=b).astype(float)  # the same documents for both sides
+        counts = rng.multinomial(n_docs, np.full(n_docs, 1.0 / n_docs), size=b).astype(
+            float
+        )  # the same documents for both sides
         weight = counts @ tokens  # [b]
         per_seed_o = (counts @ option.T) / weight[:, None]  # [b, seeds_o]
         per_seed_c = (counts @ control.T) / weight[:, None]

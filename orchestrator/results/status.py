@@ -16,15 +16,22 @@ from orchestrator.spec import Plan
 
 
 def progress(folder: ExperimentFolder, plan: Plan) -> list[RunProgress]:
-    """Each run's progress, from the same records the report is built from, and the driver's record of which runs are running."""
+    """Each run's progress, from the same records the report is built from, and the driver's record of which runs are
+    running."""
     out = []
     for run, record in zip(plan.runs, collect(folder, plan)):
         status = record.status
         if status == "incomplete":  # not finished: running, waiting for a slot, or interrupted
             status = "running" if record.driver_state == "running" else "incomplete" if record.history else "queued"
         vals = [h["val_loss"] for h in record.history if h["val_loss"] is not None]
-        p = RunProgress(run.name, step=record.steps, total=record.total_steps, status=status,
-                        val=vals[-1] if vals else math.nan, best=min(vals) if vals else math.inf)
+        p = RunProgress(
+            run.name,
+            step=record.steps,
+            total=record.total_steps,
+            status=status,
+            val=vals[-1] if vals else math.nan,
+            best=min(vals) if vals else math.inf,
+        )
         # step 0 is reported before the first step, so an interval from it would count the start-up as training
         timed = [h for h in record.history if h["reported_at"] is not None and h["step"] > 0]
         if status == "running" and len(timed) >= 2:

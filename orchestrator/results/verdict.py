@@ -90,8 +90,15 @@ class Comparisons:
             "answered": self.answered,
             "control_seed_std": self.control.seed_std if self.control else None,
             "variants": [
-                {"variant": v.variant, "option": v.option, "runs": [r.run for r in v.runs], "status": v.status,
-                 "compared_mean": v.compared_mean, "seed_std": v.seed_std, "delta_vs_control": v.delta_json()}
+                {
+                    "variant": v.variant,
+                    "option": v.option,
+                    "runs": [r.run for r in v.runs],
+                    "status": v.status,
+                    "compared_mean": v.compared_mean,
+                    "seed_std": v.seed_std,
+                    "delta_vs_control": v.delta_json(),
+                }
                 for v in self.variants
             ],
         }
@@ -104,8 +111,15 @@ def group(records: list[RunRecord], control: str | None) -> list[VariantResult]:
         by.setdefault(r.variant, []).append(r)
     out = []
     for variant, runs in by.items():
-        v = VariantResult(variant=variant, option=runs[0].option, runs=runs, is_control=runs[0].option == control,
-                          compared_mean=None, seed_std=None, eligible=all(r.status in OK_STATUSES for r in runs))
+        v = VariantResult(
+            variant=variant,
+            option=runs[0].option,
+            runs=runs,
+            is_control=runs[0].option == control,
+            compared_mean=None,
+            seed_std=None,
+            eligible=all(r.status in OK_STATUSES for r in runs),
+        )
         losses = [r.compared_loss for r in v.finished if r.compared_loss is not None]
         v.compared_mean = float(np.mean(losses)) if losses else None
         v.seed_std = float(np.std(losses, ddof=1)) if len(losses) > 1 else None
@@ -118,7 +132,9 @@ def _docs(v: VariantResult) -> np.ndarray | None:
     return np.asarray(rows, dtype=float) if rows else None
 
 
-def compare(records: list[RunRecord], control: str | None, scoring: list[bool] | None = None, resamples: int = stats.RESAMPLES) -> Comparisons:
+def compare(
+    records: list[RunRecord], control: str | None, scoring: list[bool] | None = None, resamples: int = stats.RESAMPLES
+) -> Comparisons:
     """Group, compare every variant with the control, correct for multiple comparisons, and decide.
 
     ``scoring`` marks the val documents that score (the rest chose the compared evaluation).
@@ -132,7 +148,8 @@ def compare(records: list[RunRecord], control: str | None, scoring: list[bool] |
         keep = np.asarray(scoring if scoring is not None else [True] * len(tokens), dtype=bool)
         for v in others:
             docs = _docs(v)
-            if docs is not None and not any(r.status in ("failed", "diverged") for r in v.runs):  # their last evaluation means nothing
+            ended_badly = any(r.status in ("failed", "diverged") for r in v.runs)  # their last evaluation means nothing
+            if docs is not None and not ended_badly:
                 v.delta = stats.paired_bootstrap(docs[:, keep], base_docs[:, keep], tokens[keep], resamples=resamples)
         compared = [v for v in others if v.delta is not None]
         for v, p in zip(compared, stats.holm([v.delta.p for v in compared])):
@@ -147,28 +164,50 @@ def compare(records: list[RunRecord], control: str | None, scoring: list[bool] |
 
 
 def decide(base: VariantResult | None, others: list[VariantResult], control: str | None, n_docs: int) -> Verdict:
-    """The verdict, given the control and the other variants (compared, best first); ``n_docs`` is the number of scoring documents."""
+    """The verdict, given the control and the other variants (compared, best first); ``n_docs`` is the number of
+    scoring documents."""
     if control is None:
-        return Verdict(None, "No control is named, so no fix can be judged against the current configuration; set `control:` to the option you run today.")
+        return Verdict(
+            None,
+            "No control is named, so no fix can be judged against the current configuration; set `control:` to the "
+            "option you run today.",
+        )
     if base is None:
-        return Verdict(None, f"The control **{control}** is not among these runs (left out by --only?), so no fix is compared with it; include it to get a verdict.")
+        return Verdict(
+            None,
+            f"The control **{control}** is not among these runs (left out by --only?), so no fix is compared with it; "
+            "include it to get a verdict.",
+        )
     if not others:
         return Verdict(None, f"Only the control **{control}** ran; add the fixes to compare as options.")
     if base.compared_mean is None:
         reason = base.runs[0].reason or "it produced no evaluation"
-        return Verdict(None, f"The control **{control}** has no finished run ({reason}), so nothing can be compared with it; fix it and relaunch to resume.")
+        return Verdict(
+            None,
+            f"The control **{control}** has no finished run ({reason}), so nothing can be compared with it; fix it and "
+            "relaunch to resume.",
+        )
     spread = base.seed_std
     passed = [v for v in others if _passes(v, spread)]
     if passed:
         best = passed[0]
         d = best.delta
-        noise = f"larger than the control's seed-to-seed spread ({spread:.4f})" if spread is not None else "the control ran with one seed, so seed spread was not measured (control_seeds: 1)"
-        return Verdict(best.variant, (
-            f"Take **{best.variant}**: its loss is {-d.mean:.4f} below the control **{base.variant}** "
-            f"({best.compared_mean:.4f} vs {base.compared_mean:.4f}; Δ {d.mean:+.4f}, 95% CI [{d.ci95[0]:+.4f}, {d.ci95[1]:+.4f}], "
-            f"p {d.p:.4f}, Holm-corrected {best.p_holm:.4f}), {noise}."
-            + (f" Also distinguishable: {', '.join(v.variant for v in passed[1:])}." if len(passed) > 1 else "")
-        ), [v.variant for v in passed])
+        noise = (
+            f"larger than the control's seed-to-seed spread ({spread:.4f})"
+            if spread is not None
+            else "the control ran with one seed, so seed spread was not measured (control_seeds: 1)"
+        )
+        return Verdict(
+            best.variant,
+            (
+                f"Take **{best.variant}**: its loss is {-d.mean:.4f} below the control **{base.variant}** "
+                f"({best.compared_mean:.4f} vs {base.compared_mean:.4f}; Δ {d.mean:+.4f}, 95% CI [{d.ci95[0]:+.4f}, "
+                f"{d.ci95[1]:+.4f}], "
+                f"p {d.p:.4f}, Holm-corrected {best.p_holm:.4f}), {noise}."
+                + (f" Also distinguishable: {', '.join(v.variant for v in passed[1:])}." if len(passed) > 1 else "")
+            ),
+            [v.variant for v in passed],
+        )
     return _undecided(base, others, spread, n_docs)
 
 
@@ -186,11 +225,23 @@ def _undecided(base: VariantResult, others: list[VariantResult], spread: float |
     d = best.delta
     measured = f"Δ {d.mean:+.4f} (95% CI [{d.ci95[0]:+.4f}, {d.ci95[1]:+.4f}], Holm-corrected p {best.p_holm:.3f})"
     if d.mean >= 0:
-        return Verdict(None, f"No fix lowered the loss below the control **{base.variant}**: the best, **{best.variant}**, differs by {measured}. Try other fixes.")
-    head = f"No fix is distinguishable from the control **{base.variant}**. The closest, **{best.variant}**, differs by {measured}"
+        return Verdict(
+            None,
+            f"No fix lowered the loss below the control **{base.variant}**: the best, **{best.variant}**, differs by "
+            f"{measured}. Try other fixes.",
+        )
+    head = (
+        f"No fix is distinguishable from the control **{base.variant}**. "
+        f"The closest, **{best.variant}**, differs by {measured}"
+    )
     gain = -d.mean
     if spread is not None and gain <= spread:
-        return Verdict(None, head + f", less than the control's seed-to-seed spread ({spread:.4f}): a difference this small is seed noise at this scale, and more evaluation would not make it worth taking.")
+        return Verdict(
+            None,
+            head
+            + f", less than the control's seed-to-seed spread ({spread:.4f}): a difference this small is seed noise "
+            "at this scale, and more evaluation would not make it worth taking.",
+        )
     need_docs = math.ceil(docs * (d.half_width / gain) ** 2) if docs else None
     seeds = len(best.runs)
     std = spread if spread is not None else 0.0

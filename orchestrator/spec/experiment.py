@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from contract.spec import EvalProtocol, StorageSpec, Strict, TrainSpec
+from contract.spec import StorageSpec, Strict, TrainSpec
 
 
 class SpecError(Exception):
@@ -24,48 +24,74 @@ class SpecError(Exception):
 
 class EarlyStoppingSpec(Strict):
     enabled: bool = Field(True, description="Stop a run whose val loss regresses.")
-    min_delta: float = Field(0.01, ge=0, description="A val loss counts as a regression when it exceeds the run's best by more than this.")
+    min_delta: float = Field(
+        0.01, ge=0, description="A val loss counts as a regression when it exceeds the run's best by more than this."
+    )
     patience: int = Field(2, gt=0, description="Consecutive regressing evaluations before the run is stopped.")
-    grace_evals: int = Field(1, ge=0, description="Evaluations at the start of a run (step 0 included) that never count as regressions.")
+    grace_evals: int = Field(
+        1, ge=0, description="Evaluations at the start of a run (step 0 included) that never count as regressions."
+    )
 
 
 class EvaluationSpec(Strict):
     """The experiment's evaluation protocol; null fields are derived from the runs."""
 
     context: int | None = Field(
-        None, gt=1, description="Tokens of context per evaluation window; null is the largest data.block_size among the runs (at most n_positions)."
+        None,
+        gt=1,
+        description="Tokens of context per evaluation window; null is the largest data.block_size among the runs "
+        "(at most n_positions).",
     )
     stride: int | None = Field(None, gt=0, description="Tokens between evaluation windows; null is half the context.")
     max_documents: int | None = Field(None, gt=0, description="Score only the first N val documents; null scores all.")
     selection_fraction: float | None = Field(
-        None, gt=0, lt=1,
-        description="Compare each run at its best evaluation, chosen on this share of the val documents and scored on "
-        "the rest (early stopping and checkpoint ranking use the choosing share). null compares the final evaluation on all documents.",
+        None,
+        gt=0,
+        lt=1,
+        description="Compare each run at its best evaluation, chosen on this share of the val documents and scored "
+        "on the rest (early stopping and checkpoint ranking use the choosing share). null compares the final "
+        "evaluation on all documents.",
     )
 
 
 class TrackingSpec(Strict):
     mlflow_uri: str | None = Field(
-        None, description="MLflow tracking URI (`http://host:5000`, `file:///path/mlruns`, `sqlite:///mlflow.db`); null logs to no MLflow."
+        None,
+        description="MLflow tracking URI (`http://host:5000`, `file:///path/mlruns`, `sqlite:///mlflow.db`); "
+        "null logs to no MLflow.",
     )
-    mlflow_experiment: str | None = Field(None, description="MLflow experiment name; null uses the experiment's `name`.")
+    mlflow_experiment: str | None = Field(
+        None, description="MLflow experiment name; null uses the experiment's `name`."
+    )
 
 
 class ExperimentSpec(Strict):
-    name: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Experiment name; its folder in storage. Relaunching the same name resumes it.")
-    control: str | None = Field(None, description="The option every other option is compared against (usually the current configuration).")
-    control_seeds: int = Field(
-        2, gt=0,
-        description="Seeds the control runs with (run.seed, run.seed + 1, ...) unless its option lists run.seed itself: "
-        "their spread is the noise a fix must beat.",
+    name: str = Field(
+        "default",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="Experiment name; its folder in storage. Relaunching the same name resumes it.",
     )
-    max_concurrent: int | None = Field(None, gt=0, description="Runs at once; null runs as many as the cluster's resources fit.")
+    control: str | None = Field(
+        None, description="The option every other option is compared against (usually the current configuration)."
+    )
+    control_seeds: int = Field(
+        2,
+        gt=0,
+        description="Seeds the control runs with (run.seed, run.seed + 1, ...) unless its option lists run.seed "
+        "itself: their spread is the noise a fix must beat.",
+    )
+    max_concurrent: int | None = Field(
+        None, gt=0, description="Runs at once; null runs as many as the cluster's resources fit."
+    )
     storage: StorageSpec = StorageSpec()
     early_stopping: EarlyStoppingSpec = EarlyStoppingSpec()
     evaluation: EvaluationSpec = EvaluationSpec()
     tracking: TrackingSpec = TrackingSpec()
     base: dict[str, Any] = Field(default_factory=dict, description="The run every option starts from (a TrainSpec).")
-    options: dict[str, dict[str, Any] | None] = Field(default_factory=dict, description="Named partial overrides of base; each becomes one run (or one per value of a list).")
+    options: dict[str, dict[str, Any] | None] = Field(
+        default_factory=dict,
+        description="Named partial overrides of base; each becomes one run (or one per value of a list).",
+    )
 
     @field_validator("options")
     @classmethod
@@ -104,7 +130,9 @@ def format_validation_error(err: Exception, where: str, root: type[BaseModel]) -
         if e["type"] == "extra_forbidden":
             msg = f"unknown field; {_known_fields_hint(root, e['loc'])}"
         shown = e["type"] not in ("extra_forbidden", "value_error") and not isinstance(e["input"], dict)
-        lines.append(f"{where}: " + (f"{loc}: " if loc else "") + msg + (f" (got {_short(e['input'])})" if shown else ""))
+        lines.append(
+            f"{where}: " + (f"{loc}: " if loc else "") + msg + (f" (got {_short(e['input'])})" if shown else "")
+        )
     return "\n".join(lines)
 
 
@@ -140,7 +168,10 @@ def json_schema() -> dict[str, Any]:
             continue
         for key, prop in definition.get("properties", {}).items():
             if "$ref" not in prop and prop.get("type") != "array" and "items" not in prop:
-                definition["properties"][key] = {"anyOf": [prop, {"type": "array", "items": prop}], "description": prop.get("description", "")}
+                definition["properties"][key] = {
+                    "anyOf": [prop, {"type": "array", "items": prop}],
+                    "description": prop.get("description", ""),
+                }
     experiment["properties"]["base"] = {"$ref": "#/$defs/TrainSpec", "description": "The run every option starts from."}
     experiment["properties"]["options"] = {
         "type": "object",

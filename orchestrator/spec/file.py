@@ -36,11 +36,15 @@ def read_spec(path: str) -> dict[str, Any]:
     except OSError as err:
         raise SpecError(f"{path}: cannot read the spec ({err.strerror}); check the path") from None
     if len(raw) > MAX_BYTES:
-        raise SpecError(f"{path}: {len(raw):,} bytes is far too large for a spec (at most {MAX_BYTES:,}); is it the right file?")
+        raise SpecError(
+            f"{path}: {len(raw):,} bytes is far too large for a spec (at most {MAX_BYTES:,}); is it the right file?"
+        )
     try:
         text = decode_text(raw)
     except NotText as err:
-        raise SpecError(f"{path}: {err}; " + ("a spec is a YAML text file" if err.binary else "save it as UTF-8")) from None
+        raise SpecError(
+            f"{path}: {err}; " + ("a spec is a YAML text file" if err.binary else "save it as UTF-8")
+        ) from None
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         if root is not None:
@@ -50,11 +54,16 @@ def read_spec(path: str) -> dict[str, Any]:
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise SpecError(f"{path}: not valid YAML{at}: {problem}; a spec is a YAML mapping (see specs/smoke.yaml)") from None
+        raise SpecError(
+            f"{path}: not valid YAML{at}: {problem}; a spec is a YAML mapping (see specs/smoke.yaml)"
+        ) from None
     except RecursionError:
         raise SpecError(f"{path}: nested too deeply to be a spec (more than {MAX_DEPTH} levels)") from None
     if data is None:
-        raise SpecError(f"{path}: the spec is empty; write `base:` and `options:` (see specs/smoke.yaml), or leave out SPEC to run the default job")
+        raise SpecError(
+            f"{path}: the spec is empty; write `base:` and `options:` (see specs/smoke.yaml), or leave out SPEC to run "
+            "the default job"
+        )
     if not isinstance(data, dict):
         raise SpecError(f"{path}: a spec must be a YAML mapping with base/options, got a {type(data).__name__}")
     bad = [k for k in data if not isinstance(k, str)]
@@ -81,7 +90,10 @@ def _check_size(root: yaml.Node, path: str) -> None:
             children = [n for pair in node.value for n in pair]
         total = 1 + sum(size(child, depth + 1, open_ | {id(node)}) for child in children)
         if total > MAX_NODES:
-            raise SpecError(f"{path}: expands to more than {MAX_NODES:,} values (through YAML aliases?); a spec is a few hundred at most")
+            raise SpecError(
+                f"{path}: expands to more than {MAX_NODES:,} values (through YAML aliases?); "
+                "a spec is a few hundred at most"
+            )
         sizes[id(node)] = total
         return total
 

@@ -23,14 +23,20 @@ def batch_line(run: Run) -> str:
     """workers x micro-batch x accumulation steps = the effective batch."""
     spec = run.spec
     workers = spec.resources.num_workers
-    return (f"{spec.data.batch_size} sequences = {workers} worker{'s' if workers > 1 else ''} x micro-batch {spec.micro_batch} "
-            f"x {spec.accumulation_steps} accumulation step{'s' if spec.accumulation_steps > 1 else ''}")
+    return (
+        f"{spec.data.batch_size} sequences = {workers} worker{'s' if workers > 1 else ''} x micro-batch "
+        f"{spec.micro_batch} "
+        f"x {spec.accumulation_steps} accumulation step{'s' if spec.accumulation_steps > 1 else ''}"
+    )
 
 
 def describe_run(run: Run) -> str:
     spec = run.spec
     fields = flatten(spec.model_dump(mode="json"))
-    lines = [f"== {run.name}" + ("" if run.name == run.option else f"  (option {run.option})"), f"   overrides: {run.overrides or '(none: the base)'}"]
+    lines = [
+        f"== {run.name}" + ("" if run.name == run.option else f"  (option {run.option})"),
+        f"   overrides: {run.overrides or '(none: the base)'}",
+    ]
     width = max(len(k) for k in fields)
     lines += [f"   {key:<{width}}  {value}" for key, value in fields.items()]
     r = spec.resources
@@ -47,7 +53,8 @@ def describe_run(run: Run) -> str:
         f"   -> tokens in the run    {tokens * spec.run.steps:,}",
         f"   -> warmup steps         {spec.warmup_steps}",
         f"   -> trainable params     {params_text}",
-        f"   -> resources            {r.num_workers} worker(s) x ({r.cpus_per_worker:g} CPU, {r.gpus_per_worker:g} GPU)",
+        f"   -> resources            {r.num_workers} worker(s) x ({r.cpus_per_worker:g} CPU, {r.gpus_per_worker:g} "
+        "GPU)",
     ]
     return "\n".join(lines)
 
@@ -60,25 +67,46 @@ def control_cost(experiment: ExperimentSpec, plan: Plan) -> str:
     seeds = ", ".join(str(r.spec.run.seed) for r in control)
     if len(control) == 1:
         return f"1 seed ({seeds}): seed-to-seed spread is not measured; the verdict says so"
+
     def tokens(r: Run) -> int:
         return r.spec.data.batch_size * r.spec.data.block_size * r.spec.run.steps
+
     extra = sum(tokens(r) for r in control[1:])
-    return f"{len(control)} seeds ({seeds}) to measure seed-to-seed spread: {len(control) - 1} extra run(s), {extra / sum(tokens(r) for r in plan.runs):.0%} of the sweep's training tokens"
+    share = extra / sum(tokens(r) for r in plan.runs)
+    return (
+        f"{len(control)} seeds ({seeds}) to measure seed-to-seed spread: {len(control) - 1} extra run(s), "
+        f"{share:.0%} of the sweep's training tokens"
+    )
 
 
 def describe(experiment: ExperimentSpec, plan: Plan) -> str:
     """The whole plan: experiment settings, then one block per run."""
     es, ev = experiment.early_stopping, plan.evaluation
-    compared = "each run's final evaluation" if ev.selection_fraction is None else f"each run's best evaluation, chosen on {ev.selection_fraction:.0%} of the val documents and scored on the rest"
+    compared = (
+        "each run's final evaluation"
+        if ev.selection_fraction is None
+        else f"each run's best evaluation, chosen on {ev.selection_fraction:.0%} of the val documents "
+        "and scored on the rest"
+    )
     head = [
-        f"experiment   {experiment.name}: {len(plan.runs)} run(s)" + (f", control {experiment.control}" if experiment.control else ""),
+        f"experiment   {experiment.name}: {len(plan.runs)} run(s)"
+        + (f", control {experiment.control}" if experiment.control else ""),
         f"control      {control_cost(experiment, plan)}",
         f"evaluation   every run scored on the same val tokens: windows of {ev.context} tokens every {ev.stride} "
-        f"(at least {ev.context - ev.stride} tokens of context){'' if ev.max_documents is None else f', first {ev.max_documents} documents'}; compared: {compared}",
-        f"storage      {experiment.storage.path}/{experiment.name}" + (f" (endpoint {experiment.storage.endpoint_url})" if experiment.storage.endpoint_url else ""),
-        "early stop   " + (f"val loss > best + {es.min_delta} for {es.patience} eval(s) in a row, after {es.grace_evals} eval(s) of grace" if es.enabled else "off"),
+        f"(at least {ev.context - ev.stride} tokens of "
+        f"context){'' if ev.max_documents is None else f', first {ev.max_documents} documents'}; compared: {compared}",
+        f"storage      {experiment.storage.path}/{experiment.name}"
+        + (f" (endpoint {experiment.storage.endpoint_url})" if experiment.storage.endpoint_url else ""),
+        "early stop   "
+        + (
+            f"val loss > best + {es.min_delta} for {es.patience} eval(s) in a row, after {es.grace_evals} eval(s) of "
+            "grace"
+            if es.enabled
+            else "off"
+        ),
         f"concurrency  {experiment.max_concurrent or 'as many runs as the cluster resources hold'}",
-        "tracking     TensorBoard event files in each run's folder" + (f"; MLflow at {experiment.tracking.mlflow_uri}" if experiment.tracking.mlflow_uri else ""),
+        "tracking     TensorBoard event files in each run's folder"
+        + (f"; MLflow at {experiment.tracking.mlflow_uri}" if experiment.tracking.mlflow_uri else ""),
         "",
     ]
     return "\n".join(head) + "\n\n".join(describe_run(run) for run in plan.runs)

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from contract.presets import n_positions
 from contract.spec import EvalProtocol, TrainSpec
-from orchestrator.spec.experiment import EvaluationSpec, ExperimentSpec, SpecError, submodel, format_validation_error
+from orchestrator.spec.experiment import EvaluationSpec, ExperimentSpec, SpecError, format_validation_error, submodel
 
 
 class Run(BaseModel):
@@ -72,7 +72,9 @@ def _takes_sequence(annotation: Any) -> bool:
     return False
 
 
-def sweep_axes(data: dict[str, Any], model: type[BaseModel] = TrainSpec, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], list[Any]]]:
+def sweep_axes(
+    data: dict[str, Any], model: type[BaseModel] = TrainSpec, prefix: tuple[str, ...] = ()
+) -> list[tuple[tuple[str, ...], list[Any]]]:
     """The (field path, values) pairs where ``data`` holds a list for a single-valued field."""
     axes = []
     for key, value in data.items():
@@ -101,12 +103,17 @@ def _label(option: str, parts: list[str]) -> str:
     return f"{option}[{','.join(parts)}]" if parts else option
 
 
-def _expand(option: str, merged: dict[str, Any], overrides: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], dict[str, Any]]]:
+def _expand(
+    option: str, merged: dict[str, Any], overrides: dict[str, Any]
+) -> list[tuple[str, str, dict[str, Any], dict[str, Any]]]:
     """(name, variant, run dict, overrides) for every point of the option's sweep axes."""
     axes = sweep_axes(merged)
     empty = [".".join(path) for path, values in axes if not values]
     if empty:
-        raise SpecError(f"option {option!r}: {empty[0]} is an empty list, which would sweep over nothing; give one value or a list of values")
+        raise SpecError(
+            f"option {option!r}: {empty[0]} is an empty list, which would sweep over nothing; give one value or a list "
+            "of values"
+        )
     points = []
     for values in itertools.product(*(vals for _, vals in axes)):
         run, run_overrides, label, variant = copy.deepcopy(merged), copy.deepcopy(overrides), [], []
@@ -122,7 +129,11 @@ def _expand(option: str, merged: dict[str, Any], overrides: dict[str, Any]) -> l
 
 def _control_seeds(merged: dict[str, Any], count: int) -> dict[str, Any]:
     """The control's merged dict with ``count`` consecutive seeds, unless it lists seeds itself."""
-    seed = merged.get("run", {}).get("seed", TrainSpec.model_fields["run"].default.seed) if isinstance(merged.get("run", {}), dict) else None
+    seed = (
+        merged.get("run", {}).get("seed", TrainSpec.model_fields["run"].default.seed)
+        if isinstance(merged.get("run", {}), dict)
+        else None
+    )
     if count == 1 or not isinstance(seed, int):
         return merged
     out = copy.deepcopy(merged)
@@ -131,7 +142,9 @@ def _control_seeds(merged: dict[str, Any], count: int) -> dict[str, Any]:
 
 
 def resolve_runs(experiment: ExperimentSpec, sets: dict[str, Any] | None = None, only: list[str] | None = None) -> Plan:
-    """Expand an experiment into validated runs and its evaluation protocol. Raises :class:`SpecError` naming option and field.
+    """Expand an experiment into validated runs and its evaluation protocol.
+
+    Raises :class:`SpecError` naming the option and the field.
 
     ``sets`` (from ``--set``) applies to every run after its option; ``only`` keeps those options.
     """
@@ -164,13 +177,18 @@ def _check_distinct(runs: list[Run], control: str | None) -> None:
     for run in runs:
         folder = dir_name(run.name)
         if folder in seen:
-            raise SpecError(f"option {run.option!r}: runs {seen[folder]!r} and {run.name!r} would share the folder {folder!r}; "
-                            "a list with a repeated value (run.seed: [0, 0]) or names that differ only in punctuation; make them distinct")
+            raise SpecError(
+                f"option {run.option!r}: runs {seen[folder]!r} and {run.name!r} would share the folder {folder!r}; "
+                "a list with a repeated value (run.seed: [0, 0]) or names that differ only in punctuation; make them "
+                "distinct"
+            )
         seen[folder] = run.name
     variants = sorted({r.variant for r in runs if r.option == control})
     if len(variants) > 1:
-        raise SpecError(f"option {control!r} (the control) sweeps a setting into {', '.join(variants)}; the control must be one "
-                        "configuration (seeds aside): move the sweep to another option")
+        raise SpecError(
+            f"option {control!r} (the control) sweeps a setting into {', '.join(variants)}; the control must be one "
+            "configuration (seeds aside): move the sweep to another option"
+        )
 
 
 # The fields that decide which val documents there are and how they are tokenized:
@@ -190,7 +208,8 @@ def _check_comparable(runs: list[Run], control: str | None) -> None:
         for field, get in _SHARED.items():
             if get(run.spec) != get(reference.spec):
                 raise SpecError(
-                    f"option {run.name!r}: {field} is {get(run.spec)!r} but {get(reference.spec)!r} in {reference.name!r}; "
+                    f"option {run.name!r}: {field} is {get(run.spec)!r} but {get(reference.spec)!r} in "
+                    f"{reference.name!r}; "
                     "every run is scored on the same val documents with the same tokenizer, so set it once in base "
                     "(to compare another dataset or tokenizer, run a second experiment)"
                 )
@@ -203,11 +222,16 @@ def evaluation_protocol(evaluation: EvaluationSpec, runs: list[Run]) -> EvalProt
     context = evaluation.context or min([max(r.spec.data.block_size for r in runs), *known])
     for name, limit in limits.items():
         if limit is not None and context > limit:
-            raise SpecError(f"evaluation.context: {context} exceeds the n_positions {limit} of option {name!r}'s model; use at most {limit}")
+            raise SpecError(
+                f"evaluation.context: {context} exceeds the n_positions {limit} of option {name!r}'s model; "
+                f"use at most {limit}"
+            )
     try:
         return EvalProtocol(
-            context=context, stride=evaluation.stride or max(1, context // 2),
-            max_documents=evaluation.max_documents, selection_fraction=evaluation.selection_fraction,
+            context=context,
+            stride=evaluation.stride or max(1, context // 2),
+            max_documents=evaluation.max_documents,
+            selection_fraction=evaluation.selection_fraction,
         )
     except Exception as err:
         raise SpecError(format_validation_error(err, "evaluation", EvalProtocol)) from None

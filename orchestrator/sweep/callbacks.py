@@ -32,10 +32,37 @@ from orchestrator.results.records import finite
 from orchestrator.spec import TrackingSpec
 
 # What each run's history.json keeps of a result (Tune adds its own bookkeeping fields).
-FIELDS = ("step", "total_steps", "train_loss", "val_loss", "lr", "grad_norm", "clip_rate", "tokens_per_s", "diverged", "diverged_at",
-          "checkpoint_path", "timestamp", "mfu", "time_setup_s", "first_step_at", "reported_at", "time_train_s", "time_eval_s",
-          "time_checkpoint_s", "time_report_s", "micro_batch_size", "accumulation_steps", "memory_fallback",
-          "data_longer_than_block", "eval_tokens", "doc_nll", "doc_tokens", "grad_norms", "notes")
+FIELDS = (
+    "step",
+    "total_steps",
+    "train_loss",
+    "val_loss",
+    "lr",
+    "grad_norm",
+    "clip_rate",
+    "tokens_per_s",
+    "diverged",
+    "diverged_at",
+    "checkpoint_path",
+    "timestamp",
+    "mfu",
+    "time_setup_s",
+    "first_step_at",
+    "reported_at",
+    "time_train_s",
+    "time_eval_s",
+    "time_checkpoint_s",
+    "time_report_s",
+    "micro_batch_size",
+    "accumulation_steps",
+    "memory_fallback",
+    "data_longer_than_block",
+    "eval_tokens",
+    "doc_nll",
+    "doc_tokens",
+    "grad_norms",
+    "notes",
+)
 
 
 def run_name(trial) -> str:
@@ -254,5 +281,8 @@ def mlflow_callback(tracking: TrackingSpec, experiment: str):
             # Ray's logger takes the step from timesteps_total, else training_iteration: here, the optimizer step
             super().log_trial_result(iteration, trial, {**curves(result), TRAINING_ITERATION: int(result["step"])})
 
-    return Curves(tracking_uri=tracking.mlflow_uri, experiment_name=tracking.mlflow_experiment or experiment,
-                  tags={"plateau_sweep.experiment": experiment})
+    return Curves(
+        tracking_uri=tracking.mlflow_uri,
+        experiment_name=tracking.mlflow_experiment or experiment,
+        tags={"plateau_sweep.experiment": experiment},
+    )

@@ -56,22 +56,40 @@ def _check() -> None:
     from ray.train.v2.api import context as train_context
     from ray.tune.execution import class_cache
 
-    _require(isinstance(getattr(class_cache, "ENV_VARS_TO_PROPAGATE", None), set), "tune.execution.class_cache.ENV_VARS_TO_PROPAGATE is gone",
-             "keeps AWS secrets out of Ray's runtime-env logs")
+    _require(
+        isinstance(getattr(class_cache, "ENV_VARS_TO_PROPAGATE", None), set),
+        "tune.execution.class_cache.ENV_VARS_TO_PROPAGATE is gone",
+        "keeps AWS secrets out of Ray's runtime-env logs",
+    )
     propagated = getattr(train_v2, "ENV_VARS_TO_PROPAGATE", set())
-    _require(getattr(train_v2, "HEALTH_CHECK_INTERVAL_S_ENV_VAR", None) == "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S" and "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S" in propagated,
-             "Train V2 no longer reads or propagates RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "keeps each report() from waiting 2 s")
-    _require(getattr(train_constants, "RAY_CHDIR_TO_TRIAL_DIR", None) == "RAY_CHDIR_TO_TRIAL_DIR",
-             "ray.train.constants.RAY_CHDIR_TO_TRIAL_DIR is gone", "keeps relative data paths working under ray job submit")
+    _require(
+        getattr(train_v2, "HEALTH_CHECK_INTERVAL_S_ENV_VAR", None) == "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+        and "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S" in propagated,
+        "Train V2 no longer reads or propagates RAY_TRAIN_HEALTH_CHECK_INTERVAL_S",
+        "keeps each report() from waiting 2 s",
+    )
+    _require(
+        getattr(train_constants, "RAY_CHDIR_TO_TRIAL_DIR", None) == "RAY_CHDIR_TO_TRIAL_DIR",
+        "ray.train.constants.RAY_CHDIR_TO_TRIAL_DIR is gone",
+        "keeps relative data paths working under ray job submit",
+    )
     reset = getattr(getattr(session, "_TrainSession", None), "reset", None)
-    _require(callable(getattr(session, "get_session", None)) and reset is not None and "_inter_actor_queue" in reset.__code__.co_names,
-             "the Train session's _inter_actor_queue is gone", "keeps a finished run's last result from being lost")
+    _require(
+        callable(getattr(session, "get_session", None))
+        and reset is not None
+        and "_inter_actor_queue" in reset.__code__.co_names,
+        "the Train session's _inter_actor_queue is gone",
+        "keeps a finished run's last result from being lost",
+    )
     get_storage = vars(getattr(train_context, "DistributedTrainContext", object)).get("get_storage")
     persist = getattr(getattr(train_storage, "StorageContext", None), "persist_current_checkpoint", None)
-    _require(callable(get_storage) and callable(persist)
-             and list(inspect.signature(persist).parameters)[1:] == ["checkpoint", "checkpoint_dir_name"],
-             "TrainContext.get_storage().persist_current_checkpoint(checkpoint, checkpoint_dir_name) is gone",
-             "uploads each checkpoint from the background thread")
+    _require(
+        callable(get_storage)
+        and callable(persist)
+        and list(inspect.signature(persist).parameters)[1:] == ["checkpoint", "checkpoint_dir_name"],
+        "TrainContext.get_storage().persist_current_checkpoint(checkpoint, checkpoint_dir_name) is gone",
+        "uploads each checkpoint from the background thread",
+    )
 
 
 _check()

@@ -47,7 +47,10 @@ class RegressionRule:
         if self.streak < self.patience:
             return None
         rise = (val_loss - self.best) / self.best
-        return f"val {val_loss:.2f} at step {step} > best {self.best:.2f} at step {self.best_step} ({rise:+.1%}, patience {self.patience})"
+        return (
+            f"val {val_loss:.2f} at step {step} > best {self.best:.2f} at step {self.best_step} "
+            f"({rise:+.1%}, patience {self.patience})"
+        )
 
 
 class RegressionStopper(FIFOScheduler):
@@ -69,7 +72,9 @@ class RegressionStopper(FIFOScheduler):
             return TrialScheduler.CONTINUE
         if self.rules is None:
             self._load()
-        rule = self.rules.setdefault(trial.trial_id, RegressionRule(self.spec.min_delta, self.spec.patience, self.spec.grace_evals))
+        rule = self.rules.setdefault(
+            trial.trial_id, RegressionRule(self.spec.min_delta, self.spec.patience, self.spec.grace_evals)
+        )
         reason = rule.observe(int(result["step"]), result["val_loss"])
         name = trial.config["job"]["run_name"]
         if reason is not None:
@@ -84,7 +89,10 @@ class RegressionStopper(FIFOScheduler):
         self.reasons = state["reasons"]
 
     def _save(self) -> None:
-        state = {"rules": {k: {**asdict(r), "seen_steps": sorted(r.seen_steps)} for k, r in self.rules.items()}, "reasons": self.reasons}
+        state = {
+            "rules": {k: {**asdict(r), "seen_steps": sorted(r.seen_steps)} for k, r in self.rules.items()},
+            "reasons": self.reasons,
+        }
         try:
             self.folder.write_early_stopping(state)
         except OSError as err:  # kept in memory; saved again after the next evaluation

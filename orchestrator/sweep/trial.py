@@ -45,8 +45,12 @@ from orchestrator.sweep.scheduler import RegressionStopper
 # - RAY_COLOR_PREFIX=0 when the output is not a terminal: what Ray's raylet has to tell the
 #   driver (an out-of-memory kill, too many workers starting) is printed without colour codes.
 # Workers' own output never reaches the console at all (connect(): log_to_driver=False).
-CONSOLE_ENV = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "TUNE_WARN_THRESHOLD_S": "5",
-               **({} if sys.stdout.isatty() else {"RAY_COLOR_PREFIX": "0"})}
+CONSOLE_ENV = {
+    "RAY_AIR_NEW_OUTPUT": "0",
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    "TUNE_WARN_THRESHOLD_S": "5",
+    **({} if sys.stdout.isatty() else {"RAY_COLOR_PREFIX": "0"}),
+}
 
 # Each trial's own actor only coordinates its TorchTrainer; the Train workers
 # request the real CPUs and GPUs. Tune rejects a zero request, hence a sliver.
@@ -103,8 +107,14 @@ def max_concurrent(runs: list[Run], cluster: dict[str, float]) -> int:
 def job_configs(experiment: ExperimentSpec, plan: Plan) -> list[dict[str, Any]]:
     """What each trial receives: dicts at the Ray boundary (every field, so they load back as they were)."""
     return [
-        JobConfig(experiment=experiment.name, run_name=r.name, option=r.option, spec=r.spec, storage=experiment.storage,
-                  evaluation=plan.evaluation).model_dump(mode="json")
+        JobConfig(
+            experiment=experiment.name,
+            run_name=r.name,
+            option=r.option,
+            spec=r.spec,
+            storage=experiment.storage,
+            evaluation=plan.evaluation,
+        ).model_dump(mode="json")
         for r in plan.runs
     ]
 
@@ -119,14 +129,18 @@ def connect(local: bool, plan: Plan) -> None:
     os.environ.update({k: v for k, v in CONSOLE_ENV.items() if k not in os.environ})
     if not local:
         if not os.environ.get("RAY_ADDRESS"):
-            raise SpecError("no Ray cluster to connect to: submit with `ray job submit -- python -m orchestrator.launch SPEC`, "
-                            "set RAY_ADDRESS, or pass --local")
+            raise SpecError(
+                "no Ray cluster to connect to: submit with `ray job submit -- python -m orchestrator.launch SPEC`, "
+                "set RAY_ADDRESS, or pass --local"
+            )
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False, logging_level=logging.WARNING)
         return
     demand = sum(r.spec.resources.num_workers * r.spec.resources.cpus_per_worker + TRIAL_DRIVER_CPU for r in plan.runs)
     cpus = max(os.cpu_count() or 1, math.ceil(demand))
     print(f"starting a local Ray instance ({cpus} logical CPUs)", flush=True)
-    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    ray.init(
+        address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING
+    )
 
 
 def disconnect() -> None:
@@ -146,9 +160,12 @@ def run_sweep(experiment: ExperimentSpec, plan: Plan, folder: ExperimentFolder, 
     trainable = tune.with_resources(trial, {"cpu": TRIAL_DRIVER_CPU})
     param_space = {"job": tune.grid_search(job_configs(experiment, plan))}
     if resuming and tune.Tuner.can_restore(path, storage_filesystem=fs):
-        print(f"resuming experiment {experiment.name}: unfinished runs continue from their latest checkpoints", flush=True)
-        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True, param_space=param_space,
-                                   storage_filesystem=fs)
+        print(
+            f"resuming experiment {experiment.name}: unfinished runs continue from their latest checkpoints", flush=True
+        )
+        tuner = tune.Tuner.restore(
+            path, trainable, resume_unfinished=True, resume_errored=True, param_space=param_space, storage_filesystem=fs
+        )
     else:
         tuner = tune.Tuner(
             trainable,
