@@ -111,8 +111,10 @@ def operator_errors(rayjob: dict[str, Any]) -> list[str]:
     for where, group in groups:
         in_params = [k for k in RAY_START_RESOURCES if group.get("rayStartParams", {}).get(k)]
         if in_params and group.get("resources"):
-            errors.append(f"rayClusterSpec.{where}: resources set in both rayStartParams ({', '.join(in_params)}) "
-                          "and resources; use only one")
+            errors.append(
+                f"rayClusterSpec.{where}: resources set in both rayStartParams ({', '.join(in_params)}) "
+                "and resources; use only one"
+            )
     return errors
 
 

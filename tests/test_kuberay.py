@@ -75,8 +75,10 @@ def _rename(mapping: dict, old: str, new: str) -> None:
     "typo, where",
     [
         (lambda m: _rename(m["spec"], "shutdownAfterJobFinishes", "shutdownAfterJobFinish"), "spec"),
-        (lambda m: _rename(_head(m)["template"]["spec"]["containers"][0], "envFrom", "envFrm"),
-         "spec.rayClusterSpec.headGroupSpec.template.spec.containers.0"),
+        (
+            lambda m: _rename(_head(m)["template"]["spec"]["containers"][0], "envFrom", "envFrm"),
+            "spec.rayClusterSpec.headGroupSpec.template.spec.containers.0",
+        ),
     ],
     ids=["spec.shutdownAfterJobFinish", "container.envFrm"],
 )
@@ -87,15 +89,17 @@ def test_the_schema_refuses_an_unknown_field(rayjob, typo, where):
 
 
 def test_strict_schema_refuses_unknown_fields_but_keeps_maps_and_int_or_string():
-    schema = strict({
-        "type": "object",
-        "properties": {
-            "pod": {"type": "object", "properties": {"name": {"type": "string"}}},
-            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-            "raw": {"type": "object", "properties": {}, "x-kubernetes-preserve-unknown-fields": True},
-            "port": {"x-kubernetes-int-or-string": True},
-        },
-    })
+    schema = strict(
+        {
+            "type": "object",
+            "properties": {
+                "pod": {"type": "object", "properties": {"name": {"type": "string"}}},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                "raw": {"type": "object", "properties": {}, "x-kubernetes-preserve-unknown-fields": True},
+                "port": {"x-kubernetes-int-or-string": True},
+            },
+        }
+    )
     valid = jsonschema.Draft4Validator(schema).is_valid
     assert valid({"pod": {"name": "a"}, "labels": {"any": "key"}, "raw": {"any": 1}, "port": 8265})
     assert valid({"port": "dashboard"})
@@ -106,6 +110,7 @@ def test_strict_schema_refuses_unknown_fields_but_keeps_maps_and_int_or_string()
 
 def _set(path: str, value):
     """A change to the manifest: set the dotted `path` (under the RayJob) to `value`, or delete it (None)."""
+
     def change(manifest: dict) -> None:
         *parents, leaf = path.split(".")
         for key in parents:
@@ -114,6 +119,7 @@ def _set(path: str, value):
             del manifest[leaf]
         else:
             manifest[leaf] = value
+
     return change
 
 
@@ -205,7 +211,11 @@ def test_setup_node_runs_the_setup_commands_in_order_from_home_and_stops_at_a_fa
     (tmp_path / "cluster.yaml").write_text(yaml.safe_dump({"setup_commands": commands}))
     done = subprocess.run(
         [sys.executable, str(SETUP_NODE), str(tmp_path / "cluster.yaml")],
-        env={**os.environ, "HOME": str(tmp_path)}, capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 7, done.stderr
     assert log.read_text().split() == ["one", f"two-{tmp_path}"]
@@ -218,7 +228,7 @@ def _module_and_spec(argv: list[str]) -> tuple[str, str]:
 
 
 def test_both_run_the_same_sweep(rayjob):
-    from orchestrator.launch import load
+    from orchestrator.spec import load
 
     job = shlex.split(rayjob["spec"]["entrypoint"])
     # cluster.yaml's last setup step plans the sweep: `cd ~/plateau-sweep && ... -m MODULE SPEC --dry-run`
