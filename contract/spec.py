@@ -160,6 +160,25 @@ class ResourcesSpec(Strict):
     )
     gpus_per_worker: float = Field(0, ge=0, description="GPUs per worker; fractions let several runs share a GPU.")
     cpus_per_worker: float = Field(1, gt=0, description="CPUs per worker (Ray logical resources).")
+    custom: dict[str, float] = Field(
+        {},
+        description="Custom Ray resources per worker, to pick the nodes a run may use "
+        "(`{accelerator_type:A10G: 0.001}`, or a resource your nodes declare with `ray start --resources`). "
+        "Dropped in local mode.",
+    )
+
+    @model_validator(mode="after")
+    def _custom_is_custom(self) -> ResourcesSpec:
+        for name, amount in self.custom.items():
+            if name.upper() in ("CPU", "GPU", "MEMORY"):
+                raise ValueError(
+                    f"resources.custom: {name!r} has its own field; use cpus_per_worker or gpus_per_worker"
+                )
+            if amount <= 0:
+                raise ValueError(
+                    f"resources.custom: {name!r} asks for {amount}; ask for a positive amount or remove it"
+                )
+        return self
 
 
 class TrainSpec(Strict):
@@ -253,9 +272,18 @@ class StorageSpec(Strict):
         None, description="S3-compatible endpoint (MinIO, SeaweedFS, Ceph, R2); null is AWS."
     )
     region: str | None = Field(None, description="S3 region; null uses the AWS chain's default.")
+    shared: bool = Field(
+        False,
+        description="A local `path` that every node of the cluster mounts (NFS, a shared volume). Without it a local "
+        "path is refused on a multi-node cluster, where each node would write to its own disk.",
+    )
 
     @model_validator(mode="after")
-    def _endpoint_needs_s3(self) -> StorageSpec:
+    def _consistent(self) -> StorageSpec:
+        if self.shared and self.path.startswith("s3://"):
+            raise ValueError(
+                "storage.shared: every node reaches an s3:// path already; remove it (it is for NFS mounts)"
+            )
         if not self.path.startswith("s3://") and (self.endpoint_url or self.region):
             raise ValueError(
                 f"storage.endpoint_url/region are set but storage.path {self.path!r} is local; use an "

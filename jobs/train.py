@@ -347,6 +347,9 @@ def _static_metrics(s: Setup, first_step_at: float) -> dict[str, Any]:
         "eval_tokens": s.evalset.eval_tokens,
         "time_setup_s": first_step_at - s.entered,  # worker start to first step: data, model, checkpoint, memory probe
         "first_step_at": first_step_at,
+        # where this attempt runs and where it began: a restart (a lost worker or node) shows as a new pair
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "resumed_from": s.start,
     }
 
 

@@ -30,7 +30,9 @@ import argparse
 import importlib.util
 import json
 import math
+import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from contract.presets import PRESETS, config_dict, local_folder
@@ -38,16 +40,29 @@ from contract.storage import StorageUnavailable, check_writable, is_s3
 from orchestrator.folder import ExperimentFolder
 from orchestrator.results.report import Results
 from orchestrator.spec import ExperimentSpec, Plan, SpecError, json_schema, load
+from orchestrator.sweep import startup
 
 EXIT_ANSWERED, EXIT_REFUSED, EXIT_UNANSWERED = 0, 2, 3
 
 
-def localize(plan: Plan, gpus: int) -> tuple[Plan, list[str]]:
-    """Local mode: every run starts on this machine.
+@dataclass
+class Local:
+    """A plan made to run on this machine, what was changed for it, and how many runs go at once."""
 
-    Relative data and model paths become absolute (Ray's workers do not start in
-    this directory). GPU requests are split so all runs share the GPUs here, or
-    dropped on a CPU-only machine; CPU requests stand, since Ray's CPUs are logical.
+    plan: Plan
+    notes: list[str]
+    concurrency: int | None  # None: as many as the resources hold
+
+
+def localize(experiment: ExperimentSpec, plan: Plan, gpus: int, cores: int) -> Local:
+    """Local mode: every run trains on this machine.
+
+    Relative data and model paths become absolute (Ray's workers do not start in this
+    directory). GPU requests are split so all runs share the GPUs here, or dropped on a
+    CPU-only machine; custom resources are dropped (this machine declares none); CPU
+    requests stand, since Ray's CPUs are logical. On a CPU-only machine, unless the spec
+    sets max_concurrent, only as many runs go at once as the cores hold: runs sharing two
+    cores train no faster, and each run's processes compete for them while they start.
     """
     runs = plan.runs
     asking = [r for r in runs if r.spec.resources.gpus_per_worker > 0]
@@ -62,9 +77,11 @@ def localize(plan: Plan, gpus: int) -> tuple[Plan, list[str]]:
             if gpus
             else "local mode: no GPU here, runs train on the CPU"
         )
+    if any(r.spec.resources.custom for r in runs):
+        notes.append("local mode: resources.custom dropped, this machine declares no custom resources")
     localized = []
     for run in runs:
-        spec = run.spec
+        spec, resources = run.spec, run.spec.resources
         if not is_s3(spec.data.path):
             spec = spec.model_copy(
                 update={"data": spec.data.model_copy(update={"path": str(Path(spec.data.path).resolve())})}
@@ -73,10 +90,19 @@ def localize(plan: Plan, gpus: int) -> tuple[Plan, list[str]]:
             spec = spec.model_copy(
                 update={"model": spec.model.model_copy(update={"name": str(Path(spec.model.name).resolve())})}
             )
-        if share is not None and spec.resources.gpus_per_worker > 0:
-            spec = spec.model_copy(update={"resources": spec.resources.model_copy(update={"gpus_per_worker": share})})
+        if share is not None and resources.gpus_per_worker > 0:
+            resources = resources.model_copy(update={"gpus_per_worker": share})
+        spec = spec.model_copy(update={"resources": resources.model_copy(update={"custom": {}})})
         localized.append(run.model_copy(update={"spec": spec}))
-    return plan.model_copy(update={"runs": localized}), notes
+    concurrency = None
+    if not gpus and experiment.max_concurrent is None and len(runs) > 1 and startup.on("concurrency"):
+        widest = max(r.spec.resources.num_workers * r.spec.resources.cpus_per_worker for r in runs)
+        concurrency = max(1, min(len(runs), int(cores // widest)))
+        notes.append(
+            f"local mode: {concurrency} run(s) at a time, for this machine's {cores} CPU cores and no GPU "
+            "(set max_concurrent to choose)"
+        )
+    return Local(plan.model_copy(update={"runs": localized}), notes, concurrency)
 
 
 def gpus_here() -> int:
@@ -132,23 +158,30 @@ def run(experiment: ExperimentSpec, plan: Plan, *, local: bool = False, fresh: b
     """
     experiment = _absolute_storage(experiment)
     notes: list[str] = []
+    concurrency = None
     if local:
-        plan, notes = localize(plan, gpus_here())
+        here = localize(experiment, plan, gpus_here(), os.cpu_count() or 1)
+        plan, notes, concurrency = here.plan, here.notes, here.concurrency
     elif not is_s3(experiment.storage.path):
         notes.append(
             f"storage.path is the local folder {experiment.storage.path} on the driver's node: fine for one node; "
             "on a multi-node cluster use s3:// so every node writes to the same place"
         )
     preflight(experiment, plan)
-    folder, experiment, resuming = ExperimentFolder(experiment.storage, experiment.name).start(experiment, plan, fresh)
     print(*notes, sep="\n")
 
-    from orchestrator import sweep  # Ray, only when a sweep runs: --status, --report and the diagnosis never import it
+    from orchestrator.sweep import trial as sweep  # Ray, only when a sweep runs: never for --status, --report, diagnose
 
-    sweep.connect(local, plan)
+    sweep.connect(local, plan, experiment.storage, concurrency)
     try:
+        try:
+            folder, experiment, resuming = ExperimentFolder(experiment.storage, experiment.name).start(
+                experiment, plan, fresh
+            )
+        except OSError as err:  # plan.json could not be read or written: nothing has started
+            raise SpecError(f"storage: {err}; check storage.path, storage.endpoint_url and the credentials") from None
         print(f"running {len(plan.runs)} run(s): {', '.join(r.name for r in plan.runs)}", flush=True)
-        sweep.run_sweep(experiment, plan, folder, resuming)
+        sweep.run_sweep(experiment, plan, folder, resuming, concurrency)
     finally:
         if local:  # we started this Ray instance, so we stop it
             sweep.disconnect()
@@ -256,27 +289,31 @@ def main(argv: list[str] | None = None) -> int:
             from orchestrator.results.status import show
 
             folder, _, stored = _stored(experiment)
-            print(show(folder, stored))
-            return EXIT_ANSWERED
-        if args.report:
-            results = report(*_stored(experiment))
+            text = show(folder, stored)
         elif args.dry_run:
             from orchestrator.spec.plan import describe
 
+            notes = []
             if args.local:
-                plan, notes = localize(plan, gpus_here())
-                print(*notes, sep="\n")
+                here = localize(experiment, plan, gpus_here(), os.cpu_count() or 1)
+                plan, notes = here.plan, here.notes
             preflight(experiment, plan, write=False)
-            print(describe(experiment, plan))
-            return EXIT_ANSWERED
+            text = "\n".join([*notes, describe(experiment, plan)])
+        elif args.report:
+            results = report(*_stored(experiment))
         else:
             results = run(experiment, plan, local=args.local, fresh=args.fresh)
     except SpecError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_REFUSED
-    except OSError as err:  # the storage, read or written before any run starts
+    except OSError as err:
+        if not (args.status or args.report or args.dry_run):
+            raise  # not a setup error (run() words those as SpecError): the sweep broke, show where
         print(f"error: storage: {err}; check storage.path, storage.endpoint_url and the credentials", file=sys.stderr)
         return EXIT_REFUSED
+    if args.status or args.dry_run:
+        print(text)
+        return EXIT_ANSWERED
     _print_results(results)
     if not results.comparisons.answered:
         print(f"\nno answer: {results.comparisons.verdict.reason}", file=sys.stderr)

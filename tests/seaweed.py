@@ -73,6 +73,9 @@ class SeaweedS3:
                 "-ip=127.0.0.1",
                 "-ip.bind=127.0.0.1",
                 "-volume.max=0",
+                # its Lance and Iceberg catalog servers listen on fixed ports (9101, 8181): off, so servers can coexist
+                "-s3.port.lance=0",
+                "-s3.port.iceberg=0",
             ],
             stdout=(self.workdir / "weed.log").open("ab"),
             stderr=subprocess.STDOUT,

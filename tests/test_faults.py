@@ -14,7 +14,7 @@ from contract.spec import JobConfig
 from jobs import checkpoint as ckpt
 from orchestrator.folder import PLAN, ExperimentFolder
 from orchestrator.spec import SpecError, load
-from orchestrator.sweep import job_configs
+from orchestrator.sweep.trial import job_configs
 from tests.conftest import REFERENCE_ARGS, registered, runs_of, summary
 
 

@@ -37,6 +37,19 @@ from orchestrator.sweep import ray_workarounds
             "uploads each checkpoint from the background thread",
         ),
         (
+            "ray.train.v2._internal.constants",
+            None,
+            "ENABLE_PREEMPTION_WATCHER_ENV_VAR",
+            "saves every run the PreemptionWatcher actor it does not use",
+        ),
+        ("ray._common.constants", None, "HEAD_NODE_RESOURCE_NAME", "keeps trials on the head node"),
+        (
+            "ray.train.v2.api.data_parallel_trainer",
+            "DataParallelTrainer",
+            "_create_default_callbacks",
+            "saves every run the DatasetManager actor it does not use",
+        ),
+        (
             "ray.train.v2._internal.execution.storage",
             "StorageContext",
             "persist_current_checkpoint",

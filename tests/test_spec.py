@@ -10,7 +10,7 @@ import pytest
 
 from contract.spec import JobConfig
 from orchestrator.spec import SpecError, deep_merge, json_schema, load, parse_sets
-from orchestrator.sweep import job_configs
+from orchestrator.sweep.trial import job_configs
 
 SPECS = sorted(Path("specs").glob("*.yaml"))
 

@@ -23,6 +23,7 @@ class RunProgress:
     status: str = "queued"
     rate: float = 0.0  # steps per second over the last window
     last_at: float = field(default_factory=time.monotonic)
+    node: str | None = None  # the Ray node id of its (first) worker, at its last report
 
     @property
     def eta(self) -> str:
@@ -39,7 +40,9 @@ def duration(seconds: float) -> str:
 
 
 def progress_table(runs: list[RunProgress]) -> list[list[str]]:
-    """Rows of (run, step, val, best, status, ETA): one place for the live table, the plain one and --status."""
+    """Rows of (run, step, val, best, status, node, ETA): one place for the live table, the plain one and --status.
+
+    A node is shown by the first 8 characters of its Ray node id, as `ray list nodes` prints it."""
     return [
         [
             r.name,
@@ -47,13 +50,14 @@ def progress_table(runs: list[RunProgress]) -> list[list[str]]:
             "-" if math.isnan(r.val) else f"{r.val:.4f}",
             "-" if math.isinf(r.best) else f"{r.best:.4f}",
             r.status,
+            r.node[:8] if r.node else "-",
             r.eta,
         ]
         for r in runs
     ]
 
 
-HEADER = ["run", "step", "val", "best val", "status", "ETA"]
+HEADER = ["run", "step", "val", "best val", "status", "node", "ETA"]
 
 
 def plain_table(rows: list[list[str]]) -> str:

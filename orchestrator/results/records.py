@@ -49,17 +49,17 @@ class RunRecord:
     memory_fallback: str | None
     eval_tokens: int | None
     best_checkpoint: str | None
-    history: list[dict[str, Any]] = field(
-        default_factory=list
-    )  # step, train_loss, val_loss, lr, clip_rate, grad_norm, reported_at
+    node: str | None = None  # the Ray node its (first) worker ran on at its last report
+    # each time it started again from a checkpoint (a lost worker or node, a relaunch): at_step, from_node, to_node
+    restarts: list[dict[str, Any]] = field(default_factory=list)
+    # step, train_loss, val_loss, lr, clip_rate, grad_norm, reported_at, node_id
+    history: list[dict[str, Any]] = field(default_factory=list)
     doc_nll: list[float] | None = field(default=None, repr=False)  # per val document, at compared_step
     doc_tokens: list[int] | None = field(default=None, repr=False)
-    rows: list[dict[str, Any]] = field(
-        default_factory=list, repr=False
-    )  # history.json, one row per step (its latest report)
-    driver_state: str | None = field(
-        default=None, repr=False
-    )  # state.json: running, finished or failed (None before it started)
+    # history.json, one row per step (its latest report)
+    rows: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    # state.json: running, finished or failed (None before it started)
+    driver_state: str | None = field(default=None, repr=False)
 
     def summary(self) -> dict[str, Any]:
         """What summary.json keeps (the per-document arrays and the raw rows stay in history.json)."""
@@ -98,6 +98,7 @@ def record(
     protocol: EvalProtocol,
 ) -> RunRecord:
     """One run's record from its saved history rows, its error (if it failed) and its stop reason (if stopped)."""
+    restarts = _restarts(rows)
     by_step = {int(r["step"]): r for r in rows}  # a step redone after a failure: its latest report counts
     rows = [by_step[step] for step in sorted(by_step)]
     evals = [r for r in rows if finite(r.get("val_loss")) is not None]
@@ -142,10 +143,16 @@ def record(
         memory_fallback=next((r["memory_fallback"] for r in rows if r.get("memory_fallback")), None),
         eval_tokens=last.get("eval_tokens"),
         best_checkpoint=best_ckpt,
+        node=last.get("node_id"),
+        restarts=restarts,
         history=[
             {
-                k: (finite(r.get(k)) if k != "step" else int(r["step"]))
-                for k in ("step", "train_loss", "val_loss", "lr", "clip_rate", "grad_norm", "reported_at")
+                "step": int(r["step"]),
+                **{
+                    k: finite(r.get(k))
+                    for k in ("train_loss", "val_loss", "lr", "clip_rate", "grad_norm", "reported_at")
+                },
+                "node_id": r.get("node_id"),
             }
             for r in rows
         ],
@@ -153,6 +160,29 @@ def record(
         doc_tokens=doc_tokens,
         rows=rows,
     )
+
+
+def _restarts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each time the run's workers started again, from the rows in the order they were reported.
+
+    Every start of the workers reports its own ``first_step_at`` with its node and the step it
+    resumed from, so a new start after the first is a restart: from which step, and from which
+    node to which.
+    """
+    attempts = []
+    for row in rows:
+        if row.get("first_step_at") is not None and (
+            not attempts or row["first_step_at"] != attempts[-1]["first_step_at"]
+        ):
+            attempts.append(row)
+    return [
+        {
+            "at_step": int(now.get("resumed_from") or 0),
+            "from_node": before.get("node_id"),
+            "to_node": now.get("node_id"),
+        }
+        for before, now in zip(attempts, attempts[1:])
+    ]
 
 
 def _first_loss(evals: list[dict[str, Any]], doc_tokens: list[int] | None, protocol: EvalProtocol) -> float | None:

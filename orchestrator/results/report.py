@@ -160,6 +160,20 @@ def markdown(results: Results) -> str:
         parts += (
             ["## Runs that did not finish", ""] + [f"- **{r.run}** ({r.status}): {r.reason}" for r in stopped] + [""]
         )
+    restarted = [r for r in records if r.restarts]
+    if restarted:
+        parts += [
+            "## Restarts",
+            "",
+            "A restart resumes a run from its latest checkpoint (a lost worker or node, or a relaunch):",
+            "",
+        ]
+        parts += [
+            f"- **{r.run}** restarted at step {x['at_step']}: "
+            f"node {(x['from_node'] or '?')[:8]} → {(x['to_node'] or '?')[:8]}"
+            for r in restarted
+            for x in r.restarts
+        ] + [""]
     memory = [r for r in records if r.memory_fallback]
     if memory:
         parts += ["## Memory", ""] + [f"- **{r.run}**: {r.memory_fallback}" for r in memory] + [""]

@@ -31,6 +31,7 @@ def progress(folder: ExperimentFolder, plan: Plan) -> list[RunProgress]:
             status=status,
             val=vals[-1] if vals else math.nan,
             best=min(vals) if vals else math.inf,
+            node=record.node,
         )
         # step 0 is reported before the first step, so an interval from it would count the start-up as training
         timed = [h for h in record.history if h["reported_at"] is not None and h["step"] > 0]

@@ -62,6 +62,8 @@ FIELDS = (
     "doc_tokens",
     "grad_norms",
     "notes",
+    "node_id",
+    "resumed_from",
 )
 
 
@@ -193,6 +195,7 @@ class Console(tune.Callback):
         if step > run.step and run.step:
             run.rate = (step - run.step) / max(now - run.last_at, 1e-9)
         run.step, run.total, run.last_at, run.status = step, int(result["total_steps"]), now, "running"
+        run.node = result.get("node_id") or run.node
         val = result.get("val_loss")
         if isinstance(val, float) and math.isfinite(val):
             run.val, run.best = val, min(run.best, val)

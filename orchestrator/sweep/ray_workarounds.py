@@ -16,6 +16,9 @@ import time
 
 import ray
 import ray.train
+import ray.train.torch
+
+from orchestrator.sweep import startup
 
 # 1) Set in the process that builds each TorchTrainer (the Tune trial), which Ray Train
 #    propagates to its controller and workers (Train V2's ENV_VARS_TO_PROPAGATE):
@@ -33,6 +36,14 @@ TRAIN_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1", "RAY_CHDIR_TO_TRIAL_DIR
 #    its own credential chain. So the secrets stay out of Ray's logs.
 AWS_SECRETS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"}
 
+# 3) Every Tune trial asks for a sliver of the head node's own resource, so it runs on the head (the
+#    driver's node under `ray job submit`, and on KubeRay), and so does its Train controller, which Train
+#    places on the trial's node (DataParallelTrainer._initialize_and_run_controller). A worker node lost
+#    mid-run then takes only Train workers with it, which Train restarts from the latest checkpoint on
+#    another node; a trial or controller on a lost node would end the run (its restart fails on node
+#    affinity to a node that is gone). Ray names the head's resource in ray._common.constants.
+HEAD_NODE_RESOURCE = "node:__internal_head__"
+
 
 class RayWorkaroundBroken(ImportError):
     """What a workaround relies on is gone from this Ray version."""
@@ -49,11 +60,14 @@ def _require(condition: bool, what: str, protects: str) -> None:
 def _check() -> None:
     import inspect
 
+    from ray._common import constants as common_constants
     from ray.train import constants as train_constants
     from ray.train._internal import session
     from ray.train.v2._internal import constants as train_v2
+    from ray.train.v2._internal.callbacks import datasets as train_datasets
     from ray.train.v2._internal.execution import storage as train_storage
     from ray.train.v2.api import context as train_context
+    from ray.train.v2.api import data_parallel_trainer
     from ray.tune.execution import class_cache
 
     _require(
@@ -62,6 +76,12 @@ def _check() -> None:
         "keeps AWS secrets out of Ray's runtime-env logs",
     )
     propagated = getattr(train_v2, "ENV_VARS_TO_PROPAGATE", set())
+    _require(
+        getattr(train_v2, "ENABLE_PREEMPTION_WATCHER_ENV_VAR", None) == "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+        and "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER" in propagated,
+        "Train V2 no longer reads or propagates RAY_TRAIN_ENABLE_PREEMPTION_WATCHER",
+        "saves every run the PreemptionWatcher actor it does not use",
+    )
     _require(
         getattr(train_v2, "HEALTH_CHECK_INTERVAL_S_ENV_VAR", None) == "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
         and "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S" in propagated,
@@ -90,14 +110,48 @@ def _check() -> None:
         "TrainContext.get_storage().persist_current_checkpoint(checkpoint, checkpoint_dir_name) is gone",
         "uploads each checkpoint from the background thread",
     )
+    _require(
+        getattr(common_constants, "HEAD_NODE_RESOURCE_NAME", None) == HEAD_NODE_RESOURCE,
+        f"the head node's resource is no longer called {HEAD_NODE_RESOURCE}",
+        "keeps trials on the head node",
+    )
+    start_controller = vars(data_parallel_trainer.DataParallelTrainer).get("_initialize_and_run_controller")
+    _require(
+        start_controller is not None and "get_node_id" in inspect.getsource(start_controller),
+        "Train no longer places its controller on the calling node",
+        "keeps trials on the head node",
+    )
+    _require(
+        "_create_default_callbacks" in vars(data_parallel_trainer.DataParallelTrainer)
+        and isinstance(getattr(train_datasets, "DatasetsCallback", None), type),
+        "DataParallelTrainer._create_default_callbacks or DatasetsCallback is gone",
+        "saves every run the DatasetManager actor it does not use",
+    )
 
 
 _check()
 
 
+class TorchTrainer(ray.train.torch.TorchTrainer):
+    """Ray Train's TorchTrainer, without the DatasetsCallback when the run has no Ray Datasets.
+
+    That callback starts a DatasetManager actor for every run even without datasets: one more
+    process per run that imports Ray Data, for nothing (this project's worker reads its data
+    itself). Measured in docs/BENCHMARKS.md, section 2.
+    """
+
+    def _create_default_callbacks(self):
+        from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+
+        callbacks = super()._create_default_callbacks()
+        if self.datasets or not startup.on("dataset_manager"):
+            return callbacks
+        return [c for c in callbacks if not isinstance(c, DatasetsCallback)]
+
+
 def set_train_env() -> None:
     """Call in the process that builds a TorchTrainer, before building it (values already set win)."""
-    os.environ.update({k: v for k, v in TRAIN_ENV.items() if k not in os.environ})
+    os.environ.update({k: v for k, v in {**TRAIN_ENV, **startup.train_env()}.items() if k not in os.environ})
 
 
 def keep_credentials_out_of_ray_logs() -> None:

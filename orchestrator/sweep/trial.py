@@ -19,16 +19,15 @@ from typing import Any
 import ray
 from ray import tune
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.logger import JsonLoggerCallback
 
-from contract.spec import JobConfig
-from contract.storage import filesystem
+from contract.spec import JobConfig, ResourcesSpec, StorageSpec
+from contract.storage import filesystem, is_s3
 from jobs.train import train_loop
 from orchestrator.folder import ExperimentFolder
 from orchestrator.spec import ExperimentSpec, Plan, Run, SpecError, dir_name
-from orchestrator.sweep import ray_workarounds
+from orchestrator.sweep import ray_workarounds, startup
 from orchestrator.sweep.callbacks import Console, History, TensorBoard, mlflow_callback
 from orchestrator.sweep.scheduler import RegressionStopper
 
@@ -52,9 +51,10 @@ CONSOLE_ENV = {
     **({} if sys.stdout.isatty() else {"RAY_COLOR_PREFIX": "0"}),
 }
 
-# Each trial's own actor only coordinates its TorchTrainer; the Train workers
-# request the real CPUs and GPUs. Tune rejects a zero request, hence a sliver.
-TRIAL_DRIVER_CPU = 0.01
+# Each trial's own actor only coordinates its TorchTrainer and asks for no CPU (the Train workers
+# ask for the real CPUs and GPUs); a sliver of the head node's own resource keeps it, and its Train
+# controller, on the head (ray_workarounds.HEAD_NODE_RESOURCE says why).
+TRIAL_RESOURCES = {"cpu": 0, ray_workarounds.HEAD_NODE_RESOURCE: 0.001}
 
 
 def trial(config: dict[str, Any]) -> None:
@@ -63,13 +63,13 @@ def trial(config: dict[str, Any]) -> None:
     job = JobConfig.model_validate(config["job"])
     resources = job.spec.resources
     fs, path = filesystem(ExperimentFolder(job.storage, job.experiment).run_uri(job.run_name), job.storage)
-    trainer = TorchTrainer(
+    trainer = ray_workarounds.TorchTrainer(
         functools.partial(train_loop, persist=ray_workarounds.persist_checkpoint),
         train_loop_config=config["job"],
         scaling_config=ScalingConfig(
             num_workers=resources.num_workers,
             use_gpu=resources.gpus_per_worker > 0,
-            resources_per_worker={"CPU": resources.cpus_per_worker, "GPU": resources.gpus_per_worker},
+            resources_per_worker=worker_resources(job.spec.resources),
         ),
         run_config=RunConfig(
             name=f"train-{tune.get_context().get_trial_id()}",
@@ -91,17 +91,21 @@ def trial(config: dict[str, Any]) -> None:
     ray_workarounds.wait_until_tune_has_the_last_result()
 
 
+def worker_resources(resources: ResourcesSpec) -> dict[str, float]:
+    """What each Train worker of a run asks Ray for."""
+    return {"CPU": resources.cpus_per_worker, "GPU": resources.gpus_per_worker, **resources.custom}
+
+
 def max_concurrent(runs: list[Run], cluster: dict[str, float]) -> int:
-    """How many of these runs the cluster's resources hold at once (at least 1)."""
-    fit, used_cpu, used_gpu = 0, 0.0, 0.0
-    for run in runs:
+    """How many of these runs, in order, the cluster's resources hold at once (at least 1)."""
+    used: dict[str, float] = {}
+    for fit, run in enumerate(runs):
         r = run.spec.resources
-        cpu = r.num_workers * r.cpus_per_worker + TRIAL_DRIVER_CPU
-        gpu = r.num_workers * r.gpus_per_worker
-        if used_cpu + cpu > cluster.get("CPU", 0) + 1e-9 or used_gpu + gpu > cluster.get("GPU", 0) + 1e-9:
-            break
-        used_cpu, used_gpu, fit = used_cpu + cpu, used_gpu + gpu, fit + 1
-    return max(1, fit)
+        demand = {k: used.get(k, 0.0) + r.num_workers * v for k, v in worker_resources(r).items()}
+        if any(total > cluster.get(k, 0.0) + 1e-9 for k, total in demand.items() if total):
+            return max(1, fit)
+        used.update(demand)
+    return max(1, len(runs))
 
 
 def job_configs(experiment: ExperimentSpec, plan: Plan) -> list[dict[str, Any]]:
@@ -119,12 +123,16 @@ def job_configs(experiment: ExperimentSpec, plan: Plan) -> list[dict[str, Any]]:
     ]
 
 
-def connect(local: bool, plan: Plan) -> None:
+def connect(local: bool, plan: Plan, storage: StorageSpec, concurrency: int | None = None) -> None:
     """Start a Ray instance on this machine (``local``) or connect to the cluster in RAY_ADDRESS.
 
     Workers' own output stays in Ray's log files (``log_to_driver=False``): what a worker has
     to say reaches the console through its results (:class:`~orchestrator.sweep.callbacks.Console`),
     so it reads the same in a terminal, a pipe, a file or ``ray job logs``.
+
+    On a cluster of several nodes, a local ``storage.path`` is refused (:class:`SpecError`)
+    unless it is declared ``shared``: each node would write its checkpoints to its own disk,
+    and a run restarted on another node could not find them.
     """
     os.environ.update({k: v for k, v in CONSOLE_ENV.items() if k not in os.environ})
     if not local:
@@ -134,10 +142,21 @@ def connect(local: bool, plan: Plan) -> None:
                 "set RAY_ADDRESS, or pass --local"
             )
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False, logging_level=logging.WARNING)
+        nodes = [n for n in ray.nodes() if n["Alive"]]
+        if len(nodes) > 1 and not is_s3(storage.path) and not storage.shared:
+            ray.shutdown()
+            raise SpecError(
+                f"storage.path {storage.path!r} is a local folder, but this Ray cluster has {len(nodes)} nodes: each "
+                "would write checkpoints to its own disk and a run moved to another node would lose them. Use "
+                "s3://bucket/prefix (with storage.endpoint_url for MinIO and the like), or set storage.shared: true "
+                "if every node mounts that path (NFS)"
+            )
         return
-    demand = sum(r.spec.resources.num_workers * r.spec.resources.cpus_per_worker + TRIAL_DRIVER_CPU for r in plan.runs)
-    cpus = max(os.cpu_count() or 1, math.ceil(demand))
+    # Logical CPUs for every run that goes at once (``concurrency`` of them, or all), however few cores there are
+    demands = sorted((r.spec.resources.num_workers * r.spec.resources.cpus_per_worker for r in plan.runs), reverse=True)
+    cpus = max(os.cpu_count() or 1, math.ceil(sum(demands[: concurrency or len(demands)])))
     print(f"starting a local Ray instance ({cpus} logical CPUs)", flush=True)
+    os.environ.update(startup.local_ray_env())
     ray.init(
         address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING
     )
@@ -148,16 +167,20 @@ def disconnect() -> None:
     ray.shutdown()
 
 
-def run_sweep(experiment: ExperimentSpec, plan: Plan, folder: ExperimentFolder, resuming: bool) -> None:
+def run_sweep(
+    experiment: ExperimentSpec, plan: Plan, folder: ExperimentFolder, resuming: bool, concurrency: int | None = None
+) -> None:
     """Run every run as a Tune trial on the connected Ray cluster and wait for all of them.
 
     When ``resuming``, the Tune experiment is restored: finished and stopped runs are kept
-    as they are, unfinished and failed ones continue from their latest checkpoint.
+    as they are, unfinished and failed ones continue from their latest checkpoint. At most
+    ``experiment.max_concurrent`` runs go at once, else ``concurrency``, else as many as the
+    cluster's resources hold.
     """
     ray_workarounds.keep_credentials_out_of_ray_logs()
     runs = plan.runs
     fs, path = folder.filesystem()
-    trainable = tune.with_resources(trial, {"cpu": TRIAL_DRIVER_CPU})
+    trainable = tune.with_resources(trial, TRIAL_RESOURCES)
     param_space = {"job": tune.grid_search(job_configs(experiment, plan))}
     if resuming and tune.Tuner.can_restore(path, storage_filesystem=fs):
         print(
@@ -172,7 +195,9 @@ def run_sweep(experiment: ExperimentSpec, plan: Plan, folder: ExperimentFolder, 
             param_space=param_space,
             tune_config=tune.TuneConfig(
                 scheduler=RegressionStopper(experiment.early_stopping, folder),
-                max_concurrent_trials=experiment.max_concurrent or max_concurrent(runs, ray.cluster_resources()),
+                max_concurrent_trials=experiment.max_concurrent
+                or concurrency
+                or max_concurrent(runs, ray.cluster_resources()),
                 trial_name_creator=lambda t: dir_name(t.config["job"]["run_name"]),
                 trial_dirname_creator=lambda t: dir_name(t.config["job"]["run_name"]),
             ),

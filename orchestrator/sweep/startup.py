@@ -1,0 +1,44 @@
+"""What makes a sweep start fast: each lever, what it does, and the switch that turns it off.
+
+Every run starts a Tune trial, a Train controller, a placement-group cleaner, a
+synchronization actor and its Train workers, each a fresh Python process that imports
+Ray (and most of them torch). On a GPU cluster that is a few seconds per run against
+hours of training; on a laptop's CPU, eight runs at once spend half the sweep importing.
+The levers (measured one at a time by ``python -m bench.orchestration --ablate``,
+docs/BENCHMARKS.md section 2):
+
+- ``concurrency``: in local mode on a CPU-only machine, only as many runs at once as the
+  cores hold (:func:`orchestrator.launch.localize`); never on a GPU or a cluster.
+- ``dataset_manager``: no DatasetManager actor, which Ray Train starts for every run even
+  without Ray Datasets (:class:`~orchestrator.sweep.ray_workarounds.TorchTrainer`).
+- ``preemption_watcher``: no PreemptionWatcher actor per run. It only reports node drains to
+  training code that asks (``ray.train.get_preemption_info``), which ours does not; a
+  drained node's workers are restarted from the latest checkpoint like any lost worker.
+- ``preload``: in local mode, Ray's idle workers import torch before they are given an
+  actor (``RAY_preload_python_modules``), while the driver is still setting up.
+
+``PLATEAU_STARTUP_OFF=lever,lever`` turns levers off, to measure them or to rule them out.
+"""
+
+from __future__ import annotations
+
+import os
+
+LEVERS = ("concurrency", "dataset_manager", "preemption_watcher", "preload")
+OFF_ENV = "PLATEAU_STARTUP_OFF"
+
+
+def on(lever: str) -> bool:
+    """Whether ``lever`` (one of :data:`LEVERS`) is in use in this process."""
+    assert lever in LEVERS, lever
+    return lever not in os.environ.get(OFF_ENV, "").split(",")
+
+
+def train_env() -> dict[str, str]:
+    """Environment for the process that builds a TorchTrainer; Train propagates it to its controller."""
+    return {} if not on("preemption_watcher") else {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+
+
+def local_ray_env() -> dict[str, str]:
+    """Environment for a local Ray instance, set before it starts (its raylet reads it once)."""
+    return {} if not on("preload") else {"RAY_preload_python_modules": "torch"}

@@ -1,0 +1,154 @@
+"""A real multi-node Ray cluster on this machine, for tests: `ray start` processes on 127.0.0.1.
+
+The head runs the dashboard (for `ray job submit`) with token authentication on and no
+CPUs, as on KubeRay; each worker node is its own `ray start --block` process with its own
+ports and custom resources, so a test decides where runs land, and can lose a node by
+killing that process tree (raylet and workers) with SIGKILL. Every process is stopped by
+the PID this class started, never by `ray stop`, which would stop every Ray on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+
+def free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _node_ports() -> list[str]:
+    """The ports one node binds, all free, so several nodes can share this machine."""
+    agent, agent_grpc, runtime_env, metrics, node_manager, object_manager = free_ports(6)
+    return [
+        f"--dashboard-agent-listen-port={agent}",
+        f"--dashboard-agent-grpc-port={agent_grpc}",
+        f"--runtime-env-agent-port={runtime_env}",
+        f"--metrics-export-port={metrics}",
+        f"--node-manager-port={node_manager}",
+        f"--object-manager-port={object_manager}",
+    ]
+
+
+class LocalCluster:
+    def __init__(self) -> None:
+        # short: Ray's socket paths must fit 107 characters
+        self.temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+        self.env = {
+            **os.environ,
+            "RAY_AUTH_MODE": "token",
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        }
+        self.env.pop("RAY_ADDRESS", None)
+        self.nodes: dict[str, subprocess.Popen] = {}
+        self.gcs, self.dashboard, self.client = free_ports(3)
+        self.url = f"http://127.0.0.1:{self.dashboard}"
+
+    def _start(self, name: str, args: list[str]) -> None:
+        self.nodes[name] = subprocess.Popen(
+            ["ray", "start", "--block", "--disable-usage-stats", "--node-ip-address=127.0.0.1", *_node_ports(), *args],
+            env=self.env,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def start_head(self, timeout: float = 120) -> None:
+        """The head: GCS, dashboard and job server, no CPUs (nothing trains there)."""
+        self._start(
+            "head",
+            [
+                "--head",
+                "--num-cpus=0",
+                f"--port={self.gcs}",
+                "--include-dashboard=true",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={self.dashboard}",
+                f"--ray-client-server-port={self.client}",
+                f"--temp-dir={self.temp_dir}",
+            ],
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.nodes["head"].poll() is None, "ray start --head exited"
+            try:
+                urllib.request.urlopen(f"{self.url}/api/version", timeout=2)
+            except urllib.error.HTTPError:
+                return  # the dashboard answers (401: token authentication is on)
+            except OSError:
+                assert time.monotonic() < deadline, "the dashboard did not come up"
+                time.sleep(1)
+            else:
+                return
+
+    def add_node(self, name: str, cpus: int, resources: dict[str, float]) -> None:
+        """A worker node with ``cpus`` CPUs and these custom resources; returns once it has joined."""
+        self._start(
+            name,
+            [f"--address=127.0.0.1:{self.gcs}", f"--num-cpus={cpus}", f"--resources={json.dumps(resources)}"],
+        )
+        self.wait_for(lambda nodes: any(resources.items() <= n["Resources"].items() for n in nodes), f"node {name}")
+
+    def alive(self) -> list[dict]:
+        """The alive nodes, as Ray's state API lists them."""
+        out = subprocess.run(
+            ["ray", "list", "nodes", f"--address=127.0.0.1:{self.gcs}", "--format=json", "--limit=100", "--detail"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        nodes = json.loads(out.stdout or "[]")
+        return [
+            {"NodeID": n["node_id"], "Resources": n.get("resources_total", {})} for n in nodes if n["state"] == "ALIVE"
+        ]
+
+    def wait_for(self, condition, what: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition(self.alive()):
+            assert time.monotonic() < deadline, f"{what} did not join the cluster"
+            time.sleep(1)
+
+    def kill(self, name: str) -> None:
+        """Lose a node: SIGKILL its raylet and everything it started, by PID, at once."""
+        root = psutil.Process(self.nodes.pop(name).pid)
+        tree = [root, *root.children(recursive=True)]
+        for process in tree:
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:  # exited on its own meanwhile
+                pass
+        psutil.wait_procs(tree, timeout=30)
+
+    def stop(self) -> None:
+        """Stop every node this cluster started (the head last), by PID."""
+        for name in [n for n in self.nodes if n != "head"] + (["head"] if "head" in self.nodes else []):
+            process = self.nodes.pop(name)
+            root = psutil.Process(process.pid)
+            tree = [root, *root.children(recursive=True)]
+            process.send_signal(signal.SIGTERM)  # `ray start --block` tears down what it started
+            _, alive = psutil.wait_procs(tree, timeout=30)
+            for leftover in alive:
+                try:
+                    leftover.kill()
+                except psutil.NoSuchProcess:
+                    pass
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
