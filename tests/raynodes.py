@@ -101,9 +101,18 @@ class LocalCluster:
 
     def add_node(self, name: str, cpus: int, resources: dict[str, float]) -> None:
         """A worker node with ``cpus`` CPUs and these custom resources; returns once it has joined."""
+        # its own temp folder, as a separate machine has: nodes sharing one would share the runtime-env
+        # folder, and a node starting up clears the working dirs it does not know, the running job's included
+        temp_dir = Path(self.temp_dir) / name
+        temp_dir.mkdir()
         self._start(
             name,
-            [f"--address=127.0.0.1:{self.gcs}", f"--num-cpus={cpus}", f"--resources={json.dumps(resources)}"],
+            [
+                f"--address=127.0.0.1:{self.gcs}",
+                f"--num-cpus={cpus}",
+                f"--resources={json.dumps(resources)}",
+                f"--temp-dir={temp_dir}",
+            ],
         )
         self.wait_for(lambda nodes: any(resources.items() <= n["Resources"].items() for n in nodes), f"node {name}")
 
@@ -114,7 +123,7 @@ class LocalCluster:
             env=self.env,
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=300,  # the state API answers slowly while many processes start on two cores
         )
         nodes = json.loads(out.stdout or "[]")
         return [

@@ -180,7 +180,7 @@ def test_the_secret_appears_in_no_output(multinode, cluster):
     client = multinode["client"]
     for key in _keys(client, "cluster/"):  # checkpoints, Tune's state, reports
         assert SECRET_KEY.encode() not in client.get_object(Bucket="sweeps", Key=key)["Body"].read(), key
-    logs = [f for f in Path(cluster.temp_dir).glob("session_*/logs/**/*") if f.is_file()]
+    logs = [f for f in Path(cluster.temp_dir).glob("**/session_*/logs/**/*") if f.is_file()]  # every node's
     assert any(f.name.startswith("runtime_env") for f in logs)  # Ray's runtime-env agent, which logs runtime_envs
     for file in logs:
         assert SECRET_KEY.encode() not in file.read_bytes(), file
