@@ -246,6 +246,21 @@ def test_noise_alone_is_never_a_regression_or_a_plateau():
     assert "overfit" in {f.rule for f in diagnose(log, Context({}))}
 
 
+def test_one_rise_is_a_regression_only_when_per_document_losses_show_it_beyond_noise():
+    """Our sweeps record each val document's loss, so one evaluation can be tested against the best (paired)."""
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(100, 400, size=19)
+    before = tokens * rng.uniform(4.0, 4.8, size=19)
+    log = RunLog("hot_lr", [Point(0, None, 4.39), Point(10, 5.1, 4.61)], "plateau-sweep run", doc_tokens=list(tokens))
+    log.doc_losses = [(0, list(before)), (10, list(before + 0.22 * tokens + rng.normal(0, 5, 19)))]
+    (rise,) = [f for f in diagnose(log, Context({})) if f.rule == "regression"]
+    assert rise.title == "Loss increased at step 10" and rise.evidence.startswith("val 4.39 → 4.61")
+    assert "paired bootstrap over val documents" in rise.threshold
+    same = before + rng.normal(0, 5, 19)  # the same model, scored again: no rise beyond noise
+    log.doc_losses[1] = (10, list(same))
+    assert "regression" not in {f.rule for f in diagnose(log, Context({}))}
+
+
 def test_the_seeds_spec_restores_the_batch_everywhere_and_tolerates_its_spike(tmp_path, hub_cache):
     out = tmp_path / "fixes.yaml"
     assert main([SEED_LOG, "--command", SEED_CURRENT, "--intended-batch", "32", "--emit-spec", str(out)]) == 0

@@ -357,8 +357,8 @@ def markdown(title: str, log: RunLog, findings: list[Finding], ctx: Context, adv
         parts += [f"**The run is healthy.** {_keep_training(log)}", ""]
     for i, f in enumerate(findings, 1):
         parts += [
-            f"{i}. **{f.title}** ({f.confidence} confidence): {f.evidence}",
-            f"   - rule `{f.rule}`: {f.threshold}",
+            f"{i}. **{f.title}**: {f.evidence}",
+            f"   - rule `{f.rule}`, {f.confidence} confidence: {f.threshold}",
         ]
     parts += ["", f"{len(findings) + 1}. **Current configuration**:"]
     parts += [f"   - {line}" for line in describe_config(ctx, log)] + [""]
