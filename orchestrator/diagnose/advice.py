@@ -10,7 +10,6 @@ A healthy run gets no option.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from orchestrator.diagnose.rules import (
     trend_gain,
     val_size,
 )
+from orchestrator.spec import ExperimentSpec, SpecError, deep_merge, resolve_runs
 from orchestrator.spec.plan import flatten
 
 WEIGHT_DECAY = 0.1  # GPT-3 and nanoGPT train with AdamW weight decay 0.1
@@ -263,14 +263,12 @@ def advise(ctx: Context, log: RunLog, findings: list[Finding], notes: list[str] 
     """Options for the ranked causes, the fixes every arm gets, and early stopping that tolerates the log's noise.
 
     An option that would not make a valid run of the configuration goes to ``notes`` instead."""
-    from orchestrator.spec import ExperimentSpec, SpecError, resolve_runs
-
     advice = Advice(options=[], early_stopping=_early_stopping(log, findings))
     if healthy(findings):
         return advice
     overfitting = any(f.rule == "overfit" for f in findings)
     _base_fixes(advice, ctx, log, findings)
-    base = _merge(ctx.config, advice.base)
+    base = deep_merge(ctx.config, advice.base)
     for cause, _ in rank_causes(findings):
         if overfitting and cause.rule in NEVER_FOR_OVERFIT:
             continue
@@ -295,19 +293,15 @@ def advise(ctx: Context, log: RunLog, findings: list[Finding], notes: list[str] 
     return advice
 
 
-def _merge(config: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    from orchestrator.spec import deep_merge
-
-    return deep_merge(config, override)
-
-
 def _base_fixes(advice: Advice, ctx: Context, log: RunLog, findings: list[Finding]) -> None:
     """What every arm gets: the intended batch, and evaluations frequent enough to see val turn."""
     short = next((f for f in findings if f.rule == "batch"), None)
     if short is not None:
         intended, actual = short.data["intended"], short.data["actual"]
         micro = _divisor_at_most(intended, actual)  # no more per forward than fits today
-        advice.base = _merge(advice.base, {"data": {"batch_size": intended}, "compute": {"micro_batch_size": micro}})
+        advice.base = deep_merge(
+            advice.base, {"data": {"batch_size": intended}, "compute": {"micro_batch_size": micro}}
+        )
         advice.base_why.append(
             f"batch {intended} as intended, in {intended // micro} micro-batches of {micro} (what fits today): a "
             "hardware fix, not a hypothesis, so every arm, the control included, trains at the intended tokens per step"
@@ -319,7 +313,7 @@ def _base_fixes(advice: Advice, ctx: Context, log: RunLog, findings: list[Findin
     every = ctx.value("run.eval_every")
     if every > per_epoch and every > 1:
         cadence = max(1, math.floor(per_epoch))
-        advice.base = _merge(advice.base, {"run": {"eval_every": cadence, "checkpoint_every": cadence}})
+        advice.base = deep_merge(advice.base, {"run": {"eval_every": cadence, "checkpoint_every": cadence}})
         advice.base_why.append(
             f"evaluate and checkpoint every {cadence} steps, about once an epoch ({ctx.corpus.train_tokens:,} training "
             f"tokens at {batch} x {ctx.value('data.block_size')} a step), not every {every} ({every / per_epoch:,.0f} "
@@ -536,13 +530,11 @@ def monitoring(log: RunLog, findings: list[Finding], ctx: Context, advice: Advic
 def emit_spec(name: str, config: dict[str, Any], advice: Advice, source: str) -> str:
     """An experiment spec: the current configuration (with the fixes every arm gets) as base and control, one option
     per fix, as YAML with comments."""
-    from orchestrator.spec import deep_merge
-
     spec: dict[str, Any] = {
         "name": name,
         "control": "current",
         "early_stopping": advice.early_stopping,
-        "base": deep_merge(copy.deepcopy(config), advice.base),
+        "base": deep_merge(config, advice.base),
         "options": {"current": {}, **{o.key: o.overrides for o in advice.options}},
     }
     body = yaml.safe_dump(spec, sort_keys=False, default_flow_style=None, width=120)
