@@ -19,6 +19,7 @@ import yaml
 
 from orchestrator.diagnose.logs import RunLog
 from orchestrator.diagnose.rules import (
+    BASELINE_FAR,
     LORA_FACTOR,
     LR_BAND,
     Context,
@@ -486,8 +487,8 @@ def monitoring(log: RunLog, findings: list[Finding], ctx: Context, advice: Advic
         ref = reference(ctx.model) if ctx.model else None
         out.append(
             "**Check the step-0 evaluation first**: the control's val loss before any step is the pretrained model's "
-            f"on this data; near {ref.loss:.1f} means the start is right, and nothing else in the report means much "
-            "until it is."
+            f"on this data; within {BASELINE_FAR}x of {ref.loss:.2f} means the start is right, and nothing else in "
+            "the report means much until it is."
             if ref
             else "**Check the step-0 evaluation first**."
         )
