@@ -422,9 +422,15 @@ def _keep_training(log: RunLog) -> str:
     last = log.evals[-1].step if log.evals else None
     if gain is None or not last:
         return "Keep training."
+    kind, peak, _ = logged_schedule(log)
+    stretch = (
+        " (a new run with its schedule stretched to that length: this one's LR has decayed)"
+        if kind is not None and kind.endswith("decay")
+        else ""
+    )
     return (
         f"Keep training: if val stays linear in log(step) as over the last half of the run, doubling to {2 * last:,} "
-        f"steps lowers it by about {gain:.3f} nats."
+        f"steps{stretch} lowers it by about {gain:.3f} nats."
     )
 
 
@@ -470,7 +476,14 @@ def describe_config(ctx: Context, log: RunLog) -> list[str]:
         )
     if c:
         clip = ctx.value("optim.grad_clip")
-        lines.append(f"Gradient clipping: {clip if clip is not None else 'off'}")
+        lines.append(
+            f"Gradient clipping: {clip if clip is not None else 'off'}"
+            + (
+                ""
+                if ctx.ours or ctx.get("optim.grad_clip") is not None
+                else " (not stated; the emitted spec's default)"
+            )
+        )
     if ctx.corpus is not None:
         seen, _ = epochs_at(log, ctx, log.points[-1].step) if log.points else (None, "")
         lines.append(
