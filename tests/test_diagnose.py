@@ -13,6 +13,7 @@ import pytest
 from orchestrator.diagnose import advice
 from orchestrator.diagnose.__main__ import main
 from orchestrator.diagnose.command import import_command
+from orchestrator.diagnose.corpus import corpus
 from orchestrator.diagnose.logs import Point, RunLog, parse
 from orchestrator.diagnose.rules import CONFIDENCE, RULES, Context, diagnose
 from orchestrator.spec import load
@@ -190,14 +191,17 @@ def test_the_seeds_diagnosis_leads_with_its_starting_point_and_searches_the_lr_a
     first = diagnosis["findings"][0]
     assert first["rule"] == "baseline" and first["confidence"] == "high"
     assert "6.71 nats/token, 2.2x the 3.12 that pretrained gpt2 scores" in first["evidence"]
-    assert "about 166 epochs" in first["evidence"] and "resumes from a checkpoint at step 1,000" in first["evidence"]
+    data = corpus(import_command(SEED_CURRENT).config)  # the bundled corpus, measured as a run reads it
+    epochs = 2_500 * 16 * 128 / data.train_tokens  # more than a hundred: a model that learns would have memorised it
+    assert f"about {epochs:,.0f} epochs" in first["evidence"] and epochs > 100
+    assert "resumes from a checkpoint at step 1,000" in first["evidence"]
     printed = capsys.readouterr().out
     assert printed.index("## Before any sweep: check the starting point") < printed.index("## Root Causes")
     assert "trains 294,912" in printed  # LoRA r8 on GPT-2's c_attn: what print_trainable_parameters should say
     lr = next(f for f in diagnosis["findings"] if f["rule"] == "learning_rate")
     assert "60x below" in lr["evidence"]
     spike = next(f for f in diagnosis["findings"] if f["rule"] == "noise")
-    assert "possibly noise" in spike["title"] and "19 val documents" in spike["evidence"]
+    assert "possibly noise" in spike["title"] and f"only {data.val_documents} val documents" in spike["evidence"]
     (option,) = diagnosis["options"]  # no capacity without evidence, no clip without gradient norms, no schedule
     assert option["name"] == "lr_range" and set(option["changes"]) == {"optim.lr"}  # one change: the LR
     assert all(lr >= 10 * 1e-5 for lr in option["changes"]["optim.lr"])
@@ -312,7 +316,8 @@ def test_a_memorising_winner_is_named_and_its_confirm_run_keeps_the_best_checkpo
     results = build(folder, experiment, plan, collect(folder, plan))
     assert results.comparisons.verdict.take == "full_finetune"
     why = next(line for line in sweep_diagnosis(results).splitlines() if line.startswith("- **full_finetune**"))
-    assert "memorisation under way" in why and "a gap of 0.82 nats" in why and "44,867-token corpus" in why
+    tokens = corpus(plan.runs[0].spec.model_dump(mode="json")).train_tokens
+    assert "memorisation under way" in why and "a gap of 0.82 nats" in why and f"{tokens:,}-token corpus" in why
     assert "the winner is memorising" in why
     control = next(line for line in sweep_diagnosis(results).splitlines() if line.startswith("- **current**"))
     assert "memoris" not in control  # LoRA r8 at train 4.28, val 4.26: no gap
