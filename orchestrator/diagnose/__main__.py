@@ -1,28 +1,36 @@
 """From a training log to a diagnosis and a runnable sweep.
 
-    python -m orchestrator.diagnose [SOURCE] [--command CMD] [--intended-batch N] [--emit-spec FILE]
+    python -m orchestrator.diagnose [SOURCE] [--command CMD] [--intended-batch N] [--train-tokens N]
+        [--emit-spec FILE] [--json FILE]
 
 SOURCE is a training log (a Hugging Face trainer_state.json, a nanoGPT-style log, CSV or
 JSONL of per-step metrics), a plateau-sweep spec, or an experiment's folder in storage
 (local or s3://; the endpoint comes from AWS_ENDPOINT_URL). --command imports the current
 configuration from a command in the seed's environment-variable form. The diagnosis is
-printed as markdown; --emit-spec writes an experiment spec whose base and control are the
-current configuration, with one option per recommended fix. Exit codes: 0 done, 2 bad input.
+printed as markdown (--json writes it machine-readable); --emit-spec writes an experiment
+spec whose base and control are the current configuration, with one option per recommended
+fix, and refuses (exit 2, saying why) when there is no configuration to run or nothing to
+compare. Exit codes: 0 done, 2 bad input or no spec.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from contract.presets import config_dict
+import yaml
+
+from contract.spec import TrainSpec
 from orchestrator.diagnose import advice
 from orchestrator.diagnose.command import CommandError, import_command
+from orchestrator.diagnose.corpus import Corpus, corpus
 from orchestrator.diagnose.logs import FORMATS, LogError, RunLog, parse
-from orchestrator.diagnose.rules import Context, diagnose
+from orchestrator.diagnose.rules import Context, diagnose, healthy, reference
 from orchestrator.spec import ExperimentSpec, SpecError, load, resolve_runs
 
 
@@ -60,42 +68,6 @@ def _our_sweep(source: str, run: str | None) -> tuple[RunLog, dict[str, Any], st
     return run_log(record), spec_dict(spec), f"run {chosen} of experiment {experiment.name}"
 
 
-def _longer_than_block(config: dict[str, Any]) -> tuple[float | None, str | None]:
-    """The share of the data's documents longer than block_size, when the data file is here; with a note when
-    estimated."""
-    from contract.spec import DataSpec, StorageSpec
-    from jobs.data import DataError, read_documents, tokenize
-
-    data, block = config.get("data", {}), config.get("data", {}).get("block_size")
-    path = data.get("path")
-    if block is None or path is None or not Path(path).is_file():
-        return None, None
-    try:
-        docs = read_documents(DataSpec(path=path), StorageSpec())
-    except DataError:
-        return None, None
-    ctx = Context(config)
-    name = ctx.value("model.tokenizer") or ctx.value("model.name")  # ModelSpec.tokenizer_source, for a partial config
-    try:
-        from transformers import AutoTokenizer
-
-        from contract.presets import local_folder
-
-        folder = local_folder(name)
-        tokenizer = AutoTokenizer.from_pretrained(str(folder) if folder else name, local_files_only=True)
-        lengths, note = [len(ids) for ids in tokenize(docs, tokenizer)], None  # as training counts them
-    except (
-        OSError,
-        ValueError,
-    ):  # not here (an uncached hub id), or not a name at all: English BPE averages about 4 characters a token
-        lengths, note = (
-            [len(d) / 4 for d in docs],
-            f"document lengths in tokens are estimated at 4 characters a token ({name}'s tokenizer is not available "
-            "offline)",
-        )
-    return sum(n > block for n in lengths) / len(lengths), note
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m orchestrator.diagnose", description=__doc__.split("\n\n")[0])
     parser.add_argument("source", nargs="?", help=f"the training log or sweep: {FORMATS}")
@@ -107,11 +79,19 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="the batch the run was meant to have (e.g. before an out-of-memory error halved it)",
     )
+    parser.add_argument(
+        "--train-tokens",
+        type=int,
+        help="tokens in the training data, when its file is not here (to count the epochs the log has seen)",
+    )
     parser.add_argument("--run", help="which run of a sweep to diagnose (default: the control's first seed)")
     parser.add_argument(
         "--emit-spec",
         metavar="FILE",
         help="write an experiment spec: the current configuration as control, one option per fix",
+    )
+    parser.add_argument(
+        "--json", metavar="FILE", help="write the diagnosis as JSON: healthy, findings, causes, options"
     )
     args = parser.parse_args(argv)
     if args.source is None and args.command is None:
@@ -121,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config: dict[str, Any] = {}
         notes: list[str] = []
+        ours = False
         log, title = RunLog(name="command", points=[], source="command"), "the given command"
         if args.source is not None:
             is_sweep = (
@@ -128,12 +109,13 @@ def main(argv: list[str] | None = None) -> int:
             )
             if is_sweep:
                 log, config, title = _our_sweep(args.source, args.run)
+                ours = True
             else:
                 log = parse(args.source)
                 title = f"{args.source} ({log.source})"
         if args.command is not None:
             imported = import_command(args.command)
-            config, notes = imported.config, list(imported.notes)
+            config, notes, ours = imported.config, list(imported.notes), False
             if imported.unknown:
                 notes.append(f"not imported (unknown variables): {', '.join(imported.unknown)}")
     except (LogError, CommandError, SpecError) as err:
@@ -142,37 +124,73 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:  # a sweep's storage that cannot be read
         print(f"error: {args.source}: cannot read the sweep's storage ({err})", file=sys.stderr)
         return 2
-    if log.longer_than_block is None:
-        log.longer_than_block, note = _longer_than_block(config)
-        notes += [note] if note else []
-    model = config.get("model", {}).get("name")
-    vocab = (config_dict(model) or {}).get("vocab_size") if model else None
-    ctx = Context(config, args.intended_batch, vocab)
+    # a run of ours left its defaults out of the config, and they are what it ran; an imported command's are unknown
+    data = corpus(TrainSpec.model_validate(config).model_dump(mode="json") if ours else config)
+    if args.train_tokens is not None:
+        data = replace(data, train_tokens=args.train_tokens) if data else Corpus(args.train_tokens, 0, 0, None)
+    elif data is not None and data.note:
+        notes.append(data.note)
+    ctx = Context(config, args.intended_batch, data, ours)
+    if ctx.model is not None and reference(ctx.model) is None:
+        notes.append(f"no reference loss is known for {ctx.model}, so its starting point is not judged")
+    if not config:
+        notes.append("no configuration (--command, or a spec or sweep as SOURCE): the start and the LR are not judged")
     findings = diagnose(log, ctx)
-    opts = advice.options(config, findings, notes)
-    print(advice.markdown(title, findings, ctx, opts, notes))
-    if args.emit_spec:
-        out = Path(args.emit_spec)
-        last_val = log.evals[-1].val_loss if log.evals else None
+    plan = advice.advise(ctx, log, findings, notes)
+    print(advice.markdown(title, log, findings, ctx, plan, notes))
+    if args.json:
         try:
-            resolve_runs(ExperimentSpec(base=config, options={"current": {}}))
-            out.write_text(advice.emit_spec(out.stem, config, opts, last_val, title))
-        except (SpecError, ValueError) as err:
-            print(
-                f"error: --emit-spec: the current configuration is not a valid run ({err}); fix the command or the "
-                "source",
-                file=sys.stderr,
-            )
-            return 2
+            Path(args.json).write_text(json.dumps(advice.to_json(findings, plan), indent=2) + "\n")
         except OSError as err:
-            print(f"error: --emit-spec {out}: cannot write it ({err.strerror})", file=sys.stderr)
+            print(f"error: --json {args.json}: cannot write it ({err.strerror})", file=sys.stderr)
             return 2
+    if args.emit_spec:
+        return _emit(Path(args.emit_spec), config, ours, findings, plan, title)
+    return 0
+
+
+def _emit(out: Path, config: dict[str, Any], ours: bool, findings: list, plan: advice.Advice, title: str) -> int:
+    """Write the spec, or exit 2 saying why there is none: no configuration to run, or nothing to compare."""
+    stated = [(what, path) for what, path in (("the model", "model.name"), ("the data", "data.path"))]
+    missing = [] if ours else [what for what, path in stated if Context(config).get(path) is None]
+    refusal = None
+    if not config:
+        refusal = (
+            "there is no configuration to run: pass --command (the training command), or a spec or an experiment "
+            "folder as SOURCE"
+        )
+    elif missing:
+        refusal = (
+            f"the configuration does not name {' or '.join(missing)} (MODEL_TYPE, TRAINING_DATA_SOURCE in --command); "
+            "a spec without them would train plateau-sweep's defaults, not what the log trained"
+        )
+    elif healthy(findings):
+        refusal = "the run is healthy, so there is no fix to compare; keep training"
+    elif not plan.options:
+        refusal = "no fix to compare: the diagnosis names checks to make first, not hypotheses to sweep"
+    if refusal is not None:
+        print(f"error: --emit-spec {out}: not written: {refusal}", file=sys.stderr)
+        return 2
+    try:
+        text = advice.emit_spec(out.stem, config, plan, title)
+        spec = yaml.safe_load(text)
+        resolve_runs(ExperimentSpec(**{k: spec[k] for k in ("name", "control", "early_stopping", "base", "options")}))
+        out.write_text(text)
+    except (SpecError, ValueError) as err:
         print(
-            f"wrote {out}: the current configuration as control `current`, and {len(opts)} option(s): "
-            f"{', '.join(o.key for o in opts)}\n"
-            f"check it: python -m orchestrator.launch {out} --dry-run",
+            f"error: --emit-spec: the current configuration is not a valid run ({err}); fix the command or the source",
             file=sys.stderr,
         )
+        return 2
+    except OSError as err:
+        print(f"error: --emit-spec {out}: cannot write it ({err.strerror})", file=sys.stderr)
+        return 2
+    print(
+        f"wrote {out}: the current configuration as control `current`, and {len(plan.options)} option(s): "
+        f"{', '.join(o.key for o in plan.options)}\n"
+        f"check it: python -m orchestrator.launch {out} --dry-run",
+        file=sys.stderr,
+    )
     return 0
 
 

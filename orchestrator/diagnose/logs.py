@@ -2,10 +2,11 @@
 
 Accepted, detected from the content:
 - a Hugging Face Trainer ``trainer_state.json`` (its ``log_history``);
-- a nanoGPT-style text log: ``step 1500: train loss 6.6700, val loss 6.7100`` lines (other
-  lines, such as ``iter N: loss ...`` and banners, are ignored);
+- a nanoGPT-style text log: ``step 1500: train loss 6.6700, val loss 6.7100`` lines, with the
+  ``saving checkpoint to ...`` and ``Resuming ... step N`` lines around them (other lines, such as
+  ``iter N: loss ...`` and banners, are ignored);
 - CSV with a header, or JSONL, of per-step metrics: ``step``, ``train_loss``, ``val_loss``,
-  and optionally ``lr``, ``grad_norm``.
+  and optionally ``lr``, ``grad_norm``, ``epoch``.
 
 Our own sweeps (a spec, or an experiment's folder in storage) are read by
 :mod:`orchestrator.diagnose.sweep`.
@@ -26,7 +27,7 @@ from contract.text import NotText, decode_text
 
 FORMATS = (
     "a Hugging Face trainer_state.json; a nanoGPT-style log (`step N: train loss X, val loss Y`); "
-    "CSV or JSONL with step, train_loss, val_loss (and optionally lr, grad_norm); "
+    "CSV or JSONL with step, train_loss, val_loss (and optionally lr, grad_norm, epoch); "
     "a plateau-sweep spec (.yaml) or an experiment's folder in storage"
 )
 
@@ -42,6 +43,10 @@ class Point:
     val_loss: float | None = None
     lr: float | None = None
     grad_norm: float | None = None
+    epoch: float | None = None  # passes over the training data so far, when the log counts them
+
+
+_FIELDS = ("train_loss", "val_loss", "lr", "grad_norm", "epoch")
 
 
 @dataclass
@@ -56,10 +61,23 @@ class RunLog:
     longer_than_block: float | None = None  # share of documents longer than block_size, when known
     doc_losses: list[tuple[int, list[float]]] = field(default_factory=list)  # (step, per-document NLL sums), ours only
     doc_tokens: list[int] | None = None
+    resumed: list[int | None] = field(default_factory=list)  # steps the run resumed at (None: the log says no step)
+    checkpoints: dict[int, str] = field(default_factory=dict)  # step -> where the log says it saved a checkpoint
+    best_checkpoint: str | None = None  # the trainer's own pick (trainer_state.json best_model_checkpoint)
 
     @property
     def evals(self) -> list[Point]:
         return [p for p in self.points if p.val_loss is not None]
+
+    @property
+    def trains(self) -> list[Point]:
+        return [p for p in self.points if p.train_loss is not None]
+
+    def train_at(self, step: int) -> float | None:
+        """The train loss logged at ``step`` or last before it (Trainer logs train and eval losses on separate
+        rows)."""
+        before = [p for p in self.trains if p.step <= step]
+        return before[-1].train_loss if before else None
 
 
 def _number(value: Any, what: str, where: str) -> float | None:
@@ -77,7 +95,7 @@ def merge(points: list[Point]) -> list[Point]:
     by: dict[int, Point] = {}
     for p in points:
         q = by.setdefault(p.step, Point(p.step))
-        for name in ("train_loss", "val_loss", "lr", "grad_norm"):
+        for name in _FIELDS:
             if getattr(p, name) is not None:
                 setattr(q, name, getattr(p, name))
     return [by[s] for s in sorted(by)]
@@ -157,14 +175,17 @@ def parse_trainer_state(text: str, path: str, name: str) -> RunLog:
                 val_loss=_number(entry.get("eval_loss"), "eval_loss", where),
                 lr=_number(entry.get("learning_rate"), "learning_rate", where),
                 grad_norm=_number(entry.get("grad_norm"), "grad_norm", where),
+                epoch=_number(entry.get("epoch"), "epoch", where),
             )
         )
     points = merge(points)
+    best = state.get("best_model_checkpoint")
     return RunLog(
         name=name,
         points=points,
         source="trainer_state.json",
         grad_norms=[p.grad_norm for p in points if p.grad_norm is not None],
+        best_checkpoint=best if isinstance(best, str) else None,
     )
 
 
@@ -172,11 +193,21 @@ _NANOGPT = re.compile(
     r"^\s*step\s+(\d+)\s*:\s*train loss\s+(\S+?),\s*val loss\s+(\S+)\s*$", re.IGNORECASE | re.MULTILINE
 )
 _NANOGPT_START = re.compile(r"^\s*step\s+\d+\s*:", re.IGNORECASE)
+_SAVED = re.compile(r"saving checkpoint to\s+(\S+)", re.IGNORECASE)
+_RESUMED = re.compile(r"^\s*resum\w*\b(?:.*?\bstep\s+(\d+))?", re.IGNORECASE)
 
 
 def parse_nanogpt(text: str, path: str, name: str) -> RunLog:
-    points = []
+    points: list[Point] = []
+    checkpoints: dict[int, str] = {}
+    resumed: list[int | None] = []
     for number, line in enumerate(text.splitlines(), 1):
+        if (saved := _SAVED.search(line)) and points:
+            checkpoints[points[-1].step] = saved.group(1)  # nanoGPT saves right after the evaluation it ranks by
+            continue
+        if resume := _RESUMED.match(line):
+            resumed.append(int(resume.group(1)) if resume.group(1) else None)  # a resume that loses state shows here
+            continue
         if not _NANOGPT_START.match(line):
             continue  # iter lines, banners, anything else
         m = _NANOGPT.match(line)
@@ -189,7 +220,7 @@ def parse_nanogpt(text: str, path: str, name: str) -> RunLog:
         points.append(
             Point(int(m.group(1)), _number(m.group(2), "train loss", where), _number(m.group(3), "val loss", where))
         )
-    return RunLog(name=name, points=merge(points), source="nanoGPT log")
+    return RunLog(name=name, points=merge(points), source="nanoGPT log", resumed=resumed, checkpoints=checkpoints)
 
 
 def _from_record(record: dict[str, Any], where: str) -> Point:
@@ -201,6 +232,7 @@ def _from_record(record: dict[str, Any], where: str) -> Point:
         val_loss=_number(record.get("val_loss"), "val_loss", where),
         lr=_number(record.get("lr"), "lr", where),
         grad_norm=_number(record.get("grad_norm"), "grad_norm", where),
+        epoch=_number(record.get("epoch"), "epoch", where),
     )
 
 

@@ -2,7 +2,10 @@
 
 Read from what the sweep stored (each run's history, per-document losses and gradient
 norms), so it runs at the end of every sweep and from ``python -m orchestrator.diagnose``
-on a finished or running experiment.
+on a finished or running experiment. Each run's curve goes through the same rules as a
+training log (:mod:`.rules`), with its data measured as the run read it (:mod:`.corpus`):
+a winner that is memorising a small corpus is named, and its confirm run evaluates often
+and keeps its best checkpoint.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ from typing import Any
 import numpy as np
 import yaml
 
+from orchestrator.diagnose.corpus import Corpus, corpus
 from orchestrator.diagnose.logs import Point, RunLog
-from orchestrator.diagnose.rules import Context, diagnose
+from orchestrator.diagnose.rules import Context, Finding, diagnose
 from orchestrator.results.records import RunRecord
 from orchestrator.results.stats import ALPHA
 from orchestrator.results.verdict import VariantResult
@@ -83,12 +87,28 @@ def _same_losses(a: VariantResult, b: VariantResult) -> bool:
     return all(np.allclose(x, y, rtol=0, atol=1e-6) for x, y in zip(docs_a, docs_b))
 
 
+# What a run's "why" reports: its curve and its step size; hypotheses about its configuration (schedule, context,
+# capacity) are the next sweep's question, not an explanation of this one
+_WHY = ("baseline", "learning_rate", "overfit", "underfit", "regression", "plateau", "clipping")
+
+
+def run_findings(results, record: RunRecord) -> list[Finding]:
+    """The rules on one run's own curve, with the sweep's data measured as its runs read it."""
+    run = results.run(record.run)
+    return diagnose(run_log(record), Context(spec_dict(run), corpus=_corpus(run), ours=True))
+
+
+def _corpus(run: Run) -> Corpus | None:
+    return corpus(run.spec.model_dump(mode="json"))  # whole: the data path may be the default, left out of spec_dict
+
+
 def sweep_diagnosis(results) -> str:
     """Markdown for report.md, one bullet per variant: what it changed, how it compared, and the rules that fired on
-    its curve."""
+    its curve. A winner that is memorising is named as such."""
     runs = {r.name: r for r in results.plan.runs}
     comparisons = results.comparisons
     base = comparisons.control
+    take = comparisons.verdict.take
     lines = []
     for v in comparisons.variants:
         first = runs[v.runs[0].run]
@@ -115,17 +135,25 @@ def sweep_diagnosis(results) -> str:
         r = v.runs[0]  # the curve of its first seed
         findings = [
             f
-            for f in diagnose(run_log(r), Context(spec_dict(runs[r.run])))
-            if f.rule in ("regression", "plateau", "clipping", "overfit")
+            for f in run_findings(results, r)
+            if f.rule in _WHY and (f.problem or (f.rule == "clipping" and mention_unclipped))
         ]
-        findings = [
-            f for f in findings if not (f.rule == "clipping" and f.data.get("rate") == 0 and not mention_unclipped)
-        ]
-        body += [f"{f.title.lower()}: {f.evidence}" for f in findings]
+        body += [f"{f.title[0].lower()}{f.title[1:]}: {f.evidence}" for f in findings]
+        memorising = next((f for f in findings if f.rule == "overfit"), None)
+        if v.variant == take and memorising is not None:
+            body.append(
+                f"the winner is memorising: its gain may not hold at more steps, so the follow-up evaluates every "
+                f"{_confirm_cadence(runs[r.run])} steps, stops when val turns and keeps the best checkpoint"
+            )
         if r.memory_fallback:
             body.append(r.memory_fallback)
         lines.append(f"- {lead}: " + "; ".join(body) + ".")
     return "\n".join(lines)
+
+
+def _confirm_cadence(run: Run) -> int:
+    """How often a memorising winner's confirm run evaluates: as often as in the sweep, over twice the steps."""
+    return run.spec.run.eval_every
 
 
 def _outcome(v: VariantResult, base: VariantResult | None) -> str:
@@ -193,9 +221,19 @@ def follow_up_spec(results) -> FollowUp | None:
     control_run = results.run(base.runs[0].run)
     base_spec = spec_dict(top)
     base_spec.setdefault("run", {})["steps"] = top.spec.run.steps * steps_factor
-    for key in ("eval_every", "checkpoint_every"):
-        base_spec["run"][key] = getattr(top.spec.run, key) * steps_factor
+    memorising = verdict.take is not None and any(
+        f.rule == "overfit" and f.problem for f in run_findings(results, chosen[0].runs[0])
+    )
+    # a memorising winner keeps its evaluation interval over twice the steps, with a checkpoint at each, so early
+    # stopping sees val turn and the best checkpoint is kept; otherwise both scale with the steps
+    every = _confirm_cadence(top) if memorising else top.spec.run.eval_every * steps_factor
+    base_spec["run"]["eval_every"] = every
+    base_spec["run"]["checkpoint_every"] = every if memorising else top.spec.run.checkpoint_every * steps_factor
     base_spec["run"].pop("seed", None)
+    early_stopping = experiment.early_stopping.model_dump()
+    if memorising:
+        early_stopping.update(enabled=True, patience=max(2, early_stopping["patience"]))
+        why += "; it is memorising, so every evaluation is checkpointed and early stopping keeps the best"
     control = base.variant  # the same name as in the sweep it follows, so the two reports read alike
     options: dict[str, Any] = {control: _overrides(control_run, top)}
     for v in chosen:
@@ -210,7 +248,7 @@ def follow_up_spec(results) -> FollowUp | None:
         "name": name,
         "control": control,
         "control_seeds": seeds,
-        "early_stopping": experiment.early_stopping.model_dump(),
+        "early_stopping": early_stopping,
         **{section: values for section, values in settings.items() if values},
         "base": base_spec,
         "options": options,
