@@ -1,96 +1,136 @@
-"""Orchestration overhead: where a local smoke sweep's wall time goes.
+"""Where a local sweep's wall time goes, and what each start-up lever saves.
 
-Runs specs/smoke.yaml (or --only some options) through the real launcher on a
-local Ray instance and breaks the time down: Ray start, each trial's start-up
-until its first step, then time in training steps, evaluation, checkpoint save
-(+ upload, inside report), report() and idle. The figure to watch is the share of
-each trial's wall time after its first step that is spent in training steps.
+Runs the default job (or a spec) through the launcher's own ``run()`` on a local Ray
+instance, in a fresh process as a user runs it, and breaks the time down: launch to the
+first run's first step; each run's start-up (its trial starting to its first step) and
+what it spent after that in training steps, evaluation, checkpoints, report() and idle.
 
-    python -m bench.orchestration
-    python -m bench.orchestration --only lora_capacity --set run.steps=40
+    python -m bench.orchestration                 # the default job, every lever on
+    python -m bench.orchestration --ablate        # every lever on, then each lever off in turn, in one run
+    python -m bench.orchestration --spec specs/smoke.yaml --only lora_capacity --set run.steps=40
+
+The levers are those of orchestrator/sweep/startup.py; ``--ablate`` turns each off with
+PLATEAU_STARTUP_OFF and reports what the sweep took without it.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
-SCRIPT_START = time.time()  # before the heavy imports: launch-to-first-step includes them
-
-import argparse  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
-import tempfile  # noqa: E402
-
-from orchestrator.launch import run  # noqa: E402
-from orchestrator.spec import load  # noqa: E402
+from orchestrator.folder import ExperimentFolder
+from orchestrator.spec import Plan
 
 
-def sweep(spec: str, only: list[str] | None, sets: list[str], max_concurrent: int | None = None) -> dict:
-    """Run one local sweep through the launcher's own run(); returns timings and each run's saved history rows."""
-    storage = tempfile.mkdtemp(prefix="bench-")
-    sets = [*sets, f"storage.path={storage}"] + ([f"max_concurrent={max_concurrent}"] if max_concurrent else [])
-    experiment, plan = load(spec, sets, only)
-    t0 = time.time()
-    results = run(experiment, plan, local=True)
-    t1 = time.time()
-    folder = results.folder
-    rows = {r.name: folder.history(r.name) for r in plan.runs}
-    started = {r.name: folder.state(r.name).get("started") for r in plan.runs}
-    tokens = sum(r.spec.data.batch_size * r.spec.data.block_size * r.spec.run.steps for r in plan.runs)
-    return {"sweep_start": t0, "sweep_s": t1 - t0, "rows": rows, "started": started, "tokens": tokens}
-
-
-def breakdown(result: dict) -> list[dict]:
-    """Per run: start-up to first step, and the shares of its post-first-step wall time."""
-    out = []
-    for name, rows in result["rows"].items():
-        if not rows:
+def breakdown(folder: ExperimentFolder, plan: Plan, launched: float) -> dict:
+    """The time a finished sweep in ``folder`` spent, from its runs' histories and states; ``launched`` is
+    when the command started (seconds since the epoch)."""
+    runs = []
+    for run in plan.runs:
+        rows, state = folder.history(run.name), folder.state(run.name)
+        if not rows or "started" not in state:
             continue
         last = rows[-1]
-        wall = last["reported_at"] - last["first_step_at"]
+        after = last["reported_at"] - last["first_step_at"]
         parts = {k: last[f"time_{k}_s"] for k in ("train", "eval", "checkpoint", "report")}
-        out.append(
+        runs.append(
             {
-                "run": name,
-                "startup_s": last["first_step_at"] - result["sweep_start"],
-                "setup_in_worker_s": last["time_setup_s"],
-                "wall_after_first_step_s": wall,
-                **{f"{k}_share": v / wall for k, v in parts.items()},
-                "idle_share": 1 - sum(parts.values()) / wall,
+                "run": run.name,
+                "startup_s": last["first_step_at"] - state["started"],
+                "in_worker_s": last["time_setup_s"],
+                "after_first_step_s": after,
+                **{f"{k}_share": v / after for k, v in parts.items()},
+                "idle_share": 1 - sum(parts.values()) / after,
+                "first_step_at": last["first_step_at"],
+                "ended_at": last["reported_at"],
             }
         )
-    return out
+    startup = sum(r["startup_s"] for r in runs)
+    return {
+        "runs": runs,
+        "launch_to_first_step_s": min(r["first_step_at"] for r in runs) - launched,
+        "launch_to_last_first_step_s": max(r["first_step_at"] for r in runs) - launched,
+        # of the time the runs held a slot, the share spent starting up
+        "startup_share_of_run_time": startup / sum(r["startup_s"] + r["after_first_step_s"] for r in runs),
+    }
 
 
-def parse_sweep_args(doc: str) -> argparse.Namespace:
-    """The spec, --only and --set arguments both sweep benchmarks take; prints the machine line."""
-    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
-    parser.add_argument("--spec", default="specs/smoke.yaml")
-    parser.add_argument("--only", action="append")
-    parser.add_argument("--set", action="append", default=[])
-    args = parser.parse_args()
-    print(f"machine: {platform.node()} | {platform.machine()}, {os.cpu_count()} cores | {time.strftime('%Y-%m-%d')}")
-    return args
+def one(spec: str | None, only: list[str] | None, sets: list[str], out: Path) -> None:
+    """Run one sweep in this process and write its breakdown to ``out`` (JSON)."""
+    launched = float(os.environ.get("BENCH_LAUNCHED", time.time()))
+    from orchestrator.launch import run
+    from orchestrator.spec import load
+
+    storage = tempfile.mkdtemp(prefix="bench-")
+    experiment, plan = load(spec, [*sets, f"storage.path={storage}"], only)
+    results = run(experiment, plan, local=True)
+    ended = time.time()
+    result = breakdown(results.folder, results.plan, launched)
+    result.update(wall_s=ended - launched, runs_n=len(plan.runs), verdict=results.comparisons.verdict.reason)
+    out.write_text(json.dumps(result))
+
+
+def measure(args: argparse.Namespace, off: str = "") -> dict:
+    """One sweep in a fresh process (as a user runs it), with the levers in ``off`` turned off."""
+    out = Path(tempfile.mkstemp(suffix=".json")[1])
+    command = [sys.executable, "-m", "bench.orchestration", "--one", str(out), "--spec", args.spec or ""]
+    command += [a for name in args.only or [] for a in ("--only", name)] + [a for s in args.set for a in ("--set", s)]
+    env = {**os.environ, "PLATEAU_STARTUP_OFF": off, "BENCH_LAUNCHED": str(time.time())}
+    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+    return json.loads(out.read_text())
+
+
+def _table(result: dict) -> None:
+    print(
+        f"{'run':<32}{'start-up':>9}{'in worker':>10}{'after 1st':>10}{'train':>8}{'eval':>7}{'ckpt':>7}{'report':>8}"
+    )
+    for r in result["runs"]:
+        print(
+            f"{r['run']:<32}{r['startup_s']:>8.1f}s{r['in_worker_s']:>9.1f}s{r['after_first_step_s']:>9.1f}s"
+            f"{r['train_share']:>8.1%}{r['eval_share']:>7.1%}{r['checkpoint_share']:>7.1%}{r['report_share']:>8.1%}"
+        )
+
+
+def _summary_line(label: str, r: dict) -> str:
+    return (
+        f"{label:<28}{r['wall_s']:>7.1f} s{r['launch_to_first_step_s']:>9.1f} s"
+        f"{r['launch_to_last_first_step_s']:>9.1f} s{r['startup_share_of_run_time']:>10.1%}"
+    )
 
 
 def main() -> None:
-    args = parse_sweep_args(__doc__)
-    result = sweep(args.spec, args.only, args.set)
-    rows = breakdown(result)
-    first_step = min(r["startup_s"] for r in rows) + (result["sweep_start"] - SCRIPT_START)
-    print(f"launch to first step      {first_step:.1f} s (process start, imports and Ray start included)")
-    print(f"sweep wall time           {result['sweep_s']:.1f} s for {len(rows)} runs")
-    print(
-        f"\n{'run':<32}{'startup':>9}{'in worker':>10}{'after 1st':>10}"
-        f"{'train':>8}{'eval':>7}{'ckpt':>7}{'report':>8}{'idle':>7}"
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--spec", default=None, help="a spec file; the default job if omitted")
+    parser.add_argument("--only", action="append")
+    parser.add_argument("--set", action="append", default=[])
+    parser.add_argument("--ablate", action="store_true", help="also run with each start-up lever off, one at a time")
+    parser.add_argument("--one", type=Path, help=argparse.SUPPRESS)  # internal: run one sweep here, write its JSON
+    args = parser.parse_args()
+    if args.one:
+        return one(args.spec or None, args.only, args.set, args.one)
+    from orchestrator.sweep.startup import LEVERS
+
+    print(f"machine: {platform.node()} | {platform.machine()}, {os.cpu_count()} cores | {time.strftime('%Y-%m-%d')}")
+    configurations = [("every lever on", "")] + (
+        [(f"without {lever}", lever) for lever in LEVERS] if args.ablate else []
     )
-    for r in rows:
-        print(
-            f"{r['run']:<32}{r['startup_s']:>8.1f}s{r['setup_in_worker_s']:>9.1f}s{r['wall_after_first_step_s']:>9.1f}s"
-            f"{r['train_share']:>8.1%}{r['eval_share']:>7.1%}{r['checkpoint_share']:>7.1%}{r['report_share']:>8.1%}{r['idle_share']:>7.1%}"
-        )
-    shares = sorted(r["train_share"] for r in rows)
-    print(f"\ntraining-step share after the first step: min {shares[0]:.1%}, median {shares[len(shares) // 2]:.1%}")
+    results = {label: measure(args, off) for label, off in configurations}
+    first = results["every lever on"]
+    _table(first)
+    print(f"\n{'':<28}{'wall':>9}{'1st step':>11}{'last 1st':>11}{'start-up':>10}")
+    for label, result in results.items():
+        print(_summary_line(label, result))
+    if args.ablate:
+        print("\nwhat each lever saves (wall time without it - with every lever):")
+        for label, result in list(results.items())[1:]:
+            print(f"  {label.removeprefix('without '):<24}{result['wall_s'] - first['wall_s']:+7.1f} s")
 
 
 if __name__ == "__main__":

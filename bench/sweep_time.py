@@ -1,29 +1,36 @@
-"""Sweep time: the options run in parallel by our launcher vs one after another.
+"""Sweep time: the runs of a spec all at once, as the launcher starts them, against one after another.
 
-Both sweeps use the same spec on a local Ray instance; "sequential" is the same
-launcher with max_concurrent=1, which is what running the options one by one
-costs (without even counting a human between runs).
+Both through the same launcher on a local Ray instance, each in a fresh process;
+"one after another" is the same sweep with max_concurrent=1, what trying the options
+one by one costs (without even counting a human between runs). On a CPU-only machine
+the launcher already runs only as many at once as the cores hold (bench.orchestration).
 
     python -m bench.sweep_time --set run.steps=30
 """
 
 from __future__ import annotations
 
-from bench.orchestration import parse_sweep_args, sweep
+import argparse
+import os
+import platform
+import time
+
+from bench.orchestration import measure
 
 
 def main() -> None:
-    args = parse_sweep_args(__doc__)
-    results = {}
-    for label, concurrency in (("parallel", None), ("sequential", 1)):
-        result = sweep(args.spec, args.only, args.set, concurrency)
-        total = result["ray_start_s"] + result["sweep_s"]
-        results[label] = total
-        print(
-            f"{label:<11} {total:7.1f} s wall ({len(result['rows'])} runs), {result['tokens'] / total:,.0f} aggregate "
-            "tokens/s"
-        )
-    print(f"sequential / parallel wall time: {results['sequential'] / results['parallel']:.2f}x")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--spec", default=None)
+    parser.add_argument("--only", action="append")
+    parser.add_argument("--set", action="append", default=[])
+    args = parser.parse_args()
+    print(f"machine: {platform.node()} | {platform.machine()}, {os.cpu_count()} cores | {time.strftime('%Y-%m-%d')}")
+    walls = {}
+    for label, extra in (("as launched", []), ("one by one", ["max_concurrent=1"])):
+        result = measure(argparse.Namespace(spec=args.spec, only=args.only, set=[*args.set, *extra]))
+        walls[label] = result["wall_s"]
+        print(f"{label:<12} {result['wall_s']:7.1f} s wall ({result['runs_n']} runs)")
+    print(f"one by one / as launched: {walls['one by one'] / walls['as launched']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -18,11 +18,12 @@ start or import Ray, from any machine that can reach the storage.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
 from contract.spec import StorageSpec
-from contract.storage import filesystem, join, read_json, write_json
+from contract.storage import filesystem, is_s3, join, read_json, write_json
 from orchestrator.spec.experiment import ExperimentSpec, SpecError
 from orchestrator.spec.resolve import Plan, dir_name
 
@@ -38,6 +39,19 @@ class ExperimentFolder:
 
     storage: StorageSpec
     name: str
+
+    @classmethod
+    def at(cls, source: str) -> ExperimentFolder:
+        """The experiment a user points at: its folder (local, or ``s3://bucket/prefix/name``, with the endpoint
+        from AWS_ENDPOINT_URL as the AWS CLI reads it), or a spec file (.yaml), whose storage and name locate it."""
+        if source.endswith((".yaml", ".yml")):
+            from orchestrator.spec import load
+
+            experiment, _ = load(source)
+            return cls(experiment.storage, experiment.name)
+        parent, _, name = source.rstrip("/").rpartition("/")
+        endpoint = os.environ.get("AWS_ENDPOINT_URL") if is_s3(source) else None
+        return cls(StorageSpec(path=parent or ".", endpoint_url=endpoint), name)
 
     @property
     def uri(self) -> str:

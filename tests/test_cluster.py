@@ -2,12 +2,12 @@
 `ray start` on 127.0.0.1 (tests/raynodes.py), the sweep submitted with `ray job submit`, checkpoints to a
 real S3 server (SeaweedFS), and a worker node lost mid-run.
 
-One sweep (two runs pinned to two worker nodes by custom resources, on the shared sweep's settings so
-their losses can be compared with it) covers: runs on other nodes, checkpoints written from them into the
-bucket, a node holding a two-worker data-parallel run killed after its first checkpoint and replaced (as
-an autoscaler or KubeRay would), `--status` while it recovers, the report rebuilt from the bucket alone,
-and the AWS secret in no output. A second, short job shows a local storage path refused on a multi-node
-cluster.
+One sweep covers it: two runs on the shared sweep's settings (so their losses can be compared with it),
+pinned to two worker nodes by custom resources, reading the model and the data from the bucket. It shows
+runs on other nodes, checkpoints written from them into the bucket, a node holding a two-worker
+data-parallel run killed after its first checkpoint and replaced (as an autoscaler or KubeRay would),
+`--status` while it recovers, the report rebuilt from the bucket alone, and the AWS secret in no output.
+A second, short job shows a local storage path refused on a multi-node cluster.
 """
 
 import json
@@ -74,10 +74,18 @@ def multinode(cluster, s3_server, tmp_path_factory, behaviour):
     after two_workers' first checkpoint and replaced by node_b2. Yields what the test needs to look at."""
     spec_file = tmp_path_factory.mktemp("multinode") / "multinode.yaml"
     storage = {"path": "s3://sweeps/cluster", "endpoint_url": s3_server.endpoint}
+    client = s3_server.client()
+    # the model and the data come from the bucket too, as they would for a team's cluster
+    for file in Path("contract/assets/tiny-gpt2").iterdir():
+        client.upload_file(str(file), "sweeps", f"models/tiny-gpt2/{file.name}")
+    client.upload_file("sources/training_data_final_merged.md", "sweeps", "data/qa.md")
+    base = {**BEHAVIOUR["base"], "model": {"name": "s3://sweeps/models/tiny-gpt2"}}
+    base["data"] = {**base["data"], "path": "s3://sweeps/data/qa.md"}
     spec = {
         **BEHAVIOUR,
         "name": "multinode",
         "control_seeds": 1,
+        "base": base,
         "storage": storage,
         "options": {
             "current": {"resources": {"custom": {"node_a": 1}}},
@@ -85,7 +93,6 @@ def multinode(cluster, s3_server, tmp_path_factory, behaviour):
         },
     }
     spec_file.write_text(yaml.safe_dump(spec, sort_keys=False))
-    client = s3_server.client()
     job = _submit(cluster, spec_file, wait=False)
     deadline = time.monotonic() + 600
     while not _registered(client, "cluster/multinode/two_workers/", "step_000010"):

@@ -26,7 +26,7 @@ RAYJOB = Path("deploy/kuberay/rayjob.yaml")  # tests run from the repository roo
 DOCKERFILE = Path("deploy/kuberay/Dockerfile")
 DOCKERIGNORE = Path("deploy/kuberay/Dockerfile.dockerignore")
 SETUP_NODE = Path("deploy/kuberay/setup_node.py")
-README_SECTION = Path("deploy/kuberay/README-section.md")
+README = Path("README.md")  # its "Run on Kubernetes (KubeRay)" section
 IMAGE_HOME = "/home/ray"  # the home of the `ray` user in Ray's images
 
 
@@ -173,7 +173,7 @@ def test_s3_credentials_come_from_one_secret_on_every_ray_container(rayjob):
         assert not inline, f"{name}: credentials inline in the manifest: {inline}"
     assert len(secrets) == 1, secrets
     # and the README's instructions create that Secret
-    assert set(re.findall(r"kubectl create secret generic (\S+)", README_SECTION.read_text())) == secrets
+    assert set(re.findall(r"kubectl create secret generic (\S+)", README.read_text())) == secrets
 
 
 # --- One sweep, two ways to run it: the RayJob and cluster.yaml agree ------------------------------------
