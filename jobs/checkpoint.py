@@ -192,6 +192,11 @@ def verify(directory: str | Path) -> int:
     return int(listed["step"])
 
 
+def read_metrics(directory: str | Path) -> dict[str, Any]:
+    """The metrics reported with the checkpoint: the evaluation at its step."""
+    return json.loads((Path(directory) / "metrics.json").read_text())
+
+
 def restore_state(directory: str | Path, optimizer: torch.optim.Optimizer) -> int:
     """Load optimizer and RNG state; returns the step to continue from."""
     state = torch.load(Path(directory) / STATE, map_location="cpu", weights_only=False)

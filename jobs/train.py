@@ -56,6 +56,9 @@ class Setup:
     memory_note: str | None  # set when the micro-batch had to shrink
     entered: float  # when this worker process started the job
     notes: list[str] = field(default_factory=list)  # rank 0's messages for the driver, sent with the next report
+    # the metrics saved with the checkpoint it resumed from, sent with the next report: the driver keeps that
+    # evaluation in the run's history even if it died before it could record it
+    restored: dict[str, Any] | None = None
 
     @property
     def spec(self) -> TrainSpec:
@@ -116,7 +119,7 @@ def _setup(job: JobConfig, entered: float) -> Setup:
     notes: list[str] = []
     tokenizer = load_tokenizer(job.spec, job.storage)
     data, evalset = _setup_data(job, tokenizer, notes)
-    model, optimizer, start = _setup_model_and_optimizer(job, device, notes)
+    model, optimizer, start, restored = _setup_model_and_optimizer(job, device, notes)
     order = data_lib.BatchOrder(len(data.train), job.spec.data.batch_size, job.spec.run.seed, rank, world)
     setup = Setup(
         job,
@@ -134,6 +137,7 @@ def _setup(job: JobConfig, entered: float) -> Setup:
         None,
         entered,
         notes if rank == 0 else [],
+        restored if rank == 0 else None,
     )
     _setup_micro_batch(setup)
     return setup
@@ -151,7 +155,8 @@ def _setup_data(job: JobConfig, tokenizer, notes: list[str]) -> tuple[data_lib.D
 
 
 def _setup_model_and_optimizer(job: JobConfig, device: torch.device, notes: list[str]):
-    """Model, AdamW and the start step: from the newest complete checkpoint if there is one."""
+    """Model, AdamW, the start step and the resumed checkpoint's metrics: from the newest complete checkpoint if
+    there is one."""
     latest = ray.train.get_checkpoint()
     if latest is not None:
 
@@ -163,9 +168,9 @@ def _setup_model_and_optimizer(job: JobConfig, device: torch.device, notes: list
                 model, optimizer = _build(job, device, directory)
                 start = ckpt.restore_state(directory, optimizer)
                 notes.append(f"resumed from the checkpoint at step {start}")
-                return model, optimizer, start
+                return model, optimizer, start, ckpt.read_metrics(directory)
         notes.append("no complete checkpoint found; starting from step 0")
-    return (*_build(job, device), 0)
+    return (*_build(job, device), 0, None)
 
 
 def _build(job: JobConfig, device: torch.device, checkpoint_dir: str | None = None):
@@ -404,8 +409,9 @@ def _report(s: Setup, metrics: dict[str, Any], timers: Timers, checkpointer: ckp
     if save and s.rank == 0:
         checkpoint, upload = checkpointer.prepare(s.optimizer, done, metrics)
     timers.checkpoint += time.perf_counter() - t0
-    metrics.update(timers.metrics(), reported_at=time.time(), notes=s.notes[:])
+    metrics.update(timers.metrics(), reported_at=time.time(), notes=s.notes[:], restored=s.restored)
     s.notes.clear()
+    s.restored = None
     t0 = time.perf_counter()
     ray.train.report(
         metrics,

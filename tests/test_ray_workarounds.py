@@ -43,6 +43,7 @@ from orchestrator.sweep import ray_workarounds
             "saves every run the PreemptionWatcher actor it does not use",
         ),
         ("ray._common.constants", None, "HEAD_NODE_RESOURCE_NAME", "keeps trials on the head node"),
+        ("ray._private.ray_logging", None, "_color", "keeps colour codes out of a console that is not a terminal"),
         (
             "ray.train.v2.api.data_parallel_trainer",
             "DataParallelTrainer",

@@ -106,6 +106,9 @@ class History(tune.Callback):
         name = run_name(trial)
         if name not in self.rows:  # first result since this driver started: continue what is saved
             self.rows[name] = self.folder.history(name)
+        restored = result.get("restored")  # the evaluation a resumed run restarted from, from its checkpoint
+        if restored and all(row.get("step") != restored.get("step") for row in self.rows[name]):
+            self.rows[name].append({k: _clean(restored[k]) for k in FIELDS if k in restored})  # lost with a driver
         self.rows[name].append({k: _clean(result[k]) for k in FIELDS if k in result})
         self._save(trial, self.folder.write_history, self.rows[name])
 

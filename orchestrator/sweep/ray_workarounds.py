@@ -44,6 +44,10 @@ AWS_SECRETS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"
 #    affinity to a node that is gone). Ray names the head's resource in ray._common.constants.
 HEAD_NODE_RESOURCE = "node:__internal_head__"
 
+# 4) What Ray's raylet tells the driver (a lost node, too many workers starting) is printed plain
+#    when RAY_COLOR_PREFIX=0 (sweep.trial.CONSOLE_ENV), except the "[repeated 3x across cluster]"
+#    its log deduplicator appends, which it colours always (ray/_private/ray_logging _color).
+
 
 class RayWorkaroundBroken(ImportError):
     """What a workaround relies on is gone from this Ray version."""
@@ -61,6 +65,7 @@ def _check() -> None:
     import inspect
 
     from ray._common import constants as common_constants
+    from ray._private import ray_logging
     from ray.train import constants as train_constants
     from ray.train._internal import session
     from ray.train.v2._internal import constants as train_v2
@@ -110,6 +115,14 @@ def _check() -> None:
         "TrainContext.get_storage().persist_current_checkpoint(checkpoint, checkpoint_dir_name) is gone",
         "uploads each checkpoint from the background thread",
     )
+    formatted = getattr(getattr(ray_logging, "DedupState", None), "formatted", None)
+    _require(
+        callable(getattr(ray_logging, "_color", None))
+        and formatted is not None
+        and "_color" in formatted.__code__.co_names,
+        "ray_logging's DedupState.formatted no longer colours through _color",
+        "keeps colour codes out of a console that is not a terminal",
+    )
     _require(
         getattr(common_constants, "HEAD_NODE_RESOURCE_NAME", None) == HEAD_NODE_RESOURCE,
         f"the head node's resource is no longer called {HEAD_NODE_RESOURCE}",
@@ -147,6 +160,13 @@ class TorchTrainer(ray.train.torch.TorchTrainer):
         if self.datasets or not startup.on("dataset_manager"):
             return callbacks
         return [c for c in callbacks if not isinstance(c, DatasetsCallback)]
+
+
+def plain_dedup_suffix() -> None:
+    """Call in the driver when its output is not a terminal: Ray's dedup suffix without colour codes."""
+    from ray._private import ray_logging
+
+    ray_logging._color = lambda message: message
 
 
 def set_train_env() -> None:

@@ -135,6 +135,8 @@ def connect(local: bool, plan: Plan, storage: StorageSpec, concurrency: int | No
     and a run restarted on another node could not find them.
     """
     os.environ.update({k: v for k, v in CONSOLE_ENV.items() if k not in os.environ})
+    if not sys.stdout.isatty():
+        ray_workarounds.plain_dedup_suffix()
     if not local:
         if not os.environ.get("RAY_ADDRESS"):
             raise SpecError(
