@@ -96,8 +96,8 @@ def localize(experiment: ExperimentSpec, plan: Plan, gpus: int, cores: int) -> L
         localized.append(run.model_copy(update={"spec": spec}))
     concurrency = None
     if not gpus and experiment.max_concurrent is None and len(runs) > 1 and startup.on("concurrency"):
-        widest = max(r.spec.resources.num_workers * r.spec.resources.cpus_per_worker for r in runs)
-        concurrency = max(1, min(len(runs), int(cores // widest)))
+        smallest = min(r.spec.resources.num_workers * r.spec.resources.cpus_per_worker for r in runs)
+        concurrency = max(1, min(len(runs), int(cores // smallest)))
         notes.append(
             f"local mode: {concurrency} run(s) at a time, for this machine's {cores} CPU cores and no GPU "
             "(set max_concurrent to choose)"

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+import yaml
+
+from tests.raynodes import LocalCluster
+from tests.seaweed import ACCESS_KEY, SECRET_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -13,6 +21,15 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(autouse=True)
 def _repo_root(monkeypatch):
     monkeypatch.chdir(ROOT)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Each of the two sweeps' tests run in one process (pytest-xdist's loadgroup), so each sweep runs once."""
+    for item in items:
+        for fixture, group in (("behaviour", "behaviour"), ("multinode", "cluster"), ("local_cluster", "cluster")):
+            if fixture in item.fixturenames:
+                item.add_marker(pytest.mark.xdist_group(group))
+                break
 
 
 def pytest_configure(config):
@@ -63,17 +80,13 @@ def s3_env(s3_server, monkeypatch):
     return s3_server
 
 
-# The uninterrupted reference: one smoke option (warmup + linear decay, so the LR depends
-# on the step) trained 40 steps. Fault tests end where it ends, or they lost work.
-REFERENCE_ARGS = ["--set", "run.steps=40", "--set", "run.eval_every=10", "--set", "run.checkpoint_every=20"]
-
 # The shared end-to-end sweep: every behaviour the tests check on a real local Ray, in one
 # sweep, on the pretrained demo model. LoRA dropout is off so that runs that differ only in
 # how the batch is split (micro-batches, workers) must end at the same losses.
 BEHAVIOUR = {
     "name": "behaviour",
     "control": "current",
-    "max_concurrent": 6,  # fewer slots than runs: the queued ones wait for a slot to free
+    "max_concurrent": 2,  # fewer slots than runs: the queued ones wait for a slot to free (and 2 cores run 2 well)
     "early_stopping": {"min_delta": 0.05, "patience": 1, "grace_evals": 1},
     "evaluation": {
         "context": 256
@@ -96,11 +109,6 @@ BEHAVIOUR = {
         "two_workers": {"resources": {"num_workers": 2}},  # 2 x 8, data parallel (gloo)
     },
 }
-
-
-def registered(root: Path, checkpoint: str) -> bool:
-    """Whether Ray Train has registered ``checkpoint`` under ``root`` (uploaded and recorded in its snapshot)."""
-    return any(checkpoint in p.read_text() for p in root.glob("**/checkpoint_manager_snapshot.json"))
 
 
 def summary(storage: Path, experiment: str = "smoke") -> dict:
@@ -139,23 +147,109 @@ def runs_of(folder: Path) -> dict:
     return {r["run"]: r for r in summary(folder.parent, folder.name)["runs"]}
 
 
-@pytest.fixture(scope="session")
-def reference_run(tmp_path_factory):
-    from orchestrator.launch import main
+# ----------------------------------------------------------------------------------- the multi-node sweep
+# A real cluster on this machine (tests/raynodes.py) and one sweep submitted to it with `ray job submit`,
+# shared by test_cluster (placement, a lost node, the bucket, the secret) and test_faults (its `current` is
+# the unbroken run a relaunched one must end at).
 
-    storage = tmp_path_factory.mktemp("reference")
-    assert (
-        main(
-            [
-                "specs/smoke.yaml",
-                "--local",
-                "--only",
-                "lr_schedule",
-                "--set",
-                f"storage.path={storage}",
-                *REFERENCE_ARGS,
-            ]
+
+@pytest.fixture(scope="session")
+def local_cluster(s3_server):
+    """A head (no CPUs) and two worker nodes, `node_a` and `node_b`, each with its own custom resource."""
+    nodes = LocalCluster()
+    nodes.env.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY, AWS_REGION="us-east-1")
+    try:
+        nodes.start_head()
+        nodes.add_node("a", cpus=1, resources={"node_a": 1})
+        nodes.add_node("b", cpus=2, resources={"node_b": 1})
+        yield nodes
+    finally:
+        nodes.stop()
+
+
+def submit(cluster: LocalCluster, spec: Path, *args: str, wait: bool = True) -> subprocess.CompletedProcess | str:
+    """`ray job submit` from this checkout to the head; returns the finished command, or the job id (``wait=False``)."""
+    command = ["ray", "job", "submit", f"--address={cluster.url}", "--working-dir=.", *([] if wait else ["--no-wait"])]
+    command += ["--", "python", "-m", "orchestrator.launch", str(spec), *args]
+    out = subprocess.run(command, env=cluster.env, capture_output=True, text=True, timeout=600)
+    if wait:
+        return out
+    assert out.returncode == 0, out.stdout + out.stderr
+    return next(line.split("'")[1] for line in out.stdout.splitlines() if "submitted successfully" in line)
+
+
+def _job(cluster: LocalCluster, job_id: str, what: str) -> str:
+    return subprocess.run(
+        ["ray", "job", what, f"--address={cluster.url}", job_id], env=cluster.env, capture_output=True, text=True
+    ).stdout
+
+
+def bucket_keys(client, prefix: str) -> list[str]:
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket="sweeps", Prefix=prefix)
+    return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+def registered(client, prefix: str, checkpoint: str) -> bool:
+    """Whether Ray Train has registered ``checkpoint`` under ``prefix`` of the bucket (uploaded, in its snapshot)."""
+    snapshots = [k for k in bucket_keys(client, prefix) if k.endswith("checkpoint_manager_snapshot.json")]
+    return any(checkpoint in client.get_object(Bucket="sweeps", Key=k)["Body"].read().decode() for k in snapshots)
+
+
+@pytest.fixture(scope="session")
+def multinode(local_cluster, s3_server, tmp_path_factory):
+    """The sweep on the cluster: `current` on node_a, `two_workers` (2 DDP workers) on node_b, which is killed
+    after two_workers' first checkpoint and replaced by node_b2. Yields what the test needs to look at."""
+    spec_file = tmp_path_factory.mktemp("multinode") / "multinode.yaml"
+    storage = {"path": "s3://sweeps/cluster", "endpoint_url": s3_server.endpoint}
+    client = s3_server.client()
+    # the model and the data come from the bucket too, as they would for a team's cluster
+    for file in Path("contract/assets/tiny-gpt2").iterdir():
+        client.upload_file(str(file), "sweeps", f"models/tiny-gpt2/{file.name}")
+    client.upload_file("sources/training_data_final_merged.md", "sweeps", "data/qa.md")
+    base = {**BEHAVIOUR["base"], "model": {"name": "s3://sweeps/models/tiny-gpt2"}}
+    base["data"] = {**base["data"], "path": "s3://sweeps/data/qa.md"}
+    spec = {
+        **BEHAVIOUR,
+        "name": "multinode",
+        "control_seeds": 1,
+        "base": base,
+        "storage": storage,
+        "options": {
+            "current": {"resources": {"custom": {"node_a": 1}}},
+            "two_workers": {"resources": {"num_workers": 2, "custom": {"node_b": 0.5}}},
+        },
+    }
+    spec_file.write_text(yaml.safe_dump(spec, sort_keys=False))
+    cluster = local_cluster
+    job = submit(cluster, spec_file, wait=False)
+    deadline = time.monotonic() + 600
+    while not registered(client, "cluster/multinode/two_workers/", "step_000010"):
+        assert "RUNNING" in _job(cluster, job, "status") or "PENDING" in _job(cluster, job, "status"), _job(
+            cluster, job, "logs"
         )
-        == 0
+        assert time.monotonic() < deadline, "two_workers did not checkpoint step 10"
+        time.sleep(0.2)
+    cluster.kill("b")
+    # --status from another process, from the bucket alone, while the run has lost its node
+    env = {**os.environ, **{k: cluster.env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")}}
+    status = subprocess.run(
+        [sys.executable, "-m", "orchestrator.launch", str(spec_file), "--status"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
-    return storage
+    cluster.add_node("b2", cpus=2, resources={"node_b": 1})  # the lost node's replacement, as an autoscaler adds one
+    while (state := _job(cluster, job, "status")) and ("RUNNING" in state or "PENDING" in state):
+        assert time.monotonic() < deadline, "the job did not finish"
+        time.sleep(1)
+    summary = client.get_object(Bucket="sweeps", Key="cluster/multinode/summary.json")["Body"].read()
+    return {
+        "state": state.lower(),
+        "logs": _job(cluster, job, "logs"),
+        "status": status,
+        "spec": spec_file,
+        "env": env,
+        "client": client,
+        "summary": json.loads(summary),
+    }

@@ -15,34 +15,27 @@ from jobs import checkpoint as ckpt
 from orchestrator.folder import PLAN, ExperimentFolder
 from orchestrator.spec import SpecError, load
 from orchestrator.sweep.trial import job_configs
-from tests.conftest import BEHAVIOUR, runs_of
-
-
-def _registered(client, prefix: str, checkpoint: str) -> bool:
-    """Whether Ray Train has registered ``checkpoint`` under ``prefix`` of the bucket (uploaded and in its snapshot)."""
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket="sweeps", Prefix=prefix)
-    snapshots = [o["Key"] for page in pages for o in page.get("Contents", []) if o["Key"].endswith("_snapshot.json")]
-    return any(checkpoint in client.get_object(Bucket="sweeps", Key=k)["Body"].read().decode() for k in snapshots)
+from tests.conftest import BEHAVIOUR, registered
 
 
 @pytest.mark.ray
 @pytest.mark.s3
-def test_a_killed_driver_relaunched_resumes_every_run_and_rides_out_a_storage_outage(behaviour, s3_env, tmp_path):
-    """Two runs of the shared sweep's settings, on S3. The driver and its local Ray are killed after both
-    runs' step-10 checkpoints; the same command, run again, resumes both from there; during the relaunch the
-    S3 server crashes for 15 s after a step-20 checkpoint, and uploads wait it out. Both runs end where the
-    shared sweep's unbroken runs ended."""
+def test_a_killed_driver_relaunched_resumes_every_run_and_rides_out_a_storage_outage(multinode, s3_env, tmp_path):
+    """Two runs of the shared sweep's settings, on S3: `current`, and the same split into 4 micro-batches of 4.
+    The driver and its local Ray are killed after both runs' step-10 checkpoints; the same command, run again,
+    resumes both from there; during the relaunch the S3 server crashes for 15 s after a step-20 checkpoint, and
+    uploads wait it out. Both end where the multi-node sweep's unbroken `current` ended."""
     import yaml
 
     spec = tmp_path / "relaunch.yaml"
     storage = {"path": "s3://sweeps/relaunch", "endpoint_url": s3_env.endpoint}
-    options = {"current": {}, "long_context": BEHAVIOUR["options"]["long_context"]}
+    options = {"current": {}, "micro_batches": BEHAVIOUR["options"]["micro_batches"]}
     spec.write_text(yaml.safe_dump({**BEHAVIOUR, "control_seeds": 1, "storage": storage, "options": options}))
     command = [sys.executable, "-m", "orchestrator.launch", str(spec), "--local"]
     client = s3_env.client()
     driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        while not all(_registered(client, f"relaunch/behaviour/{run}/", "step_000010") for run in options):
+        while not all(registered(client, f"relaunch/behaviour/{run}/", "step_000010") for run in options):
             assert driver.poll() is None, "the sweep ended before it could be interrupted"
             time.sleep(0.1)
     finally:
@@ -53,7 +46,7 @@ def test_a_killed_driver_relaunched_resumes_every_run_and_rides_out_a_storage_ou
         psutil.wait_procs(tree, timeout=30)
     relaunch = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        while not _registered(client, "relaunch/behaviour/", "step_000020"):
+        while not registered(client, "relaunch/behaviour/", "step_000020"):
             assert relaunch.poll() is None, relaunch.stdout.read()[-3000:]
             time.sleep(0.1)
     finally:
@@ -65,16 +58,16 @@ def test_a_killed_driver_relaunched_resumes_every_run_and_rides_out_a_storage_ou
     assert "resuming experiment behaviour" in log
     summary = json.loads(client.get_object(Bucket="sweeps", Key="relaunch/behaviour/summary.json")["Body"].read())
     runs = {r["run"]: r for r in summary["runs"]}
-    unbroken = runs_of(behaviour[1])
-    for name, twin in (("current", "current[seed=0]"), ("long_context", "long_context")):
+    unbroken = {r["run"]: r for r in multinode["summary"]["runs"]}["current"]
+    for name in options:
         run = runs[name]
         assert (run["status"], run["steps"]) == ("completed", 30)
         (restart,) = run["restarts"]
         assert restart["at_step"] in (10, 20)  # from its latest checkpoint when the driver died, not from scratch
         assert f"[{name}] resumed from the checkpoint at step {restart['at_step']}" in log
-        assert [h["step"] for h in run["history"]] == [0, 10, 20, 30]  # nothing counted twice
+        assert [h["step"] for h in run["history"]] == [0, 10, 20, 30]  # nothing lost, nothing counted twice
         for key in ("final_val_loss", "final_train_loss"):
-            assert run[key] == pytest.approx(unbroken[twin][key], abs=1e-4)
+            assert run[key] == pytest.approx(unbroken[key], abs=1e-4)
 
 
 def test_a_relaunch_with_other_runs_is_refused_and_fresh_starts_a_new_name(tmp_path):

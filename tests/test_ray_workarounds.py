@@ -45,6 +45,12 @@ from orchestrator.sweep import ray_workarounds
         ("ray._common.constants", None, "HEAD_NODE_RESOURCE_NAME", "keeps trials on the head node"),
         ("ray._private.ray_logging", None, "_color", "keeps colour codes out of a console that is not a terminal"),
         (
+            "ray._private.ray_constants",
+            None,
+            "RAY_DEDUP_LOGS_SKIP_REGEX",
+            "keeps the raylet's worker start-up warnings off the console",
+        ),
+        (
             "ray.train.v2.api.data_parallel_trainer",
             "DataParallelTrainer",
             "_create_default_callbacks",

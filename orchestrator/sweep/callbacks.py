@@ -275,7 +275,6 @@ def mlflow_callback(tracking: TrackingSpec, experiment: str):
     the curves as metrics), or None when no tracking URI is set. Needs the `tracking` extra."""
     if tracking.mlflow_uri is None:
         return None
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # not its table-creation chatter on the sweep's console
     from ray.air.integrations.mlflow import MLflowLoggerCallback
     from ray.tune.result import TRAINING_ITERATION
 
@@ -287,8 +286,11 @@ def mlflow_callback(tracking: TrackingSpec, experiment: str):
             # Ray's logger takes the step from timesteps_total, else training_iteration: here, the optimizer step
             super().log_trial_result(iteration, trial, {**curves(result), TRAINING_ITERATION: int(result["step"])})
 
-    return Curves(
+    callback = Curves(
         tracking_uri=tracking.mlflow_uri,
         experiment_name=tracking.mlflow_experiment or experiment,
         tags={"plateau_sweep.experiment": experiment},
     )
+    # after mlflow's import (in the constructor), which sets its own logger to INFO: no table-creation chatter
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    return callback

@@ -45,7 +45,7 @@ AWS_SECRETS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"
 HEAD_NODE_RESOURCE = "node:__internal_head__"
 
 # 4) What Ray's raylet tells the driver (a lost node, too many workers starting) is printed plain
-#    when RAY_COLOR_PREFIX=0 (sweep.trial.CONSOLE_ENV), except the "[repeated 3x across cluster]"
+#    when RAY_COLOR_PREFIX=0 (orchestrator.CONSOLE_ENV), except the "[repeated 3x across cluster]"
 #    its log deduplicator appends, which it colours always (ray/_private/ray_logging _color).
 
 
@@ -65,7 +65,7 @@ def _check() -> None:
     import inspect
 
     from ray._common import constants as common_constants
-    from ray._private import ray_logging
+    from ray._private import ray_constants, ray_logging
     from ray.train import constants as train_constants
     from ray.train._internal import session
     from ray.train.v2._internal import constants as train_v2
@@ -122,6 +122,12 @@ def _check() -> None:
         and "_color" in formatted.__code__.co_names,
         "ray_logging's DedupState.formatted no longer colours through _color",
         "keeps colour codes out of a console that is not a terminal",
+    )
+    # (read when Ray is imported: a notebook that imported Ray first keeps the warnings, which is all it costs)
+    _require(
+        hasattr(ray_constants, "RAY_DEDUP_LOGS_SKIP_REGEX"),
+        "ray_constants.RAY_DEDUP_LOGS_SKIP_REGEX is gone",
+        "keeps the raylet's worker start-up warnings off the console",
     )
     _require(
         getattr(common_constants, "HEAD_NODE_RESOURCE_NAME", None) == HEAD_NODE_RESOURCE,

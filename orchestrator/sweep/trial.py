@@ -31,26 +31,6 @@ from orchestrator.sweep import ray_workarounds, startup
 from orchestrator.sweep.callbacks import Console, History, TensorBoard, mlflow_callback
 from orchestrator.sweep.scheduler import RegressionStopper
 
-# Ray's console settings, all in one place. Ray and Tune read them when they are used, not
-# when Ray is imported, so connect() sets them just before Ray starts (values already set win):
-# - RAY_AIR_NEW_OUTPUT=0 drops Tune's banner table and its TensorBoard hint, which points
-#   into a temporary session folder that is gone after the run;
-# - TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1: Tune's default CSV logger fixes its columns at the
-#   first result (the step-0 evaluation, which has no train loss) and silently drops the
-#   rest, and its TensorBoard logger writes every list as a histogram; the sweep adds Tune's
-#   JSON logger and its own TensorBoard writer (.callbacks) instead;
-# - TUNE_WARN_THRESHOLD_S=5: Tune warns (4 lines each time) when a callback takes over 0.5 s;
-#   ours write each run's history to storage, S3 included, after every evaluation;
-# - RAY_COLOR_PREFIX=0 when the output is not a terminal: what Ray's raylet has to tell the
-#   driver (an out-of-memory kill, too many workers starting) is printed without colour codes.
-# Workers' own output never reaches the console at all (connect(): log_to_driver=False).
-CONSOLE_ENV = {
-    "RAY_AIR_NEW_OUTPUT": "0",
-    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
-    "TUNE_WARN_THRESHOLD_S": "5",
-    **({} if sys.stdout.isatty() else {"RAY_COLOR_PREFIX": "0"}),
-}
-
 # Each trial's own actor only coordinates its TorchTrainer and asks for no CPU (the Train workers
 # ask for the real CPUs and GPUs); a sliver of the head node's own resource keeps it, and its Train
 # controller, on the head (ray_workarounds.HEAD_NODE_RESOURCE says why).
@@ -134,7 +114,6 @@ def connect(local: bool, plan: Plan, storage: StorageSpec, concurrency: int | No
     unless it is declared ``shared``: each node would write its checkpoints to its own disk,
     and a run restarted on another node could not find them.
     """
-    os.environ.update({k: v for k, v in CONSOLE_ENV.items() if k not in os.environ})
     if not sys.stdout.isatty():
         ray_workarounds.plain_dedup_suffix()
     if not local:
