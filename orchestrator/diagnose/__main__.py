@@ -13,7 +13,6 @@ current configuration, with one option per recommended fix. Exit codes: 0 done, 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,26 +22,16 @@ from orchestrator.diagnose import advice
 from orchestrator.diagnose.command import CommandError, import_command
 from orchestrator.diagnose.logs import FORMATS, LogError, RunLog, parse
 from orchestrator.diagnose.rules import Context, diagnose
-from orchestrator.spec import ExperimentSpec, SpecError, load, resolve_runs
+from orchestrator.spec import ExperimentSpec, SpecError, resolve_runs
 
 
 def _our_sweep(source: str, run: str | None) -> tuple[RunLog, dict[str, Any], str]:
     """(log, config, title) of one run of a sweep of ours: the control's first seed unless ``run`` names one."""
-    from contract.spec import StorageSpec
-    from contract.storage import is_s3
     from orchestrator.diagnose.sweep import run_log, spec_dict
-    from orchestrator.folder import ExperimentFolder
+    from orchestrator.folder import locate
     from orchestrator.results.records import collect
 
-    if source.endswith((".yaml", ".yml")):
-        experiment, _ = load(source)
-        folder = ExperimentFolder(experiment.storage, experiment.name)
-    else:
-        parent, _, name = source.rstrip("/").rpartition("/")
-        folder = ExperimentFolder(
-            StorageSpec(path=parent or ".", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") if is_s3(source) else None),
-            name,
-        )
+    folder = locate(source)
     stored = folder.plan()
     where = folder.uri
     if stored is None:
