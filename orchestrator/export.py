@@ -43,9 +43,9 @@ from orchestrator.spec import Plan, Run, SpecError
 
 EXIT_EXPORTED, EXIT_MISMATCH, EXIT_REFUSED = 0, 1, 2
 # How far the reloaded model's loss may be from the run's. In fp32, merged LoRA weights (W + alpha/r * B @ A, added
-# once) instead of the adapter beside W change the loss by float rounding only (1e-7 on the demo model). A bf16 run
-# is scored under bf16 autocast as it was, but kernels round differently by device and batch: on the demo model
-# bf16 moves the loss 5e-5 from fp32 altogether; larger models move it more.
+# once) instead of the adapter beside W change the loss by float rounding only (below 1e-7 on the demo model). A
+# bf16 run is scored under bf16 autocast as it was, but kernels round differently by device and batch: on the demo
+# model bf16 moves the loss 5e-5 from fp32 altogether; larger models move it more.
 TOLERANCE = {"fp32": 1e-4, "bf16": 1e-3}
 EVAL_WINDOWS = 8  # windows per forward pass when scoring: memory only, the losses do not depend on it
 
@@ -291,7 +291,7 @@ def _staging(out: Path) -> Iterator[Path]:
 def _new_folder(out: str | Path) -> Path:
     if is_s3(str(out)):
         raise ExportError(f"--out {out}: export to a local folder, then upload it (aws s3 cp --recursive DIR {out})")
-    out = Path(out)
+    out = Path(out).expanduser().absolute()  # said in full in what is printed and in errors: no doubt where it went
     if out.exists() and not (out.is_dir() and not any(out.iterdir())):
         raise ExportError(f"--out {out}: exists and is not an empty folder; remove it or choose another --out")
     return out
@@ -330,7 +330,7 @@ def _check_line(val_loss: float, choice: Choice, out: Path) -> str:
     compared = choice.run["compared_loss"]
     return (
         f"val loss under the protocol: {val_loss:.6f} loaded back from {out} with from_pretrained, "
-        f"{compared:.6f} the run's compared loss (Δ {val_loss - compared:+.6f})"
+        f"{compared:.6f} the run's compared loss (Δ {val_loss - compared:+.1e})"
     )
 
 

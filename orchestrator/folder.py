@@ -11,9 +11,9 @@ One experiment, one folder, ``<storage.path>/<name>/``::
     <run>/result.json, events.out.tfevents.*    Tune's trial folder: its JSON log, TensorBoard
 
 ``<run>`` is :func:`~orchestrator.spec.dir_name` of the run's name. The driver's Tune
-callbacks write through this class; ``--status``, ``--report``, the records and the
-diagnosis read through it. It imports nothing of Ray, so reading an experiment does not
-start or import Ray, from any machine that can reach the storage.
+callbacks write through this class; ``--status``, ``--report``, the records, the
+diagnosis and the export read through it. It imports nothing of Ray, so reading an
+experiment does not start or import Ray, from any machine that can reach the storage.
 """
 
 from __future__ import annotations
