@@ -11,9 +11,9 @@ One experiment, one folder, ``<storage.path>/<name>/``::
     <run>/result.json, events.out.tfevents.*    Tune's trial folder: its JSON log, TensorBoard
 
 ``<run>`` is :func:`~orchestrator.spec.dir_name` of the run's name. The driver's Tune
-callbacks write through this class; ``--status``, ``--report``, the records and the
-diagnosis read through it. It imports nothing of Ray, so reading an experiment does not
-start or import Ray, from any machine that can reach the storage.
+callbacks write through this class; ``--status``, ``--report``, the records, the
+diagnosis and the export read through it. It imports nothing of Ray, so reading an
+experiment does not start or import Ray, from any machine that can reach the storage.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 from contract.spec import StorageSpec
 from contract.storage import filesystem, is_s3, join, read_json, write_json
 from orchestrator.spec.experiment import ExperimentSpec, SpecError
+from orchestrator.spec.file import load
 from orchestrator.spec.resolve import Plan, dir_name
 
 PLAN = "plan.json"
@@ -40,19 +41,6 @@ class ExperimentFolder:
     storage: StorageSpec
     name: str
 
-    @classmethod
-    def at(cls, source: str) -> ExperimentFolder:
-        """The experiment a user points at: its folder (local, or ``s3://bucket/prefix/name``, with the endpoint
-        from AWS_ENDPOINT_URL as the AWS CLI reads it), or a spec file (.yaml), whose storage and name locate it."""
-        if source.endswith((".yaml", ".yml")):
-            from orchestrator.spec import load
-
-            experiment, _ = load(source)
-            return cls(experiment.storage, experiment.name)
-        parent, _, name = source.rstrip("/").rpartition("/")
-        endpoint = os.environ.get("AWS_ENDPOINT_URL") if is_s3(source) else None
-        return cls(StorageSpec(path=parent or ".", endpoint_url=endpoint), name)
-
     @property
     def uri(self) -> str:
         """The folder as a path or ``s3://`` URI."""
@@ -65,6 +53,11 @@ class ExperimentFolder:
     def run_uri(self, run: str) -> str:
         """A run's own folder: Tune's trial folder, with Ray Train's run inside it."""
         return join(self.uri, dir_name(run))
+
+    def checkpoint_uri(self, run: str, recorded: str) -> str:
+        """A checkpoint of ``run`` recorded as ``recorded`` (``.../<run>/train-<trial id>/step_NNNNNN``), in this
+        folder: where it is now, when the folder was moved, copied or synced between a bucket and a disk since."""
+        return join(self.run_uri(run), *recorded.rstrip("/").split("/")[-2:])
 
     def filesystem(self) -> tuple[Any, str]:
         """The pyarrow filesystem and the folder's path within it (``bucket/prefix/name`` on S3)."""
@@ -181,3 +174,18 @@ class ExperimentFolder:
 
     def _write(self, name: str, value: Any, indent: int | None = None) -> None:
         write_json(self.file(name), self.storage, value, indent=indent)
+
+
+def locate(source: str) -> ExperimentFolder:
+    """The experiment a read-only command is pointed at: its folder (``<storage.path>/<name>``), its ``s3://`` URI
+    (the endpoint from AWS_ENDPOINT_URL, as the AWS CLI reads it), or the spec that launched it (its storage and name).
+
+    Only locates it; :meth:`ExperimentFolder.plan` says whether an experiment is there. Raises :class:`SpecError` for
+    a spec file that does not load.
+    """
+    if source.endswith((".yaml", ".yml")):
+        experiment, _ = load(source)
+        return ExperimentFolder(experiment.storage, experiment.name)
+    parent, _, name = source.rstrip("/").rpartition("/")
+    endpoint = os.environ.get("AWS_ENDPOINT_URL") if is_s3(source) else None
+    return ExperimentFolder(StorageSpec(path=parent or ".", endpoint_url=endpoint), name)

@@ -226,7 +226,7 @@ def _stored(experiment: ExperimentSpec) -> tuple[ExperimentFolder, ExperimentSpe
 
 
 def _print_results(results: Results) -> None:
-    from orchestrator.results.report import table
+    from orchestrator.results.report import export_command, table
 
     print()
     print(results.comparisons.verdict.reason)
@@ -237,6 +237,7 @@ def _print_results(results: Results) -> None:
         f"\nresults: {uri}/summary.json, report.md, loss_curves.png"
         + (f"; next: {uri}/{results.follow_up}" if results.follow_up else "")
     )
+    print(f"export: {export_command(results)}")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -4,13 +4,13 @@ the scripts, docs/BENCHMARKS.md)."""
 import pytest
 
 from bench.orchestration import breakdown
-from orchestrator.folder import ExperimentFolder
+from orchestrator.folder import locate
 
 pytestmark = pytest.mark.ray
 
 
 def test_the_orchestration_breakdown_accounts_for_every_runs_time(behaviour):
-    folder = ExperimentFolder.at(str(behaviour[1]))
+    folder = locate(str(behaviour[1]))
     _, plan = folder.plan()
     launched = min(folder.state(r.name)["started"] for r in plan.runs) - 1.0
     result = breakdown(folder, plan, launched)

@@ -88,6 +88,7 @@ def _record(run, option, seed, doc_nll, tokens, status="completed"):
         memory_fallback=None,
         eval_tokens=int(np.sum(tokens)),
         best_checkpoint=None,
+        compared_checkpoint=None,
         doc_nll=list(doc_nll),
         doc_tokens=[int(t) for t in tokens],
     )

@@ -36,10 +36,10 @@ from orchestrator.spec import ExperimentSpec, SpecError, resolve_runs
 def _our_sweep(source: str, run: str | None) -> tuple[RunLog, dict[str, Any], str]:
     """(log, config, title) of one run of a sweep of ours: the control's first seed unless ``run`` names one."""
     from orchestrator.diagnose.sweep import run_log, spec_dict
-    from orchestrator.folder import ExperimentFolder
+    from orchestrator.folder import locate
     from orchestrator.results.records import collect
 
-    folder = ExperimentFolder.at(source)
+    folder = locate(source)
     stored = folder.plan()
     where = folder.uri
     if stored is None:

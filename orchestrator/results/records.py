@@ -49,6 +49,7 @@ class RunRecord:
     memory_fallback: str | None
     eval_tokens: int | None
     best_checkpoint: str | None
+    compared_checkpoint: str | None  # the checkpoint of the compared evaluation (None when none was written there)
     node: str | None = None  # the Ray node its (first) worker ran on at its last report
     # each time it started again from a checkpoint (a lost worker or node, a relaunch): at_step, from_node, to_node
     restarts: list[dict[str, Any]] = field(default_factory=list)
@@ -110,9 +111,7 @@ def record(
     doc_tokens = next((r["doc_tokens"] for r in rows if r.get("doc_tokens")), None)
     norms = [n for r in rows for n in (r.get("grad_norms") or []) if finite(n) is not None]
     checkpointed = [r for r in evals if isinstance(r.get("checkpoint_path"), str)]
-    best_ckpt = min(checkpointed, key=lambda r: r["val_loss"])["checkpoint_path"] if checkpointed else None
-    if best_ckpt and is_s3(storage.path):
-        best_ckpt = f"s3://{best_ckpt}"
+    best_ckpt = _checkpoint(min(checkpointed, key=lambda r: r["val_loss"]), storage) if checkpointed else None
     trained = [r for r in rows if int(r["step"]) > 0]
     return RunRecord(
         run=run.name,
@@ -143,6 +142,7 @@ def record(
         memory_fallback=next((r["memory_fallback"] for r in rows if r.get("memory_fallback")), None),
         eval_tokens=last.get("eval_tokens"),
         best_checkpoint=best_ckpt,
+        compared_checkpoint=_checkpoint(compared, storage) if compared else None,
         node=last.get("node_id"),
         restarts=restarts,
         history=[
@@ -183,6 +183,14 @@ def _restarts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         }
         for before, now in zip(attempts, attempts[1:])
     ]
+
+
+def _checkpoint(row: dict[str, Any], storage: StorageSpec) -> str | None:
+    """The checkpoint written at this evaluation, as a path or URI (Ray records S3 ones without their scheme)."""
+    path = row.get("checkpoint_path")
+    if not isinstance(path, str):
+        return None
+    return f"s3://{path}" if is_s3(storage.path) else path
 
 
 def _first_loss(evals: list[dict[str, Any]], doc_tokens: list[int] | None, protocol: EvalProtocol) -> float | None:

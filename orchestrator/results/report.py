@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import shlex
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ from contract.storage import is_s3
 from orchestrator.folder import ExperimentFolder
 from orchestrator.results.records import RunRecord
 from orchestrator.results.verdict import Comparisons, VariantResult, compare
-from orchestrator.spec import ExperimentSpec, Plan, Run
+from orchestrator.spec import ExperimentSpec, Plan, Run, dir_name
 
 
 @dataclass
@@ -180,6 +181,18 @@ def markdown(results: Results) -> str:
     parts += ["## What each run changed", ""]
     parts += [f"- **{r.run}**: `{json.dumps(r.overrides)}`" for r in records]
     parts += ["", "## Best checkpoints", ""] + [f"- **{r.run}**: `{r.best_checkpoint or '-'}`" for r in records]
+    take = results.comparisons.verdict.take
+    parts += [
+        "",
+        "## Export",
+        "",
+        f"Export **{take}** as a standalone model (LoRA merged into the base, its tokenizer, a model card) that "
+        "loads with `AutoModelForCausalLM.from_pretrained` alone:"
+        if take
+        else "Nothing was taken. To export a variant anyway as a standalone model, name it:",
+        "",
+        f"    {export_command(results)}",
+    ]
     return "\n".join(parts) + "\n"
 
 
@@ -304,6 +317,14 @@ def follow_up_command(results: Results) -> str:
         return f"python -m orchestrator.launch {location}"
     endpoint = f" --endpoint-url {storage.endpoint_url}" if storage.endpoint_url else ""
     return f"aws s3 cp {location} .{endpoint} && python -m orchestrator.launch {results.follow_up}"
+
+
+def export_command(results: Results) -> str:
+    """The command that exports the verdict's take as a standalone model; ``--variant NAME`` when nothing was taken."""
+    folder, take = results.folder, results.comparisons.verdict.take
+    endpoint = f"AWS_ENDPOINT_URL={folder.storage.endpoint_url} " if folder.storage.endpoint_url else ""
+    chosen = f"--out ./{dir_name(take)}-model" if take else "--variant NAME --out ./NAME-model"
+    return f"{endpoint}python -m orchestrator.export {shlex.quote(folder.uri)} {chosen}"
 
 
 def write(results: Results, extra: dict[str, bytes] | None = None) -> None:
