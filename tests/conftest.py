@@ -88,9 +88,9 @@ BEHAVIOUR = {
     "control": "current",
     "max_concurrent": 2,  # fewer slots than runs: the queued ones wait for a slot to free (and 2 cores run 2 well)
     "early_stopping": {"min_delta": 0.05, "patience": 1, "grace_evals": 1},
-    "evaluation": {
-        "context": 256
-    },  # what the longest block gives anyway; stated, so a part of this sweep run alone scores the same
+    # context 256: what the longest block gives anyway, stated so that a part of this sweep run alone scores the
+    # same; each run is compared at its best evaluation, chosen on half of the val documents, scored on the rest
+    "evaluation": {"context": 256, "selection_fraction": 0.5},
     "base": {
         "lora": {"rank": 8, "alpha": 16.0, "dropout": 0.0},
         "data": {"block_size": 128, "batch_size": 16},
@@ -119,7 +119,8 @@ def summary(storage: Path, experiment: str = "smoke") -> dict:
 
 @pytest.fixture(scope="session")
 def behaviour(tmp_path_factory):
-    """(exit code, experiment folder, console output, MLflow URI) of the shared sweep, run once per session."""
+    """(exit code, experiment folder, console output (stdout and stderr), MLflow URI, stdout alone) of the shared
+    sweep, run once per session."""
     import subprocess
     import sys
 
@@ -139,7 +140,8 @@ def behaviour(tmp_path_factory):
         text=True,
         timeout=1200,
     )
-    return out.returncode, root / "out" / "behaviour", out.stdout + out.stderr, spec["tracking"]["mlflow_uri"]
+    log = out.stdout + out.stderr
+    return out.returncode, root / "out" / "behaviour", log, spec["tracking"]["mlflow_uri"], out.stdout
 
 
 def runs_of(folder: Path) -> dict:

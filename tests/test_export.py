@@ -25,24 +25,12 @@ CHECK = re.compile(
 
 
 @pytest.fixture(scope="session")
-def finished(tmp_path_factory) -> tuple[Path, str]:
-    """(experiment folder, the launcher's output) of a finished sweep: a full fine-tune taken over a LoRA control with
-    two seeds. The tests read every name from its summary.json, so any such sweep serves.
-
-    Here the control `current` and `full_finetune`, compared at each run's best evaluation on half of the val
-    documents and scored on the other half (evaluation.selection_fraction), with a checkpoint at every evaluation.
-    """
-    storage = tmp_path_factory.mktemp("export")
-    sets = ["run.steps=20", "run.eval_every=10", "run.checkpoint_every=10", "evaluation.selection_fraction=0.5"]
-    out = subprocess.run(
-        [sys.executable, "-m", "orchestrator.launch", "specs/smoke.yaml", "--local", "--only", "current"]
-        + ["--only", "full_finetune", *(a for s in sets for a in ("--set", s)), "--set", f"storage.path={storage}"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return storage / "smoke", out.stdout
+def finished(behaviour) -> tuple[Path, str]:
+    """(experiment folder, the launcher's stdout) of the shared sweep: a full fine-tune taken over a LoRA control with
+    two seeds, each run compared at its best evaluation on half of the val documents and scored on the other half
+    (evaluation.selection_fraction), with a checkpoint at every evaluation. The tests read every name from its
+    summary.json, so any such sweep serves."""
+    return behaviour[1], behaviour[4]
 
 
 def _sweep(folder: Path) -> dict:
