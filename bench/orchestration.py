@@ -118,9 +118,9 @@ def main() -> None:
     from orchestrator.sweep.startup import LEVERS
 
     print(f"machine: {platform.node()} | {platform.machine()}, {os.cpu_count()} cores | {time.strftime('%Y-%m-%d')}")
-    configurations = [("every lever on", "")] + (
-        [(f"without {lever}", lever) for lever in LEVERS] if args.ablate else []
-    )
+    configurations = [("every lever on", "")]
+    if args.ablate:  # before (none of them), then each one's share: the sweep without it
+        configurations += [("every lever off", ",".join(LEVERS))] + [(f"without {lever}", lever) for lever in LEVERS]
     results = {label: measure(args, off) for label, off in configurations}
     first = results["every lever on"]
     _table(first)
@@ -129,7 +129,7 @@ def main() -> None:
         print(_summary_line(label, result))
     if args.ablate:
         print("\nwhat each lever saves (wall time without it - with every lever):")
-        for label, result in list(results.items())[1:]:
+        for label, result in list(results.items())[2:]:
             print(f"  {label.removeprefix('without '):<24}{result['wall_s'] - first['wall_s']:+7.1f} s")
 
 

@@ -24,13 +24,16 @@ import sys
 #   rest, and its TensorBoard logger writes every list as a histogram; the sweep adds Tune's
 #   JSON logger and its own TensorBoard writer (sweep/callbacks.py) instead;
 # - TUNE_WARN_THRESHOLD_S=5: Tune warns (4 lines each time) when a callback takes over 0.5 s;
-#   ours write each run's history to storage, S3 included, after every evaluation.
+#   ours write each run's history to storage, S3 included, after every evaluation;
+# - TUNE_PRINT_ALL_TRIAL_ERRORS=0: a failed run's whole traceback (with Ray's colour codes) is in
+#   its error.txt; the console says the run failed, its error, and where that file is.
 # Workers' own output never reaches the console (sweep/trial.py connect(): log_to_driver=False).
 CONSOLE_ENV = {
     "RAY_DEDUP_LOGS_SKIP_REGEX": "worker processes have been started on node",
     "RAY_AIR_NEW_OUTPUT": "0",
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
     "TUNE_WARN_THRESHOLD_S": "5",
+    "TUNE_PRINT_ALL_TRIAL_ERRORS": "0",
     **({} if sys.stdout.isatty() else {"RAY_COLOR_PREFIX": "0"}),
 }
 for _name, _value in CONSOLE_ENV.items():

@@ -9,6 +9,7 @@ One experiment, one folder, ``<storage.path>/<name>/``::
     <run>/state.json           running, finished or failed (with the error), and since when
     <run>/train-<trial id>/    Ray Train's run: step_NNNNNN/ checkpoints, its snapshot
     <run>/result.json, events.out.tfevents.*    Tune's trial folder: its JSON log, TensorBoard
+    <run>/error.txt            a failed run's traceback, written by Tune
 
 ``<run>`` is :func:`~orchestrator.spec.dir_name` of the run's name. The driver's Tune
 callbacks write through this class; ``--status``, ``--report``, the records, the
@@ -58,6 +59,10 @@ class ExperimentFolder:
         """A checkpoint of ``run`` recorded as ``recorded`` (``.../<run>/train-<trial id>/step_NNNNNN``), in this
         folder: where it is now, when the folder was moved, copied or synced between a bucket and a disk since."""
         return join(self.run_uri(run), *recorded.rstrip("/").split("/")[-2:])
+
+    def error_file(self, run: str) -> str:
+        """Where Tune keeps a failed run's whole traceback."""
+        return join(self.run_uri(run), "error.txt")
 
     def filesystem(self) -> tuple[Any, str]:
         """The pyarrow filesystem and the folder's path within it (``bucket/prefix/name`` on S3)."""

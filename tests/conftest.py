@@ -23,6 +23,7 @@ def _repo_root(monkeypatch):
     monkeypatch.chdir(ROOT)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups from the markers
 def pytest_collection_modifyitems(config, items):
     """Each of the two sweeps' tests run in one process (pytest-xdist's loadgroup), so each sweep runs once."""
     for item in items:
@@ -224,7 +225,7 @@ def multinode(local_cluster, s3_server, tmp_path_factory):
     spec_file.write_text(yaml.safe_dump(spec, sort_keys=False))
     cluster = local_cluster
     job = submit(cluster, spec_file, wait=False)
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + 1200  # two cores, shared with the other test process
     while not registered(client, "cluster/multinode/two_workers/", "step_000010"):
         assert "RUNNING" in _job(cluster, job, "status") or "PENDING" in _job(cluster, job, "status"), _job(
             cluster, job, "logs"

@@ -11,6 +11,7 @@ A second, short job shows a local storage path refused on a multi-node cluster.
 """
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -93,7 +94,7 @@ def test_a_local_storage_path_is_refused_on_a_multi_node_cluster(local_cluster, 
     out = submit(local_cluster, spec)
     log = out.stdout + out.stderr
     assert out.returncode != 0 and "failed" in log
-    assert "is a local folder, but this Ray cluster has 3 nodes" in log and "s3://bucket/prefix" in log
+    assert re.search(r"is a local folder, but this Ray cluster has \d nodes", log) and "s3://bucket/prefix" in log
     assert "storage.shared: true" in log
     assert not (tmp_path / "runs" / "local").exists()  # refused before the experiment's folder was started
 

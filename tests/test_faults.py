@@ -33,16 +33,20 @@ def test_a_killed_driver_relaunched_resumes_every_run_and_rides_out_a_storage_ou
     spec.write_text(yaml.safe_dump({**BEHAVIOUR, "control_seeds": 1, "storage": storage, "options": options}))
     command = [sys.executable, "-m", "orchestrator.launch", str(spec), "--local"]
     client = s3_env.client()
-    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    first = tmp_path / "first.log"
+    driver = subprocess.Popen(command, stdout=first.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         while not all(registered(client, f"relaunch/behaviour/{run}/", "step_000010") for run in options):
-            assert driver.poll() is None, "the sweep ended before it could be interrupted"
+            assert driver.poll() is None, f"the sweep ended before it could be interrupted: {first.read_text()[-3000:]}"
             time.sleep(0.1)
     finally:
         # The driver and the local Ray it started die together, as in a crash; by PID only.
-        tree = [psutil.Process(driver.pid)] + psutil.Process(driver.pid).children(recursive=True)
+        tree = [psutil.Process(driver.pid), *psutil.Process(driver.pid).children(recursive=True)]
         for process in tree:
-            process.kill()
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:  # exited meanwhile
+                pass
         psutil.wait_procs(tree, timeout=30)
     relaunch = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

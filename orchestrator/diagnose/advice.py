@@ -25,6 +25,7 @@ from orchestrator.diagnose.rules import (
     Context,
     Curve,
     Finding,
+    epochs,
     epochs_at,
     fmt_lr,
     healthy,
@@ -488,7 +489,7 @@ def describe_config(ctx: Context, log: RunLog) -> list[str]:
         seen, _ = epochs_at(log, ctx, log.points[-1].step) if log.points else (None, "")
         lines.append(
             f"Data: {ctx.corpus.train_tokens:,} training tokens, {ctx.corpus.val_documents} val documents "
-            f"({ctx.corpus.val_tokens:,} tokens)" + (f"; about {seen:,.0f} epochs by the last step" if seen else "")
+            f"({ctx.corpus.val_tokens:,} tokens)" + (f"; about {epochs(seen)} epochs by the last step" if seen else "")
         )
     return lines
 

@@ -167,17 +167,7 @@ def parse_trainer_state(text: str, path: str, name: str) -> RunLog:
     for i, entry in enumerate(history):
         if not isinstance(entry, dict) or "step" not in entry:
             raise LogError(f"{path}: log_history[{i}]: an entry without a step")
-        where = f"{path}: log_history[{i}]"
-        points.append(
-            Point(
-                step=int(_number(entry["step"], "step", where) or 0),
-                train_loss=_number(entry.get("loss"), "loss", where),
-                val_loss=_number(entry.get("eval_loss"), "eval_loss", where),
-                lr=_number(entry.get("learning_rate"), "learning_rate", where),
-                grad_norm=_number(entry.get("grad_norm"), "grad_norm", where),
-                epoch=_number(entry.get("epoch"), "epoch", where),
-            )
-        )
+        points.append(_point(entry, HF_NAMES, f"{path}: log_history[{i}]"))
     points = merge(points)
     best = state.get("best_model_checkpoint")
     return RunLog(
@@ -223,17 +213,29 @@ def parse_nanogpt(text: str, path: str, name: str) -> RunLog:
     return RunLog(name=name, points=merge(points), source="nanoGPT log", resumed=resumed, checkpoints=checkpoints)
 
 
+# Which field of a Point each format's record calls what: our CSV/JSONL columns, and HF Trainer's log_history.
+OUR_NAMES = {"train_loss": "train_loss", "val_loss": "val_loss", "lr": "lr", "grad_norm": "grad_norm", "epoch": "epoch"}
+HF_NAMES = {
+    "train_loss": "loss",
+    "val_loss": "eval_loss",
+    "lr": "learning_rate",
+    "grad_norm": "grad_norm",
+    "epoch": "epoch",
+}
+
+
+def _point(record: dict[str, Any], names: dict[str, str], where: str) -> Point:
+    """One record as a Point; ``names`` maps each field to the record's key for it."""
+    return Point(
+        step=int(_number(record["step"], "step", where) or 0),
+        **{field: _number(record.get(key), key, where) for field, key in names.items()},
+    )
+
+
 def _from_record(record: dict[str, Any], where: str) -> Point:
     if "step" not in record:
         raise LogError(f"{where}: no step; each row needs step, train_loss, val_loss")
-    return Point(
-        step=int(_number(record["step"], "step", where) or 0),
-        train_loss=_number(record.get("train_loss"), "train_loss", where),
-        val_loss=_number(record.get("val_loss"), "val_loss", where),
-        lr=_number(record.get("lr"), "lr", where),
-        grad_norm=_number(record.get("grad_norm"), "grad_norm", where),
-        epoch=_number(record.get("epoch"), "epoch", where),
-    )
+    return _point(record, OUR_NAMES, where)
 
 
 def parse_csv(text: str, path: str, name: str) -> RunLog:

@@ -421,6 +421,11 @@ def trend_gain(curve: Curve) -> float | None:
     return max(0.0, -slope * math.log(2))
 
 
+def epochs(n: float) -> str:
+    """Epochs as a person counts them: 0.4, 2.7, 164."""
+    return f"{n:.1f}" if n < 10 else f"{n:,.0f}"
+
+
 def epochs_at(log: RunLog, ctx: Context, step: int) -> tuple[float | None, str]:
     """Passes over the training data by ``step``: the log's own count, else steps x batch x block / train tokens."""
     counted = [p.epoch for p in log.points if p.epoch is not None and p.step <= step]
@@ -550,7 +555,7 @@ def baseline(curve: Curve, ctx: Context, found: list[Finding]) -> list[Finding]:
     seen, how = epochs_at(log, ctx, log.points[-1].step)
     if seen is not None and last is not None and seen >= 1:
         evidence += (
-            f". By step {log.points[-1].step:,} the run has seen about {seen:,.0f} epochs ({how}) and train loss is "
+            f". By step {log.points[-1].step:,} the run has seen about {epochs(seen)} epochs ({how}) and train loss is "
             f"still {last.train_loss:.2f}: nothing is being learned"
         )
     if log.resumed:
@@ -837,7 +842,7 @@ def underfit(curve: Curve, ctx: Context, found: list[Finding]) -> list[Finding]:
             Finding(
                 "underfit",
                 "Underfitting: not even the training data is fit",
-                f"after about {seen:,.0f} epochs ({how}), train {train:.2f} is within {abs(ratio):.0%} of val "
+                f"after about {epochs(seen)} epochs ({how}), train {train:.2f} is within {abs(ratio):.0%} of val "
                 f"{last.val_loss:.2f} at step {last.step:,}: a model that learns memorises a corpus seen this often",
                 f"|val - train| / train <= {OVERFIT_RATIO} after {UNDERFIT_EPOCHS}+ epochs",
                 "high" if seen >= 10 else "medium",

@@ -137,7 +137,10 @@ def trial_error(trial) -> str:
 class Console(tune.Callback):
     """One line per evaluation and per state change; the table of every run, live on a terminal."""
 
-    def __init__(self, run_names: list[str], table_every_s: float = 60.0, live: bool | None = None):
+    def __init__(
+        self, folder: ExperimentFolder, run_names: list[str], table_every_s: float = 60.0, live: bool | None = None
+    ):
+        self.folder = folder
         self.runs = {name: RunProgress(name) for name in run_names}
         self.table_every_s = table_every_s
         self.live = sys.stdout.isatty() if live is None else live
@@ -214,7 +217,7 @@ class Console(tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         run = self._run(trial)
         run.status = "failed"
-        self._say(f"[{run.name}] FAILED: {trial_error(trial)}")
+        self._say(f"[{run.name}] FAILED: {trial_error(trial)} (traceback: {self.folder.error_file(run.name)})")
         self._refresh()
 
 

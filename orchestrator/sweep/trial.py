@@ -187,7 +187,7 @@ def run_sweep(
                 storage_path=path.rsplit("/", 1)[0],
                 storage_filesystem=fs,
                 callbacks=[
-                    Console([r.name for r in runs]),
+                    Console(folder, [r.name for r in runs]),
                     History(folder),
                     JsonLoggerCallback(),  # each trial's result.json, as Tune writes it by default
                     TensorBoard(),
