@@ -125,7 +125,8 @@ class LocalCluster:
             text=True,
             timeout=300,  # the state API answers slowly while many processes start on two cores
         )
-        nodes = json.loads(out.stdout or "[]")
+        # (an empty cluster prints "No resource in the cluster", not a JSON list)
+        nodes = json.loads(out.stdout) if out.stdout.lstrip().startswith("[") else []
         return [
             {"NodeID": n["node_id"], "Resources": n.get("resources_total", {})} for n in nodes if n["state"] == "ALIVE"
         ]

@@ -115,7 +115,8 @@ class SeaweedS3:
             aws_access_key_id=ACCESS_KEY,
             aws_secret_access_key=SECRET_KEY,
             region_name="us-east-1",
-            config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10),
+            # a fresh server answers a first write to a new volume with InternalError now and then: retry
+            config=Config(retries={"max_attempts": 6, "mode": "standard"}, connect_timeout=2, read_timeout=10),
         )
 
     def create_bucket(self, name: str, timeout: float = 60) -> None:

@@ -218,7 +218,7 @@ def _launch(*args, env=None):
         [sys.executable, "-m", "orchestrator.launch", *args],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
         env=None if env is None else {**os.environ, **env},
     )
 
