@@ -29,6 +29,10 @@ BAD_SPECS = {
     "a number key": (b"1: 2\n", "top-level keys must be names, got 1"),
     "infinite lr": (b"base: {optim: {lr: 1e400}}\n", "optim.lr: Input should be a finite number"),
     "a folder": (None, "is a folder; pass a spec file"),
+    "a block beyond the model": (
+        b"options: {wide: {data: {block_size: 4096}}}\n",
+        "option 'wide': data.block_size: 4096 exceeds",
+    ),
 }
 
 
@@ -44,16 +48,28 @@ def test_a_bad_spec_exits_2_naming_the_file(tmp_path, capsys, raw, expected):
     assert err.startswith(f"error: {path}: ") and expected in err
 
 
-@pytest.mark.parametrize("raw,name,expected", BAD_DATA.values(), ids=list(BAD_DATA))
-def test_bad_data_is_refused_before_ray_starts(tmp_path, capsys, raw, name, expected):
-    """The data errors of tests/test_data.py, through the launcher: exit 2, nothing started (in-process: an exception
-    escaping main() fails the test, as the traceback a user would see)."""
+def test_a_spec_that_is_not_there_exits_2(capsys):
+    assert main(["does/not/exist.yaml", "--dry-run"]) == 2
+    assert (
+        capsys.readouterr().err
+        == "error: does/not/exist.yaml: cannot read the spec (No such file or directory); check the path\n"
+    )
+
+
+@pytest.mark.parametrize("mode", ["--dry-run", "--local"])
+@pytest.mark.parametrize(
+    "raw,name,expected", [*BAD_DATA.values(), (None, "missing.md", "no such file")], ids=[*BAD_DATA, "missing"]
+)
+def test_bad_data_is_refused_at_the_dry_run_and_before_ray_starts(tmp_path, capsys, raw, name, expected, mode):
+    """The data errors of tests/test_data.py, through the launcher, by a dry run as by a launch: exit 2, nothing
+    started (in-process: an exception escaping main() fails the test, as the traceback a user would see)."""
     data = tmp_path / name
-    data.write_bytes(raw)
+    if raw is not None:
+        data.write_bytes(raw)
     code = main(
         [
             "specs/smoke.yaml",
-            "--local",
+            mode,
             "--only",
             "current",
             "--set",
@@ -66,6 +82,7 @@ def test_bad_data_is_refused_before_ray_starts(tmp_path, capsys, raw, name, expe
     assert code == 2
     assert f"error: data.path {str(data)!r}: " in out.err and expected in out.err
     assert "Traceback" not in out.err and "starting a local Ray instance" not in out.out
+    assert not (tmp_path / "out").exists()  # nothing written
 
 
 def _mutations(text: str, rng: random.Random) -> str | bytes:

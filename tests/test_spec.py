@@ -257,11 +257,14 @@ def test_the_plan_of_a_two_worker_run_shows_how_the_batch_splits():
     assert "-> tokens per step      2,048" in out.stdout  # the experiment's batch, whatever the workers
 
 
-def test_cli_rejects_a_bad_spec_with_exit_2_and_no_traceback(tmp_path):
-    path = tmp_path / "bad.yaml"
-    path.write_text("options: {wide: {data: {block_size: 4096}}}")
-    out = _launch(str(path), "--dry-run")
-    assert out.returncode == 2
-    assert f"error: {path}: option 'wide': data.block_size: 4096 exceeds" in out.stderr
-    assert "Traceback" not in out.stderr
-    assert _launch("does/not/exist.yaml").returncode == 2
+def test_local_storage_is_refused_on_a_multi_node_cluster_unless_declared_shared():
+    from contract.spec import StorageSpec
+    from orchestrator.sweep.trial import check_storage_reaches
+
+    check_storage_reaches(1, StorageSpec(path="/tmp/runs"))  # one node: its disk is the storage
+    check_storage_reaches(3, StorageSpec(path="s3://bucket/sweeps"))
+    check_storage_reaches(3, StorageSpec(path="/mnt/nfs/sweeps", shared=True))
+    with pytest.raises(SpecError, match="local folder, but this Ray cluster has 3 nodes.*storage.shared: true"):
+        check_storage_reaches(3, StorageSpec(path="/tmp/runs"))
+    with pytest.raises(ValueError, match="storage.shared: every node reaches an s3:// path already"):
+        StorageSpec(path="s3://bucket/sweeps", shared=True)

@@ -78,13 +78,11 @@ def test_splitting_the_batch_over_micro_batches_or_workers_changes_nothing(behav
 
 
 def test_a_far_too_high_learning_rate_is_stopped(behaviour):
+    """100x the control's LR: val jumps (4.4 to 8.2 on the demo model) and the run stops at its first check."""
     run = runs_of(behaviour[1])["hot_lr"]
-    assert run["status"] in ("early_stopped", "diverged")
-    if run["status"] == "early_stopped":
-        assert re.fullmatch(
-            r"val [\d.]+ at step \d+ > best [\d.]+ at step \d+ \(\+[\d.]+%, patience 1\)", run["reason"]
-        )
-        assert run["steps"] < run["total_steps"]
+    assert run["status"] == "early_stopped"
+    assert re.fullmatch(r"val [\d.]+ at step 10 > best [\d.]+ at step 0 \(\+[\d.]+%, patience 1\)", run["reason"])
+    assert [h["step"] for h in run["history"]] == [0, 10] and run["steps"] < run["total_steps"]
 
 
 def test_a_stopped_trial_frees_its_slot_for_a_queued_one(behaviour):

@@ -206,3 +206,24 @@ def test_with_a_selection_share_one_half_chooses_the_evaluation_and_the_other_sc
         20,
         pytest.approx(3.5),
     )  # without a share: the final evaluation, all documents
+
+
+def test_the_launcher_exits_3_when_the_sweep_could_not_answer(tmp_path, capsys):
+    """A recorded sweep (tests/fixtures/sweep/smoke: the control with two seeds, and full_finetune), its report
+    rebuilt with --report: exit 0 with a verdict; with the control failed, exit 3, the report still written."""
+    import json
+    import shutil
+
+    from orchestrator.launch import EXIT_ANSWERED, EXIT_UNANSWERED, main
+
+    shutil.copytree("tests/fixtures/sweep/smoke", tmp_path / "smoke")
+    report = ["specs/smoke.yaml", "--report", "--set", f"storage.path={tmp_path}"]
+    assert main(report) == EXIT_ANSWERED
+    for seed in (0, 1):
+        state = tmp_path / "smoke" / f"current-seed_{seed}" / "state.json"
+        state.write_text(json.dumps({"state": "failed", "error": "RuntimeError: CUDA error", "since": 0.0}))
+    (tmp_path / "smoke" / "report.md").unlink()
+    assert main(report) == EXIT_UNANSWERED
+    err = capsys.readouterr().err
+    assert err.startswith("\nno answer: The control **current** has no finished run (RuntimeError: CUDA error)")
+    assert (tmp_path / "smoke" / "report.md").is_file()

@@ -123,15 +123,11 @@ def connect(local: bool, plan: Plan, storage: StorageSpec, concurrency: int | No
                 "set RAY_ADDRESS, or pass --local"
             )
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False, logging_level=logging.WARNING)
-        nodes = [n for n in ray.nodes() if n["Alive"]]
-        if len(nodes) > 1 and not is_s3(storage.path) and not storage.shared:
+        try:
+            check_storage_reaches(len([n for n in ray.nodes() if n["Alive"]]), storage)
+        except SpecError:
             ray.shutdown()
-            raise SpecError(
-                f"storage.path {storage.path!r} is a local folder, but this Ray cluster has {len(nodes)} nodes: each "
-                "would write checkpoints to its own disk and a run moved to another node would lose them. Use "
-                "s3://bucket/prefix (with storage.endpoint_url for MinIO and the like), or set storage.shared: true "
-                "if every node mounts that path (NFS)"
-            )
+            raise
         return
     # Logical CPUs for every run that goes at once (``concurrency`` of them, or all), however few cores there are
     demands = sorted((r.spec.resources.num_workers * r.spec.resources.cpus_per_worker for r in plan.runs), reverse=True)
@@ -141,6 +137,20 @@ def connect(local: bool, plan: Plan, storage: StorageSpec, concurrency: int | No
     ray.init(
         address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING
     )
+
+
+def check_storage_reaches(nodes: int, storage: StorageSpec) -> None:
+    """Refuse a local storage path on a cluster of ``nodes`` > 1 alive nodes, unless it is declared shared.
+
+    Ray Train's own check (a marker file) passes on one host and fails only on a real cluster.
+    """
+    if nodes > 1 and not is_s3(storage.path) and not storage.shared:
+        raise SpecError(
+            f"storage.path {storage.path!r} is a local folder, but this Ray cluster has {nodes} nodes: each "
+            "would write checkpoints to its own disk and a run moved to another node would lose them. Use "
+            "s3://bucket/prefix (with storage.endpoint_url for MinIO and the like), or set storage.shared: true "
+            "if every node mounts that path (NFS)"
+        )
 
 
 def disconnect() -> None:
