@@ -99,7 +99,7 @@ class SeaweedS3:
             else:
                 self.process.terminate()
             try:
-                self.process.wait(timeout=20)
+                self.process.wait(timeout=5)  # it takes its time to shut down gracefully; a test server need not
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
