@@ -155,6 +155,33 @@ BAD = {
         "options: {clip: {optim: {grad_clip: [2.0, -1]}}}",
         "option 'clip[grad_clip=-1]': optim.grad_clip: Input should be greater than 0",
     ),
+    "an LR search without a selection share": (
+        "lr_search: {}\noptions: {a: {}}",
+        "lr_search: each option's best LR is chosen on a share of the val documents and scored on the rest",
+    ),
+    "an LR search over an LR list": (
+        "lr_search: {}\nevaluation: {selection_fraction: 0.5}\noptions: {a: {optim: {lr: [1.0e-3, 1.0e-2]}}}",
+        "option 'a': optim.lr is a list, and lr_search searches the learning rate; give this option's learning rates "
+        "in lr_search.lrs.a instead",
+    ),
+    "an LR search's arm on several seeds": (
+        "lr_search: {}\nevaluation: {selection_fraction: 0.5}\noptions: {a: {run: {seed: [0, 1]}}}",
+        "option 'a': run.seed lists 2 seeds, but in an LR search each arm runs one seed",
+    ),
+    "a first rung inside the warmup": (
+        "lr_search: {first_rung: 20}\nevaluation: {selection_fraction: 0.5}\nbase: {run: {steps: 100, eval_every: 20,"
+        " checkpoint_every: 20}, optim: {schedule: {kind: warmup_constant, warmup_ratio: 0.3}}}",
+        "lr_search.first_rung: 20 must be an evaluation step (a multiple of run.eval_every 20) at or after the warmup "
+        "(30 steps) of option 'base'; use 40",
+    ),
+    "LRs for no option": (
+        "lr_search: {lrs: {b: [1.0e-3, 1.0e-2]}}\nevaluation: {selection_fraction: 0.5}\noptions: {a: {}}",
+        "lr_search.lrs: b is not an option",
+    ),
+    "one LR is no search": (
+        "lr_search: {lrs: {a: [1.0e-3]}}\nevaluation: {selection_fraction: 0.5}\noptions: {a: {}}",
+        "lrs.a: [0.001] must be at least 2 distinct learning rates above 0",
+    ),
     "not yaml": ("base: [unclosed", "not valid YAML at line"),
     "not a mapping": ("- a\n- b", "a spec must be a YAML mapping"),
 }
@@ -194,6 +221,35 @@ def test_seeds_expand_into_runs_of_one_variant_and_the_control_gets_its_seeds():
     assert [r.spec.run.seed for r in plan.runs] == [7, 8, 9]
     _, plan = load("specs/smoke.yaml", ["control_seeds=1"], ["current"])
     assert [r.name for r in plan.runs] == ["current"]
+
+
+def test_an_lr_search_gives_every_variant_arms_and_the_control_keeps_its_own_seeds(tmp_path):
+    spec = tmp_path / "search.yaml"
+    spec.write_text(
+        "control: current\nevaluation: {selection_fraction: 0.5}\n"
+        "lr_search: {factors: [0.5, 1, 3], lrs: {full: [1.0e-4, 1.0e-3]}}\n"
+        "base: {optim: {lr: 2.0e-3, schedule: {kind: warmup_constant, warmup_ratio: 0.3}}, "
+        "run: {steps: 100, eval_every: 10, checkpoint_every: 10}}\n"
+        "options: {current: {}, clip: {optim: {grad_clip: [2.0, 5.0]}}, full: {method: full, lora: null}}\n"
+    )
+    _, plan = load(str(spec))
+    runs = {r.name: r for r in plan.runs}
+    assert [r.name for r in plan.runs if r.search is None] == ["current[seed=0]", "current[seed=1]"]
+    assert [(s.name, s.lrs, s.rungs) for s in plan.searches] == [
+        ("current", [0.001, 0.002, 0.006], [30, 60]),  # factors of its own lr; the first rung after the warmup
+        ("clip[grad_clip=2.0]", [0.001, 0.002, 0.006], [30, 60]),  # every grid point searched on its own
+        ("clip[grad_clip=5.0]", [0.001, 0.002, 0.006], [30, 60]),
+        ("full", [1e-4, 1e-3], [30, 60]),  # an explicit list
+    ]
+    arm = runs["clip[grad_clip=5.0,lr=0.006]"]
+    assert (arm.search, arm.variant, arm.spec.optim.lr, arm.spec.optim.grad_clip) == (
+        "clip[grad_clip=5.0]",
+        arm.name,
+        0.006,
+        5.0,
+    )
+    assert arm.overrides == {"optim": {"grad_clip": 5.0, "lr": 0.006}}
+    assert runs["current[lr=0.002]"].spec.run.seed == 0  # the control's arms run its first seed
 
 
 def test_set_overrides_every_run_and_experiment_fields():
