@@ -30,7 +30,7 @@ from orchestrator.folder import ExperimentFolder
 from orchestrator.spec import ExperimentSpec, Plan, Run, SpecError, dir_name
 from orchestrator.sweep import ray_workarounds
 from orchestrator.sweep.callbacks import Console, History, TensorBoard, mlflow_callback
-from orchestrator.sweep.scheduler import RegressionStopper
+from orchestrator.sweep.scheduler import SweepScheduler
 
 # Ray's console settings, all in one place. Ray and Tune read them when they are used, not
 # when Ray is imported, so connect() sets them just before Ray starts (values already set win):
@@ -171,7 +171,7 @@ def run_sweep(experiment: ExperimentSpec, plan: Plan, folder: ExperimentFolder, 
             trainable,
             param_space=param_space,
             tune_config=tune.TuneConfig(
-                scheduler=RegressionStopper(experiment.early_stopping, folder),
+                scheduler=SweepScheduler(experiment.early_stopping, plan.searches, folder),
                 max_concurrent_trials=experiment.max_concurrent or max_concurrent(runs, ray.cluster_resources()),
                 trial_name_creator=lambda t: dir_name(t.config["job"]["run_name"]),
                 trial_dirname_creator=lambda t: dir_name(t.config["job"]["run_name"]),
