@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from orchestrator.results.records import RunRecord
-from orchestrator.results.stats import holm, paired_bootstrap, seed_noise
+from orchestrator.results.stats import SeedNoise, holm, paired_bootstrap, seed_noise
 from orchestrator.results.verdict import compare
 
 
@@ -46,16 +46,19 @@ def test_an_identical_run_has_a_p_value_of_one():
 
 def test_seed_noise_widens_the_interval_by_the_seeds_on_each_side():
     """The document bootstrap cannot see a shift shared by every document; the seed noise term adds it, shrinking
-    as 1/seeds on each side: 1.96 x sd x sqrt(1/n_o + 1/n_c)."""
+    as 1/seeds on each side, t x sd x sqrt(1/n_o + 1/n_c), with a wider t the fewer seeds measured the sd."""
     rng = np.random.default_rng(3)
     tokens, difficulty = _docs(rng)
     control, option = difficulty * tokens, (difficulty - 0.02) * tokens  # the documents alone: no spread at all
     assert paired_bootstrap(option[None], control[None], tokens).half_width == pytest.approx(0, abs=1e-12)
-    one = paired_bootstrap(option[None], control[None], tokens, seed_sd=0.03)
-    two = paired_bootstrap(np.stack([option] * 2), np.stack([control] * 2), tokens, seed_sd=0.03)
+    many = SeedNoise(sd=0.03, df=10_000, variants=["control"])  # an sd known exactly: a normal
+    one = paired_bootstrap(option[None], control[None], tokens, many)
+    two = paired_bootstrap(np.stack([option] * 2), np.stack([control] * 2), tokens, many)
     assert one.half_width == pytest.approx(1.96 * 0.03 * np.sqrt(2), rel=0.05)
     assert two.half_width == pytest.approx(1.96 * 0.03 * np.sqrt(1), rel=0.05)
     assert one.mean == two.mean == pytest.approx(-0.02)
+    few = paired_bootstrap(option[None], control[None], tokens, SeedNoise(sd=0.03, df=3, variants=["control"]))
+    assert few.half_width == pytest.approx(3.182 * 0.03 * np.sqrt(2), rel=0.05)  # the t's 97.5% point at 3 df
 
 
 def test_seed_noise_pools_the_variants_that_ran_several_seeds():
@@ -216,7 +219,7 @@ def test_with_a_selection_share_one_half_chooses_the_evaluation_and_the_other_sc
 
 
 def _searched(rng, searches, statuses=None, selection=None):
-    """A control of two seeds, and for each search (option -> {lr: shift}) one arm per lr, on the same documents.
+    """A control of four seeds, and for each search (option -> {lr: shift}) one arm per lr, on the same documents.
     Arms are chosen on ``selection`` (their val loss on the selection documents, by lr), by default their shift."""
     tokens, difficulty = _docs(rng)
     tokens = tokens.round()
@@ -224,10 +227,8 @@ def _searched(rng, searches, statuses=None, selection=None):
     def run(shift):
         return (difficulty + shift + rng.normal(0, 0.01, len(tokens))) * tokens
 
-    records = [
-        _record("current[seed=0]", "current", 0, run(0.0), tokens),
-        _record("current[seed=1]", "current", 1, run(0.01), tokens),
-    ]
+    # four control seeds: the arms run one each, and the seed noise needs degrees of freedom from somewhere
+    records = [_record(f"current[seed={s}]", "current", s, run(0.005 * s), tokens) for s in range(4)]
     for option, shifts in searches.items():
         for lr, shift in shifts.items():
             name = f"{option}[lr={lr}]"
@@ -269,9 +270,9 @@ def test_a_fix_that_beats_the_control_at_its_best_lr_is_more_than_the_learning_r
     assert reason.startswith("Take **fix[lr=0.01]** (at its best LR, 0.01 of 2 tried, at the edge of the range tried)")
     assert "it also beats the control at its best LR, **current[lr=0.01]**" in reason
     assert (
-        "It rests on 1 seed of fix[lr=0.01] and 2 of the control (fix[lr=0.01]'s own seed noise is unmeasured" in reason
+        "It rests on 1 seed of fix[lr=0.01] and 4 of the control (fix[lr=0.01]'s own seed noise is unmeasured" in reason
     )
-    assert "pooled over the seeds of current (1 degree of freedom)" in reason
+    assert "pooled over the seeds of current (3 degrees of freedom, a Student's t)" in reason
 
 
 def test_the_report_shows_each_search_its_chosen_lr_pruned_arms_and_cost(tmp_path):
@@ -281,7 +282,7 @@ def test_the_report_shows_each_search_its_chosen_lr_pruned_arms_and_cost(tmp_pat
 
     spec = tmp_path / "s.yaml"
     spec.write_text(
-        "name: s\ncontrol: current\nevaluation: {selection_fraction: 0.5}\n"
+        "name: s\ncontrol: current\ncontrol_seeds: 4\nevaluation: {selection_fraction: 0.5}\n"
         "lr_search: {factors: null, lrs: {current: [0.001, 0.01], fix: [0.001, 0.01, 0.1]}}\n"
         "base: {run: {steps: 20, eval_every: 10, checkpoint_every: 10}}\noptions: {current: {}, fix: {}}\n"
     )
@@ -303,8 +304,8 @@ def test_the_report_shows_each_search_its_chosen_lr_pruned_arms_and_cost(tmp_pat
     assert "1 pruned at rung 1 (step 10).\n" in text
     assert "- **current** (the control at its best LR): chose lr 0.01" in text
     assert "**at the edge of its range**: try `lr_search.lrs.current: [0.00316, 0.0316]`" in text
-    # 2 control seeds + 2 + 2 arms of 20 steps and one of 10, against 2 control seeds + one fix run of 20 steps
-    assert "2.17x the" in text
+    # 4 control seeds + 2 + 2 arms of 20 steps and one of 10, against 4 control seeds + one fix run of 20 steps
+    assert "1.70x the" in text
     summary = report.summary(results)
     fix = next(v for v in summary["variants"] if v["option"] == "fix")
     assert (fix["lr_search"]["chosen_lr"], fix["lr_search"]["at_edge"]) == (0.01, False)
@@ -314,5 +315,5 @@ def test_the_report_shows_each_search_its_chosen_lr_pruned_arms_and_cost(tmp_pat
         (0.1, "pruned"),
     ]
     assert {r["run"]: r["status"] for r in summary["runs"]}["fix[lr=0.1]"] == "pruned"
-    assert summary["seed_noise"]["df"] == 1
+    assert summary["seed_noise"]["df"] == 3
     assert report.plot(results)[:8] == b"\x89PNG\r\n\x1a\n"

@@ -3,12 +3,14 @@
 The statistic is the difference in token-weighted mean NLL between an option and the
 control, on the same scored documents, each side averaged over its seeds. Each resample
 draws the documents once for both sides (paired, as in Koehn 2004 and sacrebleu's
-``paired_bs``) and adds one draw of seed noise: normal, with the run-to-run variance of
-the compared loss pooled over the variants that ran several seeds, divided by each
-side's seeds. The document bootstrap cannot see that noise on its own: on the default
-job, 44% of the seed variance is one shift shared by every document (docs/BENCHMARKS.md,
-"Calibration"). The p-value follows sacrebleu: the resampled differences are centred on
-zero (the null hypothesis of no difference) and ``p = (count(|centred| >= |observed|) + 1) / (B + 1)``.
+``paired_bs``) and adds one draw of seed noise: the run-to-run sd of the compared loss,
+pooled over the variants that ran several seeds, times ``sqrt(1/n_option + 1/n_control)``,
+times a Student's t draw with the pooled degrees of freedom (with a few seeds, the sd is
+itself an estimate; the t counts that). The document bootstrap cannot see that noise on
+its own: on the default job it saw 26% of the seed variance, the rest being a shift
+shared by every document. docs/BENCHMARKS.md ("Calibration") has the measurements behind
+this choice. The p-value follows sacrebleu: the resampled differences are centred on zero
+(the null hypothesis of no difference) and ``p = (count(|centred| >= |observed|) + 1) / (B + 1)``.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def paired_bootstrap(
     option: np.ndarray,
     control: np.ndarray,
     tokens: np.ndarray,
-    seed_sd: float | None = None,
+    noise: SeedNoise | None = None,
     resamples: int = RESAMPLES,
     seed: int = 0,
 ) -> Comparison:
@@ -65,10 +67,10 @@ def paired_bootstrap(
 
     ``tokens`` [docs] is the scored token count of each document (the same for both sides:
     one evaluation protocol). The observed difference is the mean over seeds of each side's
-    token-weighted mean NLL. ``seed_sd`` is the run-to-run spread of one seed's loss
-    (:func:`seed_noise`); each resample adds a normal draw with variance
-    ``seed_sd**2 * (1 / seeds_o + 1 / seeds_c)``. None adds none: the interval then counts
-    the documents only.
+    token-weighted mean NLL. ``noise`` is the pooled run-to-run spread of one seed's loss
+    (:func:`seed_noise`); each resample adds ``noise.sd * sqrt(1/seeds_o + 1/seeds_c)``
+    times a Student's t draw with ``noise.df`` degrees of freedom. None, or a noise that
+    was not measured, adds none: the interval then counts the documents only.
     """
     option, control, tokens = (
         np.atleast_2d(option).astype(float),
@@ -77,14 +79,17 @@ def paired_bootstrap(
     )
     per_doc = option.mean(0) - control.mean(0)  # [docs]: each side averaged over its seeds
     observed = float(per_doc.sum() / tokens.sum())
-    spread = (seed_sd or 0.0) * np.sqrt(1 / len(option) + 1 / len(control))
+    measured = noise is not None and noise.sd is not None
+    spread = noise.sd * np.sqrt(1 / len(option) + 1 / len(control)) if measured else 0.0
     rng = np.random.default_rng(seed)
     n_docs = len(tokens)
     deltas = np.empty(resamples)
     for lo in range(0, resamples, 1000):  # chunks bound the [B, docs] count matrix
         b = min(1000, resamples - lo)
         counts = rng.multinomial(n_docs, np.full(n_docs, 1.0 / n_docs), size=b).astype(float)  # same docs, both sides
-        deltas[lo : lo + b] = (counts @ per_doc) / (counts @ tokens) + rng.normal(0.0, 1.0, b) * spread
+        deltas[lo : lo + b] = (counts @ per_doc) / (counts @ tokens)
+        if measured:
+            deltas[lo : lo + b] += rng.standard_t(noise.df, b) * spread
     lo95, hi95 = np.percentile(deltas, [2.5, 97.5])
     centred = deltas - deltas.mean()
     p = (int(np.sum(np.abs(centred) >= abs(observed))) + 1) / (resamples + 1)

@@ -256,7 +256,7 @@ def compare(
             ended_badly = any(r.status in ("failed", "diverged") for r in v.runs)  # their last evaluation means nothing
             if docs is None or ended_badly or (v.search is not None and v.search.chosen is None):
                 return None
-            return stats.paired_bootstrap(docs[:, keep], reference[:, keep], tokens[keep], noise.sd, resamples)
+            return stats.paired_bootstrap(docs[:, keep], reference[:, keep], tokens[keep], noise, resamples)
 
         for v in others:
             v.delta = bootstrap(v, base_docs)
@@ -288,7 +288,7 @@ def noise_text(noise: stats.SeedNoise) -> str:
         )
     return (
         f"the intervals count seed noise of sd {noise.sd:.4f} per run, pooled over the seeds of "
-        f"{', '.join(noise.variants)} ({noise.df} degree{'s' if noise.df > 1 else ''} of freedom)"
+        f"{', '.join(noise.variants)} ({noise.df} degree{'s' if noise.df > 1 else ''} of freedom, a Student's t)"
     )
 
 
