@@ -65,7 +65,10 @@ def s3_env(s3_server, monkeypatch):
 
 # The uninterrupted reference: one smoke option (warmup + linear decay, so the LR depends
 # on the step) trained 40 steps. Fault tests end where it ends, or they lost work.
-REFERENCE_ARGS = ["--set", "run.steps=40", "--set", "run.eval_every=10", "--set", "run.checkpoint_every=20"]
+REFERENCE_ARGS = [
+    *["--set", "run.steps=40", "--set", "run.eval_every=10", "--set", "run.checkpoint_every=20"],
+    *["--set", "option_seeds=1"],  # one run per option: these tests are about one run, not the verdict
+]
 
 # The shared end-to-end sweep: every behaviour the tests check on a real local Ray, in one
 # sweep, on the pretrained demo model. LoRA dropout is off so that runs that differ only in
@@ -73,6 +76,9 @@ REFERENCE_ARGS = ["--set", "run.steps=40", "--set", "run.eval_every=10", "--set"
 BEHAVIOUR = {
     "name": "behaviour",
     "control": "current",
+    # One seed per option keeps the sweep small; the control's three give the seed noise 2 degrees of freedom.
+    "control_seeds": 3,
+    "option_seeds": 1,
     "max_concurrent": 6,  # fewer slots than runs: the queued ones wait for a slot to free
     "early_stopping": {"min_delta": 0.05, "patience": 1, "grace_evals": 1},
     "evaluation": {
@@ -85,7 +91,7 @@ BEHAVIOUR = {
         "run": {"steps": 30, "eval_every": 10, "checkpoint_every": 10},
     },
     "options": {
-        "current": {},  # the control, with 2 seeds
+        "current": {},  # the control, with 3 seeds
         "same_but_seed": {"run": {"seed": 2}},  # A/A: the control on another seed
         "full": {"method": "full", "lora": None},  # A/B: truly better
         "hot_lr": {"optim": {"lr": 0.2}},  # 100x the control's learning rate

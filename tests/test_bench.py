@@ -5,7 +5,10 @@ import sys
 
 import pytest
 
-TINY_RUN = ["--set", "run.steps=10", "--set", "run.eval_every=5", "--set", "run.checkpoint_every=10"]
+TINY_RUN = [
+    *["--set", "run.steps=10", "--set", "run.eval_every=5", "--set", "run.checkpoint_every=10"],
+    *["--set", "option_seeds=1"],
+]
 
 
 def _bench(module, *args):

@@ -128,6 +128,8 @@ def test_ray_job_submit_runs_the_sweep(cluster, tmp_path):
         "--set",
         "control_seeds=1",
         "--set",
+        "option_seeds=1",
+        "--set",
         f"storage.path={storage}",
     ]
     out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)

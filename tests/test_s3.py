@@ -72,6 +72,8 @@ def s3_sweep(s3_server, tmp_path_factory):
             "run.steps=20",
             "--set",
             "control_seeds=1",
+            "--set",
+            "option_seeds=1",
         ],
         env=env,
         capture_output=True,

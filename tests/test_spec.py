@@ -30,18 +30,17 @@ def test_every_shipped_spec_validates_and_every_run_round_trips(path):
 def test_best_yaml_is_the_seeds_plan():
     experiment, plan = load("specs/best.yaml")
     by = {r.name: r.spec for r in plan.runs}
-    assert sorted(by) == sorted(
-        [
-            "current[seed=0]",
-            "current[seed=1]",
-            "lora_capacity",
-            "lr_schedule",
-            "long_context",
-            "loose_clipping[grad_clip=2.0]",
-            "loose_clipping[grad_clip=5.0]",
-            "full_finetune",
-        ]
-    )
+    variants = [
+        "lora_capacity",
+        "lr_schedule",
+        "long_context",
+        "loose_clipping[grad_clip=2.0]",
+        "loose_clipping[grad_clip=5.0]",
+        "full_finetune",
+    ]
+    seeded = [f"{v[:-1]},seed={s}]" if v.endswith("]") else f"{v}[seed={s}]" for v in variants for s in (0, 1)]
+    assert sorted(by) == sorted(["current[seed=0]", "current[seed=1]", *seeded])  # 2 seeds each by default
+    by = {r.variant: r.spec for r in plan.runs if r.spec.run.seed == 0}
     base = by["lora_capacity"]
     assert (base.model.name, base.lora.rank, base.lora.alpha, base.optim.lr, base.run.steps) == (
         "gpt2",
@@ -52,7 +51,7 @@ def test_best_yaml_is_the_seeds_plan():
     )
     assert (base.data.block_size, base.data.batch_size, base.run.checkpoint_every) == (128, 16, 500)
     assert {r.spec.run.seed for r in plan.runs if r.option == "current"} == {0, 1}  # control_seeds: 2 by default
-    current = by["current[seed=0]"]
+    current = by["current"]
     assert (current.lora.rank, current.lora.alpha, current.optim.lr) == (8, 16.0, 1e-5)
     assert by["lr_schedule"].optim.schedule.kind == "warmup_linear" and by["lr_schedule"].warmup_steps == 250
     assert by["lr_schedule"].optim.schedule.floor_ratio == 0.5
@@ -200,7 +199,7 @@ def test_bad_specs_are_rejected_naming_the_field(tmp_path, text, expected):
 def test_options_deep_merge_and_lists_expand():
     # null is a value ("not applicable"), not a deletion: a full fine-tune says lora: null
     assert deep_merge({"a": {"b": 1, "c": 2}, "d": 3}, {"a": {"b": 5}, "d": None}) == {"a": {"b": 5, "c": 2}, "d": None}
-    _, plan = load("specs/smoke.yaml", only=["loose_clipping"])
+    _, plan = load("specs/smoke.yaml", ["option_seeds=1"], only=["loose_clipping"])
     assert [(r.name, r.variant) for r in plan.runs] == [
         ("loose_clipping[grad_clip=2.0]", "loose_clipping[grad_clip=2.0]"),
         ("loose_clipping[grad_clip=5.0]", "loose_clipping[grad_clip=5.0]"),
@@ -221,6 +220,8 @@ def test_seeds_expand_into_runs_of_one_variant_and_the_control_gets_its_seeds():
     assert [r.spec.run.seed for r in plan.runs] == [7, 8, 9]
     _, plan = load("specs/smoke.yaml", ["control_seeds=1"], ["current"])
     assert [r.name for r in plan.runs] == ["current"]
+    _, plan = load("specs/smoke.yaml", ["option_seeds=3"], ["lr_schedule"])  # every other option: option_seeds
+    assert [(r.name, r.variant) for r in plan.runs] == [(f"lr_schedule[seed={s}]", "lr_schedule") for s in range(3)]
 
 
 def test_an_lr_search_gives_every_variant_arms_and_the_control_keeps_its_own_seeds(tmp_path):
@@ -256,7 +257,7 @@ def test_set_overrides_every_run_and_experiment_fields():
     assert parse_sets(["run.steps=7", "storage.path=/x"]) == ({"storage": {"path": "/x"}}, {"run": {"steps": 7}})
     experiment, plan = load(
         "specs/smoke.yaml",
-        ["run.steps=40", "optim.lr=3e-4", "name=other", "control_seeds=1"],
+        ["run.steps=40", "optim.lr=3e-4", "name=other", "control_seeds=1", "option_seeds=1"],
         ["current", "lora_capacity"],
     )
     assert experiment.name == "other"
@@ -284,13 +285,13 @@ def test_dry_run_prints_the_plan_and_starts_nothing(hub_cache):
         "specs/best.yaml", "--dry-run", "--local", env={"HF_HUB_CACHE": str(hub_cache)}
     )  # --local would start Ray, were --dry-run to go on
     assert out.returncode == 0, out.stderr
-    assert "experiment   best: 8 run(s), control current" in out.stdout
+    assert "experiment   best: 14 run(s), control current" in out.stdout
     assert (
-        "control      2 seeds (0, 1) to measure seed-to-seed spread: 1 extra run(s), 12% of the sweep's training tokens"
-        in out.stdout
+        "seeds        control 2 (0, 1), other variants 2 each: the seed noise every interval counts, pooled over 7 "
+        "variant(s) with 7 degree(s) of freedom; 7 extra run(s), 50% of the sweep's training tokens" in out.stdout
     )
     assert "evaluation   every run scored on the same val tokens: windows of 256 tokens every 128" in out.stdout
-    assert "== loose_clipping[grad_clip=5.0]  (option loose_clipping)" in out.stdout
+    assert "== loose_clipping[grad_clip=5.0,seed=1]  (option loose_clipping)" in out.stdout
     lora = 36_864 * 16  # (768 in + 2,304 out) x rank 16 on c_attn, in 12 layers
     assert f"-> trainable params     {lora:,} of {124_439_808 + lora:,} (" in out.stdout
     assert "-> effective batch      16 sequences = 1 worker x micro-batch 16 x 1 accumulation step" in out.stdout

@@ -126,6 +126,13 @@ class ExperimentSpec(Strict):
         description="Seeds the control runs with (run.seed, run.seed + 1, ...) unless its option lists run.seed "
         "itself: their spread is the noise a fix must beat.",
     )
+    option_seeds: int = Field(
+        2,
+        gt=0,
+        description="Seeds every other option runs with (run.seed, run.seed + 1, ...) unless it lists run.seed itself "
+        "(an LR search's arms run one each). Every variant's seeds join the seed noise each interval counts; with one "
+        "seed per option the A/A calibration misses its targets (docs/BENCHMARKS.md).",
+    )
     max_concurrent: int | None = Field(
         None, gt=0, description="Runs at once; null runs as many as the cluster's resources fit."
     )

@@ -61,20 +61,29 @@ def describe_run(run: Run) -> str:
     return "\n".join(lines)
 
 
-def control_cost(experiment: ExperimentSpec, plan: Plan) -> str:
-    """What measuring the control's seed spread costs: its extra runs and their share of the tokens."""
+def seeds_line(experiment: ExperimentSpec, plan: Plan) -> str:
+    """How many seeds each variant runs, what they measure (the seed noise every interval counts) and what that costs
+    (an LR search's arms run one seed each and are left out)."""
+    variants: dict[str, list[Run]] = {}
+    for run in plan.runs:
+        if run.search is None:
+            variants.setdefault(run.variant, []).append(run)
+    df = sum(len(runs) - 1 for runs in variants.values())
+    if not df:
+        return "1 per variant: seed noise is not measured, so the intervals count documents only; the verdict says so"
     control = [r for r in plan.runs if r.option == experiment.control and r.search is None]
-    if not control:
-        return "none (no control in this plan)"
-    seeds = ", ".join(str(r.spec.run.seed) for r in control)
-    if len(control) == 1:
-        return f"1 seed ({seeds}): seed-to-seed spread is not measured; the verdict says so"
-
-    extra = sum(tokens(r) for r in control[1:])
-    share = extra / sum(tokens(r) for r in plan.runs)
+    others = [len(runs) for runs in variants.values() if runs[0].option != experiment.control]
+    parts = [f"control {len(control)} ({', '.join(str(r.spec.run.seed) for r in control)})"] if control else []
+    if others:
+        parts.append(
+            f"other variants {min(others)}" + (f"-{max(others)}" if max(others) > min(others) else "") + " each"
+        )
+    extra = [r for runs in variants.values() for r in runs[1:]]
+    share = sum(tokens(r) for r in extra) / sum(tokens(r) for r in plan.runs)
     return (
-        f"{len(control)} seeds ({seeds}) to measure seed-to-seed spread: {len(control) - 1} extra run(s), "
-        f"{share:.0%} of the sweep's training tokens"
+        f"{', '.join(parts)}: the seed noise every interval counts, pooled over "
+        f"{sum(len(runs) > 1 for runs in variants.values())} variant(s) with {df} degree(s) of freedom; "
+        f"{len(extra)} extra run(s), {share:.0%} of the sweep's training tokens"
     )
 
 
@@ -119,7 +128,7 @@ def describe(experiment: ExperimentSpec, plan: Plan) -> str:
     head = [
         f"experiment   {experiment.name}: {len(plan.runs)} run(s)"
         + (f", control {experiment.control}" if experiment.control else ""),
-        f"control      {control_cost(experiment, plan)}",
+        f"seeds        {seeds_line(experiment, plan)}",
         f"lr search    {search_line(experiment, plan)}",
         f"evaluation   every run scored on the same val tokens: windows of {ev.context} tokens every {ev.stride} "
         f"(at least {ev.context - ev.stride} tokens of "

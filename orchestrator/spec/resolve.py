@@ -4,7 +4,8 @@ Each option is a partial override that is deep-merged into the base and then val
 as one whole :class:`~contract.spec.TrainSpec`, so an option can only produce a run that
 would also be valid written out in full. A list where the schema expects one value
 (``optim: {grad_clip: [2.0, 5.0]}``) expands into one run per value; ``run.seed`` lists
-expand the same way, and the control runs with ``control_seeds`` seeds.
+expand the same way, and an option that lists none runs with ``control_seeds`` seeds (the
+control) or ``option_seeds`` (the others).
 
 With ``lr_search``, each option's variants (the control's too) become arms, one per
 learning rate, which the sweep prunes by successive halving (:class:`Search`); the
@@ -152,8 +153,8 @@ def _expand(
     return points
 
 
-def _control_seeds(merged: dict[str, Any], count: int) -> dict[str, Any]:
-    """The control's merged dict with ``count`` consecutive seeds, unless it lists seeds itself."""
+def _with_seeds(merged: dict[str, Any], count: int) -> dict[str, Any]:
+    """An option's merged dict with ``count`` consecutive seeds, unless it lists seeds itself."""
     seed = (
         merged.get("run", {}).get("seed", TrainSpec.model_fields["run"].default.seed)
         if isinstance(merged.get("run", {}), dict)
@@ -202,7 +203,8 @@ def resolve_runs(experiment: ExperimentSpec, sets: dict[str, Any] | None = None,
 
 
 def _seeds(experiment: ExperimentSpec, option: str, merged: dict[str, Any]) -> dict[str, Any]:
-    return _control_seeds(merged, experiment.control_seeds) if option == experiment.control else merged
+    count = experiment.control_seeds if option == experiment.control else experiment.option_seeds
+    return _with_seeds(merged, count)
 
 
 def _validated(
