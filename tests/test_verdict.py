@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from orchestrator.results.records import RunRecord
-from orchestrator.results.stats import SeedNoise, holm, paired_bootstrap, seed_noise
+from orchestrator.results.stats import SeedNoise, holm, paired_bootstrap, seed_noise, t_quantile
 from orchestrator.results.verdict import compare
 
 
@@ -59,6 +59,10 @@ def test_seed_noise_widens_the_interval_by_the_seeds_on_each_side():
     assert one.mean == two.mean == pytest.approx(-0.02)
     few = paired_bootstrap(option[None], control[None], tokens, SeedNoise(sd=0.03, df=3, variants=["control"]))
     assert few.half_width == pytest.approx(3.182 * 0.03 * np.sqrt(2), rel=0.05)  # the t's 97.5% point at 3 df
+
+
+def test_t_quantiles_are_the_tables():
+    assert [round(t_quantile(df), 1) for df in (1, 3, 7)] == [12.7, 3.2, 2.4]
 
 
 def test_seed_noise_pools_the_variants_that_ran_several_seeds():
@@ -140,6 +144,16 @@ def test_a_gain_inside_the_control_seed_spread_is_not_taken():
     result = compare(_sweep(np.random.default_rng(6), -0.02, control_seeds=(0.0, 0.1)), "current", resamples=2000)
     assert result.verdict.take is None
     assert "less than the seed noise (sd 0.07" in result.verdict.reason  # sd of two seeds 0.1 apart: 0.1/sqrt(2)
+
+
+def test_with_seed_noise_on_one_degree_of_freedom_the_verdict_asks_for_seeds():
+    """Two control seeds and one per option: a clear gain is not distinguishable, and the verdict says why."""
+    result = compare(_sweep(np.random.default_rng(14), -0.05), "current", resamples=2000)
+    assert result.verdict.take is None and result.noise.df == 1
+    assert (
+        "it would take more seeds per variant (option_seeds, control_seeds; the seed noise rests on 1 degree of freedom"
+        in result.verdict.reason
+    )
 
 
 def test_a_control_seed_that_did_not_finish_is_left_out_of_the_control():

@@ -96,6 +96,11 @@ def paired_bootstrap(
     return Comparison(mean=observed, ci95=(float(lo95), float(hi95)), p=p)
 
 
+def t_quantile(df: int, q: float = 0.975) -> float:
+    """Student's t quantile with ``df`` degrees of freedom (by simulation, to 2 decimals: numpy has no inverse)."""
+    return float(np.quantile(np.random.default_rng(0).standard_t(df, 400_000), q))
+
+
 def holm(pvalues: list[float]) -> list[float]:
     """Holm's step-down adjusted p-values, in the input's order (as statsmodels' ``multipletests(method="holm")``)."""
     order = np.argsort(pvalues, kind="stable")
