@@ -105,7 +105,9 @@ def test_the_report_explains_each_run_and_writes_the_next_experiment(behaviour):
     assert "| # | option | seeds | status | val at step 0 → compared | Δ vs control [95% CI] |" in report
     assert "## Why each run won or lost" in report
     assert re.search(
-        r"- \*\*full\*\* changes lora \{\.\.\.\} → null, method lora → full: Δ -\d\.\d{4} \(95% CI \[-", report
+        r"- \*\*full\*\* changes lora \{\.\.\.\} → null, method lora → full, optim.lr 0.002 → 0.0005: Δ -\d\.\d{4} "
+        r"\(95% CI \[-",
+        report,
     )
     assert (
         "- **hot_lr** changes optim.lr 0.002 → 0.2: early-stopped (val" in report
