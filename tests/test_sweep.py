@@ -133,7 +133,9 @@ def test_the_console_is_the_projects_own_lines(behaviour):
     assert "[current[seed=0]] step 10/30  val " in log
     for run in ("current[seed=0]", "current[seed=1]"):  # names that differ only in a digit, which Ray's dedup ignores
         assert log.count(f"[{run}] data: ") == 1, run  # once per run: not twice, and not merged into another run's
-    assert "across cluster" not in log  # nothing of ours was deduplicated
+    # nothing of ours was deduplicated (under load Ray may merge its own raylet warnings about workers starting)
+    merged = [line for line in log.splitlines() if "across cluster" in line]
+    assert all(line.startswith("(raylet) ") for line in merged), merged
 
 
 def test_status_and_report_rebuild_from_storage(behaviour):
