@@ -212,8 +212,8 @@ def _validated(
 ) -> Run:
     try:
         spec = TrainSpec.model_validate(run)
-    except Exception as err:  # pydantic.ValidationError, re-worded with its location
-        raise SpecError(format_validation_error(err, f"option {name!r}", TrainSpec)) from None
+    except Exception as err:  # pydantic.ValidationError, re-worded with its location (a seed is never the cause)
+        raise SpecError(format_validation_error(err, f"option {variant!r}", TrainSpec)) from None
     return Run(name=name, option=option, variant=variant, overrides=overrides, spec=spec, search=search)
 
 
@@ -325,7 +325,7 @@ def _check_comparable(runs: list[Run], control: str | None) -> None:
         for field, get in _SHARED.items():
             if get(run.spec) != get(reference.spec):
                 raise SpecError(
-                    f"option {run.name!r}: {field} is {get(run.spec)!r} but {get(reference.spec)!r} in "
+                    f"option {run.variant!r}: {field} is {get(run.spec)!r} but {get(reference.spec)!r} in "
                     f"{reference.name!r}; "
                     "every run is scored on the same val documents with the same tokenizer, so set it once in base "
                     "(to compare another dataset or tokenizer, run a second experiment)"
