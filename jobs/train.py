@@ -95,11 +95,12 @@ class Window:
 Persist = Callable[[ray.train.Checkpoint, str], ray.train.Checkpoint]
 
 
-def train_loop(config: dict[str, Any], *, persist: Persist) -> None:
+def train_loop(config: dict[str, Any], *, persist: Persist | None) -> None:
     """Ray Train per-worker entry point: train ``config`` (a JobConfig dict) to its last step.
 
     ``persist(checkpoint, dir_name)`` uploads a written checkpoint folder into the run's
-    storage; the driver passes Ray Train's own upload.
+    storage; the driver passes Ray Train's own upload. None writes no checkpoints: Ray
+    Train's local mode (``num_workers=0``, the calibration bench) has no storage to upload to.
     """
     entered = time.time()
     job = JobConfig.model_validate(config)
@@ -291,7 +292,7 @@ def train_step(
 # ----------------------------------------------------------------------- loop
 
 
-def _train(s: Setup, persist: Persist) -> None:
+def _train(s: Setup, persist: Persist | None) -> None:
     spec, run = s.spec, s.spec.run
     sched = spec.optim.schedule
     max_norm = spec.optim.grad_clip or math.inf
@@ -336,7 +337,8 @@ def _train(s: Setup, persist: Persist) -> None:
 
         # 5) evaluate; 6) report, with a checkpoint at checkpoint steps
         metrics.update(_evaluate(s, bf16, timers))
-        _report(s, metrics, timers, checkpointer, save=done % run.checkpoint_every == 0 or done == run.steps)
+        due = done % run.checkpoint_every == 0 or done == run.steps
+        _report(s, metrics, timers, checkpointer, save=persist is not None and due)
         window = Window(done)
     checkpointer.wait()
 

@@ -4,6 +4,7 @@ One experiment, one folder, ``<storage.path>/<name>/``::
 
     plan.json                  the experiment and its resolved plan, written when it starts
     early_stopping.json        the stopping rule's state per trial and why each run was stopped
+    lr_search.json             with an LR search: each rung's arms and their val loss, and why each arm was pruned
     summary.json, report.md, loss_curves.png, <name>-confirm.yaml    the results
     <run>/history.json         every evaluation the run reported, rewritten after each one
     <run>/state.json           running, finished or failed (with the error), and since when
@@ -31,6 +32,7 @@ from orchestrator.spec.resolve import Plan, dir_name
 
 PLAN = "plan.json"
 EARLY_STOPPING = "early_stopping.json"
+LR_SEARCH = "lr_search.json"
 HISTORY = "history.json"
 STATE = "state.json"
 
@@ -159,6 +161,16 @@ class ExperimentFolder:
 
     def write_early_stopping(self, state: dict[str, Any]) -> None:
         self._write(EARLY_STOPPING, state)
+
+    # -- the LR search
+
+    def lr_search(self) -> dict[str, Any]:
+        """``{"rungs": {search: {step: {arm: val loss}}}, "pruned": {arm: why it was pruned}}``; empty before any
+        rung."""
+        return self._read(LR_SEARCH) or {"rungs": {}, "pruned": {}}
+
+    def write_lr_search(self, state: dict[str, Any]) -> None:
+        self._write(LR_SEARCH, state)
 
     # -- results
 

@@ -277,7 +277,7 @@ def test_the_seeds_spec_restores_the_batch_everywhere_and_tolerates_its_spike(tm
         assert (run.spec.data.batch_size, run.spec.micro_batch, run.spec.accumulation_steps) == (32, 16, 2)
         assert run.spec.run.eval_every == run.spec.run.checkpoint_every < 500  # about once an epoch, not 66
     arms = [r.spec for r in plan.runs if r.option == "lr_range"]
-    assert sorted(s.optim.lr for s in arms) == [2e-4, 6e-4, 2e-3] and {s.lora.rank for s in arms} == {8}
+    assert sorted({s.optim.lr for s in arms}) == [2e-4, 6e-4, 2e-3] and {s.lora.rank for s in arms} == {8}
     dry = subprocess.run(
         [sys.executable, "-m", "orchestrator.launch", str(out), "--dry-run"],
         capture_output=True,

@@ -30,18 +30,17 @@ def test_every_shipped_spec_validates_and_every_run_round_trips(path):
 def test_best_yaml_is_the_seeds_plan():
     experiment, plan = load("specs/best.yaml")
     by = {r.name: r.spec for r in plan.runs}
-    assert sorted(by) == sorted(
-        [
-            "current[seed=0]",
-            "current[seed=1]",
-            "lora_capacity",
-            "lr_schedule",
-            "long_context",
-            "loose_clipping[grad_clip=2.0]",
-            "loose_clipping[grad_clip=5.0]",
-            "full_finetune",
-        ]
-    )
+    variants = [
+        "lora_capacity",
+        "lr_schedule",
+        "long_context",
+        "loose_clipping[grad_clip=2.0]",
+        "loose_clipping[grad_clip=5.0]",
+        "full_finetune",
+    ]
+    seeded = [f"{v[:-1]},seed={s}]" if v.endswith("]") else f"{v}[seed={s}]" for v in variants for s in (0, 1)]
+    assert sorted(by) == sorted(["current[seed=0]", "current[seed=1]", *seeded])  # 2 seeds each by default
+    by = {r.variant: r.spec for r in plan.runs if r.spec.run.seed == 0}
     base = by["lora_capacity"]
     assert (base.model.name, base.lora.rank, base.lora.alpha, base.optim.lr, base.run.steps) == (
         "gpt2",
@@ -52,7 +51,7 @@ def test_best_yaml_is_the_seeds_plan():
     )
     assert (base.data.block_size, base.data.batch_size, base.run.checkpoint_every) == (128, 16, 500)
     assert {r.spec.run.seed for r in plan.runs if r.option == "current"} == {0, 1}  # control_seeds: 2 by default
-    current = by["current[seed=0]"]
+    current = by["current"]
     assert (current.lora.rank, current.lora.alpha, current.optim.lr) == (8, 16.0, 1e-5)
     assert by["lr_schedule"].optim.schedule.kind == "warmup_linear" and by["lr_schedule"].warmup_steps == 250
     assert by["lr_schedule"].optim.schedule.floor_ratio == 0.5
@@ -155,6 +154,33 @@ BAD = {
         "options: {clip: {optim: {grad_clip: [2.0, -1]}}}",
         "option 'clip[grad_clip=-1]': optim.grad_clip: Input should be greater than 0",
     ),
+    "an LR search without a selection share": (
+        "lr_search: {}\noptions: {a: {}}",
+        "lr_search: each option's best LR is chosen on a share of the val documents and scored on the rest",
+    ),
+    "an LR search over an LR list": (
+        "lr_search: {}\nevaluation: {selection_fraction: 0.5}\noptions: {a: {optim: {lr: [1.0e-3, 1.0e-2]}}}",
+        "option 'a': optim.lr is a list, and lr_search searches the learning rate; give this option's learning rates "
+        "in lr_search.lrs.a instead",
+    ),
+    "an LR search's arm on several seeds": (
+        "lr_search: {}\nevaluation: {selection_fraction: 0.5}\noptions: {a: {run: {seed: [0, 1]}}}",
+        "option 'a': run.seed lists 2 seeds, but in an LR search each arm runs one seed",
+    ),
+    "a first rung inside the warmup": (
+        "lr_search: {first_rung: 20}\nevaluation: {selection_fraction: 0.5}\nbase: {run: {steps: 100, eval_every: 20,"
+        " checkpoint_every: 20}, optim: {schedule: {kind: warmup_constant, warmup_ratio: 0.3}}}",
+        "lr_search.first_rung: 20 must be an evaluation step (a multiple of run.eval_every 20) at or after the warmup "
+        "(30 steps) of option 'base'; use 40",
+    ),
+    "LRs for no option": (
+        "lr_search: {lrs: {b: [1.0e-3, 1.0e-2]}}\nevaluation: {selection_fraction: 0.5}\noptions: {a: {}}",
+        "lr_search.lrs: b is not an option",
+    ),
+    "one LR is no search": (
+        "lr_search: {lrs: {a: [1.0e-3]}}\nevaluation: {selection_fraction: 0.5}\noptions: {a: {}}",
+        "lrs.a: [0.001] must be at least 2 distinct learning rates above 0",
+    ),
     "not yaml": ("base: [unclosed", "not valid YAML at line"),
     "not a mapping": ("- a\n- b", "a spec must be a YAML mapping"),
 }
@@ -173,7 +199,7 @@ def test_bad_specs_are_rejected_naming_the_field(tmp_path, text, expected):
 def test_options_deep_merge_and_lists_expand():
     # null is a value ("not applicable"), not a deletion: a full fine-tune says lora: null
     assert deep_merge({"a": {"b": 1, "c": 2}, "d": 3}, {"a": {"b": 5}, "d": None}) == {"a": {"b": 5, "c": 2}, "d": None}
-    _, plan = load("specs/smoke.yaml", only=["loose_clipping"])
+    _, plan = load("specs/smoke.yaml", ["option_seeds=1"], only=["loose_clipping"])
     assert [(r.name, r.variant) for r in plan.runs] == [
         ("loose_clipping[grad_clip=2.0]", "loose_clipping[grad_clip=2.0]"),
         ("loose_clipping[grad_clip=5.0]", "loose_clipping[grad_clip=5.0]"),
@@ -194,13 +220,44 @@ def test_seeds_expand_into_runs_of_one_variant_and_the_control_gets_its_seeds():
     assert [r.spec.run.seed for r in plan.runs] == [7, 8, 9]
     _, plan = load("specs/smoke.yaml", ["control_seeds=1"], ["current"])
     assert [r.name for r in plan.runs] == ["current"]
+    _, plan = load("specs/smoke.yaml", ["option_seeds=3"], ["lr_schedule"])  # every other option: option_seeds
+    assert [(r.name, r.variant) for r in plan.runs] == [(f"lr_schedule[seed={s}]", "lr_schedule") for s in range(3)]
+
+
+def test_an_lr_search_gives_every_variant_arms_and_the_control_keeps_its_own_seeds(tmp_path):
+    spec = tmp_path / "search.yaml"
+    spec.write_text(
+        "control: current\nevaluation: {selection_fraction: 0.5}\n"
+        "lr_search: {factors: [0.5, 1, 3], lrs: {full: [1.0e-4, 1.0e-3]}}\n"
+        "base: {optim: {lr: 2.0e-3, schedule: {kind: warmup_constant, warmup_ratio: 0.3}}, "
+        "run: {steps: 100, eval_every: 10, checkpoint_every: 10}}\n"
+        "options: {current: {}, clip: {optim: {grad_clip: [2.0, 5.0]}}, full: {method: full, lora: null}}\n"
+    )
+    _, plan = load(str(spec))
+    runs = {r.name: r for r in plan.runs}
+    assert [r.name for r in plan.runs if r.search is None] == ["current[seed=0]", "current[seed=1]"]
+    assert [(s.name, s.lrs, s.rungs) for s in plan.searches] == [
+        ("current", [0.001, 0.002, 0.006], [30, 60]),  # factors of its own lr; the first rung after the warmup
+        ("clip[grad_clip=2.0]", [0.001, 0.002, 0.006], [30, 60]),  # every grid point searched on its own
+        ("clip[grad_clip=5.0]", [0.001, 0.002, 0.006], [30, 60]),
+        ("full", [1e-4, 1e-3], [30, 60]),  # an explicit list
+    ]
+    arm = runs["clip[grad_clip=5.0,lr=0.006]"]
+    assert (arm.search, arm.variant, arm.spec.optim.lr, arm.spec.optim.grad_clip) == (
+        "clip[grad_clip=5.0]",
+        arm.name,
+        0.006,
+        5.0,
+    )
+    assert arm.overrides == {"optim": {"grad_clip": 5.0, "lr": 0.006}}
+    assert runs["current[lr=0.002]"].spec.run.seed == 0  # the control's arms run its first seed
 
 
 def test_set_overrides_every_run_and_experiment_fields():
     assert parse_sets(["run.steps=7", "storage.path=/x"]) == ({"storage": {"path": "/x"}}, {"run": {"steps": 7}})
     experiment, plan = load(
         "specs/smoke.yaml",
-        ["run.steps=40", "optim.lr=3e-4", "name=other", "control_seeds=1"],
+        ["run.steps=40", "optim.lr=3e-4", "name=other", "control_seeds=1", "option_seeds=1"],
         ["current", "lora_capacity"],
     )
     assert experiment.name == "other"
@@ -228,13 +285,13 @@ def test_dry_run_prints_the_plan_and_starts_nothing(hub_cache):
         "specs/best.yaml", "--dry-run", "--local", env={"HF_HUB_CACHE": str(hub_cache)}
     )  # --local would start Ray, were --dry-run to go on
     assert out.returncode == 0, out.stderr
-    assert "experiment   best: 8 run(s), control current" in out.stdout
+    assert "experiment   best: 14 run(s), control current" in out.stdout
     assert (
-        "control      2 seeds (0, 1) to measure seed-to-seed spread: 1 extra run(s), 12% of the sweep's training tokens"
-        in out.stdout
+        "seeds        control 2 (0, 1), other variants 2 each: the seed noise every interval counts, pooled over 7 "
+        "variant(s) with 7 degree(s) of freedom; 7 extra run(s), 50% of the sweep's training tokens" in out.stdout
     )
     assert "evaluation   every run scored on the same val tokens: windows of 256 tokens every 128" in out.stdout
-    assert "== loose_clipping[grad_clip=5.0]  (option loose_clipping)" in out.stdout
+    assert "== loose_clipping[grad_clip=5.0,seed=1]  (option loose_clipping)" in out.stdout
     lora = 36_864 * 16  # (768 in + 2,304 out) x rank 16 on c_attn, in 12 layers
     assert f"-> trainable params     {lora:,} of {124_439_808 + lora:,} (" in out.stdout
     assert "-> effective batch      16 sequences = 1 worker x micro-batch 16 x 1 accumulation step" in out.stdout

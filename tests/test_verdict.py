@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from orchestrator.results.records import RunRecord
-from orchestrator.results.stats import holm, paired_bootstrap
+from orchestrator.results.stats import SeedNoise, holm, paired_bootstrap, seed_noise, t_quantile
 from orchestrator.results.verdict import compare
 
 
@@ -44,14 +44,31 @@ def test_an_identical_run_has_a_p_value_of_one():
     assert c.mean == 0 and c.ci95 == (0.0, 0.0) and c.p == 1.0
 
 
-def test_seed_resampling_widens_the_interval_by_the_seed_spread():
+def test_seed_noise_widens_the_interval_by_the_seeds_on_each_side():
+    """The document bootstrap cannot see a shift shared by every document; the seed noise term adds it, shrinking
+    as 1/seeds on each side, t x sd x sqrt(1/n_o + 1/n_c), with a wider t the fewer seeds measured the sd."""
     rng = np.random.default_rng(3)
     tokens, difficulty = _docs(rng)
-    control = np.stack([(difficulty + shift) * tokens for shift in (0.0, 0.03)])  # two seeds 0.03 apart
-    option = np.stack([(difficulty - 0.02 + shift) * tokens for shift in (0.0, 0.03)])
-    pooled = paired_bootstrap(option, control, tokens)
-    single = paired_bootstrap(option[:1], control[:1], tokens)
-    assert pooled.half_width > single.half_width
+    control, option = difficulty * tokens, (difficulty - 0.02) * tokens  # the documents alone: no spread at all
+    assert paired_bootstrap(option[None], control[None], tokens).half_width == pytest.approx(0, abs=1e-12)
+    many = SeedNoise(sd=0.03, df=10_000, variants=["control"])  # an sd known exactly: a normal
+    one = paired_bootstrap(option[None], control[None], tokens, many)
+    two = paired_bootstrap(np.stack([option] * 2), np.stack([control] * 2), tokens, many)
+    assert one.half_width == pytest.approx(1.96 * 0.03 * np.sqrt(2), rel=0.05)
+    assert two.half_width == pytest.approx(1.96 * 0.03 * np.sqrt(1), rel=0.05)
+    assert one.mean == two.mean == pytest.approx(-0.02)
+    few = paired_bootstrap(option[None], control[None], tokens, SeedNoise(sd=0.03, df=3, variants=["control"]))
+    assert few.half_width == pytest.approx(3.182 * 0.03 * np.sqrt(2), rel=0.05)  # the t's 97.5% point at 3 df
+
+
+def test_t_quantiles_are_the_tables():
+    assert [round(t_quantile(df), 1) for df in (1, 3, 7)] == [12.7, 3.2, 2.4]
+
+
+def test_seed_noise_pools_the_variants_that_ran_several_seeds():
+    noise = seed_noise({"a": [1.0, 2.0], "b": [0.0, 0.0, 3.0], "c": [5.0]})  # squares 0.5 and 6 over 1 + 2 df
+    assert (noise.sd, noise.df, noise.variants) == (pytest.approx(np.sqrt(6.5 / 3)), 3, ["a", "b"])
+    assert seed_noise({"a": [1.0], "b": [2.0]}).sd is None
 
 
 def test_holm_matches_the_step_down_formula():
@@ -127,9 +144,17 @@ def test_a_gain_inside_the_control_seed_spread_is_not_taken():
     # 0.02 better than the control's mean on every document, but the control's two seeds are 0.1 apart
     result = compare(_sweep(np.random.default_rng(6), -0.02, control_seeds=(0.0, 0.1)), "current", resamples=2000)
     assert result.verdict.take is None
+    assert "less than the seed noise (sd 0.07" in result.verdict.reason  # sd of two seeds 0.1 apart: 0.1/sqrt(2)
+
+
+def test_with_seed_noise_on_one_degree_of_freedom_the_verdict_asks_for_seeds():
+    """Two control seeds and one per option: a clear gain is not distinguishable, and the verdict says why."""
+    result = compare(_sweep(np.random.default_rng(14), -0.05), "current", resamples=2000)
+    assert result.verdict.take is None and result.noise.df == 1
     assert (
-        "less than the control's seed-to-seed spread (0.07" in result.verdict.reason
-    )  # sd of two seeds 0.1 apart: 0.1/sqrt(2)
+        "it would take more seeds per variant (option_seeds, control_seeds; the seed noise rests on 1 degree of freedom"
+        in result.verdict.reason
+    )
 
 
 def test_a_control_seed_that_did_not_finish_is_left_out_of_the_control():
@@ -227,3 +252,104 @@ def test_the_launcher_exits_3_when_the_sweep_could_not_answer(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("\nno answer: The control **current** has no finished run (RuntimeError: CUDA error)")
     assert (tmp_path / "smoke" / "report.md").is_file()
+
+
+def _searched(rng, searches, statuses=None, selection=None):
+    """A control of four seeds, and for each search (option -> {lr: shift}) one arm per lr, on the same documents.
+    Arms are chosen on ``selection`` (their val loss on the selection documents, by lr), by default their shift."""
+    tokens, difficulty = _docs(rng)
+    tokens = tokens.round()
+
+    def run(shift):
+        return (difficulty + shift + rng.normal(0, 0.01, len(tokens))) * tokens
+
+    # four control seeds: the arms run one each, and the seed noise needs degrees of freedom from somewhere
+    records = [_record(f"current[seed={s}]", "current", s, run(0.005 * s), tokens) for s in range(4)]
+    for option, shifts in searches.items():
+        for lr, shift in shifts.items():
+            name = f"{option}[lr={lr}]"
+            arm = _record(name, option, 0, run(shift), tokens, (statuses or {}).get(lr, "completed"))
+            arm.variant, arm.search, arm.lr = name, option, lr
+            arm.selection_loss = 4.0 + (selection or {}).get(lr, shift)
+            records.append(arm)
+    return records
+
+
+def test_a_search_is_its_arm_best_on_the_selection_documents_and_never_a_pruned_one():
+    arms = {"fix": {0.001: 0.0, 0.01: -0.1, 0.1: -0.3}}
+    result = compare(_searched(np.random.default_rng(10), arms, statuses={0.1: "pruned"}), "current", resamples=1000)
+    fix = result.variants[1]
+    assert (fix.variant, fix.search.chosen.lr, fix.search.at_edge) == ("fix[lr=0.01]", 0.01, False)
+    assert fix.search.pruned_at == {10: 1}
+    assert [r.run for r in fix.runs] == ["fix[lr=0.01]"]  # compared on the chosen arm alone
+    # the scoring documents never choose: the arm best on the selection share is chosen, whatever it scores
+    records = _searched(np.random.default_rng(10), arms, selection={0.001: 0.0, 0.01: 0.1, 0.1: -0.1})
+    search = compare(records, "current", resamples=1000).variants[1].search
+    assert (search.chosen.lr, search.at_edge, search.next_lrs) == (0.1, True, [0.01, 0.1, 1.0])
+
+
+def test_when_the_control_at_its_best_lr_does_as_well_the_verdict_takes_the_learning_rate():
+    arms = {"current": {0.001: 0.0, 0.01: -0.2}, "fix": {0.001: 0.0, 0.01: -0.2}}  # the fix: no better at its best
+    result = compare(_searched(np.random.default_rng(11), arms), "current", resamples=2000)
+    assert result.tuned_control.variant == "current[lr=0.01]"
+    assert result.verdict.take == "current[lr=0.01]"
+    assert "no fix at its own best LR beats it: it was the learning rate" in result.verdict.reason
+    fix = next(v for v in result.variants if v.option == "fix")
+    assert fix.beats_control and not fix.beats_tuned_control
+
+
+def test_a_fix_that_beats_the_control_at_its_best_lr_is_more_than_the_learning_rate():
+    arms = {"current": {0.001: 0.0, 0.01: -0.2}, "fix": {0.001: 0.0, 0.01: -0.5}}
+    result = compare(_searched(np.random.default_rng(12), arms), "current", resamples=2000)
+    assert result.verdict.take == "fix[lr=0.01]"
+    reason = result.verdict.reason
+    assert reason.startswith("Take **fix[lr=0.01]** (at its best LR, 0.01 of 2 tried, at the edge of the range tried)")
+    assert "it also beats the control at its best LR, **current[lr=0.01]**" in reason
+    assert (
+        "It rests on 1 seed of fix[lr=0.01] and 4 of the control (fix[lr=0.01]'s own seed noise is unmeasured" in reason
+    )
+    assert "pooled over the seeds of current (3 degrees of freedom, a Student's t)" in reason
+
+
+def test_the_report_shows_each_search_its_chosen_lr_pruned_arms_and_cost(tmp_path):
+    from orchestrator.folder import ExperimentFolder
+    from orchestrator.results import report
+    from orchestrator.spec import load
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "name: s\ncontrol: current\ncontrol_seeds: 4\nevaluation: {selection_fraction: 0.5}\n"
+        "lr_search: {factors: null, lrs: {current: [0.001, 0.01], fix: [0.001, 0.01, 0.1]}}\n"
+        "base: {run: {steps: 20, eval_every: 10, checkpoint_every: 10}}\noptions: {current: {}, fix: {}}\n"
+    )
+    experiment, plan = load(str(spec))
+    arms = {"current": {0.001: 0.0, 0.01: -0.2}, "fix": {0.001: 0.0, 0.01: -0.5, 0.1: 0.3}}
+    records = _searched(np.random.default_rng(13), arms, statuses={0.1: "pruned"})
+    for r in records:
+        r.steps = 20 if r.status == "completed" else 10  # the pruned arm stopped at the first rung
+    results = report.Results(
+        ExperimentFolder(experiment.storage, "s"), experiment, plan, records, compare(records, "current", resamples=500)
+    )
+    rows = {r.split("|")[2].strip(): r for r in report.table(results).splitlines()[2:]}
+    assert "| LR (chosen of arms) | Δ vs control at best LR [95% CI], p (Holm) |" in report.table(results)
+    assert "| 0.01 of 3 |" in rows["fix[lr=0.01]"] and "| 0.01 of 2 (edge) |" in rows["current[lr=0.01]"]
+    text = report.markdown(results)
+    assert (
+        "- **fix**: chose lr 0.01 (fix[lr=0.01]) of 0.001, 0.01, 0.1, on the selection documents; 1 pruned at " in text
+    )
+    assert "1 pruned at rung 1 (step 10).\n" in text
+    assert "- **current** (the control at its best LR): chose lr 0.01" in text
+    assert "**at the edge of its range**: try `lr_search.lrs.current: [0.00316, 0.0316]`" in text
+    # 4 control seeds + 2 + 2 arms of 20 steps and one of 10, against 4 control seeds + one fix run of 20 steps
+    assert "1.70x the" in text
+    summary = report.summary(results)
+    fix = next(v for v in summary["variants"] if v["option"] == "fix")
+    assert (fix["lr_search"]["chosen_lr"], fix["lr_search"]["at_edge"]) == (0.01, False)
+    assert [(a["lr"], a["status"]) for a in fix["lr_search"]["arms"]] == [
+        (0.001, "completed"),
+        (0.01, "completed"),
+        (0.1, "pruned"),
+    ]
+    assert {r["run"]: r["status"] for r in summary["runs"]}["fix[lr=0.1]"] == "pruned"
+    assert summary["seed_noise"]["df"] == 3
+    assert report.plot(results)[:8] == b"\x89PNG\r\n\x1a\n"

@@ -18,7 +18,7 @@ from contract.storage import is_s3
 from orchestrator.folder import ExperimentFolder
 from orchestrator.spec import Plan, Run
 
-OK_STATUSES = ("completed", "early_stopped")  # the statuses a verdict may take
+OK_STATUSES = ("completed", "early_stopped")  # the statuses a verdict may take (and an LR search may choose)
 
 
 @dataclass
@@ -28,7 +28,7 @@ class RunRecord:
     variant: str  # the run without its seed: seeds of one variant are pooled
     seed: int
     overrides: dict[str, Any]
-    status: str  # completed, early_stopped, diverged, failed, incomplete
+    status: str  # completed, early_stopped, pruned (an LR search's arm), diverged, failed, incomplete
     reason: str | None
     steps: int
     total_steps: int
@@ -61,6 +61,9 @@ class RunRecord:
     rows: list[dict[str, Any]] = field(default_factory=list, repr=False)
     # state.json: running, finished or failed (None before it started)
     driver_state: str | None = field(default=None, repr=False)
+    search: str | None = None  # the LR search this run is an arm of (Search.name); None outside a search
+    lr: float | None = None  # its peak learning rate (optim.lr)
+    selection_loss: float | None = None  # val loss on the choosing documents at compared_step: what a search ranks by
 
     def summary(self) -> dict[str, Any]:
         """What summary.json keeps (the per-document arrays and the raw rows stay in history.json)."""
@@ -79,12 +82,14 @@ def collect(folder: ExperimentFolder, plan: Plan) -> list[RunRecord]:
     """Every run's record, read from the experiment's folder: what the report is built from, during a sweep,
     after it, or from another machine."""
     stop_reasons = folder.early_stopping()["reasons"]
+    prune_reasons = folder.lr_search()["pruned"] if plan.searches else {}
     out = []
     for run in plan.runs:
         rows = folder.history(run.name)
         state = folder.state(run.name)
         error = state.get("error") if state.get("state") == "failed" else None
-        rec = record(run, rows, error, stop_reasons.get(run.name), folder.storage, plan.evaluation)
+        stopped = stop_reasons.get(run.name) or prune_reasons.get(run.name)
+        rec = record(run, rows, error, stopped, folder.storage, plan.evaluation, pruned=run.name in prune_reasons)
         rec.driver_state = state.get("state")
         out.append(rec)
     return out
@@ -97,15 +102,17 @@ def record(
     stop_reason: str | None,
     storage: StorageSpec,
     protocol: EvalProtocol,
+    pruned: bool = False,
 ) -> RunRecord:
-    """One run's record from its saved history rows, its error (if it failed) and its stop reason (if stopped)."""
+    """One run's record from its saved history rows, its error (if it failed) and its stop reason (if stopped, or
+    ``pruned`` by its LR search)."""
     restarts = _restarts(rows)
     by_step = {int(r["step"]): r for r in rows}  # a step redone after a failure: its latest report counts
     rows = [by_step[step] for step in sorted(by_step)]
     evals = [r for r in rows if finite(r.get("val_loss")) is not None]
     last = rows[-1] if rows else {}
     steps = int(last.get("step", 0))
-    status, reason = _status(run, last, steps, error, stop_reason)
+    status, reason = _status(run, last, steps, error, stop_reason, pruned)
     best = min(evals, key=lambda r: r["val_loss"]) if evals else None
     compared = _compared(evals, protocol)
     doc_tokens = next((r["doc_tokens"] for r in rows if r.get("doc_tokens")), None)
@@ -159,6 +166,9 @@ def record(
         doc_nll=compared["doc_nll"] if compared else None,
         doc_tokens=doc_tokens,
         rows=rows,
+        search=run.search,
+        lr=run.spec.optim.lr,
+        selection_loss=finite(compared["val_loss"]) if compared else None,
     )
 
 
@@ -214,14 +224,14 @@ def _clip_rate(norms: list[float], max_norm: float | None, trained: list[dict[st
 
 
 def _status(
-    run: Run, last: dict[str, Any], steps: int, error: str | None, stop_reason: str | None
+    run: Run, last: dict[str, Any], steps: int, error: str | None, stop_reason: str | None, pruned: bool
 ) -> tuple[str, str | None]:
     if error is not None:
         return "failed", error.strip().splitlines()[-1][:500] if error.strip() else "failed"
     if last.get("diverged"):
         return "diverged", f"diverged at step {int(last['diverged_at'])}: non-finite training loss"
     if stop_reason:
-        return "early_stopped", stop_reason
+        return "pruned" if pruned else "early_stopped", stop_reason
     if steps >= run.spec.run.steps:
         return "completed", None
     return (

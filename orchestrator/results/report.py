@@ -70,11 +70,25 @@ def _delta(v: VariantResult) -> str:
     return f"{d.mean:+.4f} [{d.ci95[0]:+.4f}, {d.ci95[1]:+.4f}]"
 
 
+def _searched(v: VariantResult) -> str:
+    """The LR search's columns: the chosen LR, and Δ against the control at its best LR."""
+    s = v.search
+    if s is None:
+        return f"{_fmt(v.runs[0].lr, 'g')} | - |"
+    lr = f"{s.chosen.lr:g} of {len(s.arms)}{' (edge)' if s.at_edge else ''}" if s.chosen else f"none of {len(s.arms)}"
+    t = v.vs_tuned
+    vs = "-" if t is None else f"{t.mean:+.4f} [{t.ci95[0]:+.4f}, {t.ci95[1]:+.4f}], p {v.vs_tuned_p_holm:.4f}"
+    return f"{lr} | {vs} |"
+
+
 def table(results: Results) -> str:
-    """Markdown table of the variants: the control first, then by Δ (best first)."""
+    """Markdown table of the variants: the control first, then by Δ (best first). With an LR search, each searched
+    variant's chosen LR and its Δ against the control at its best LR."""
+    searched = bool(results.plan.searches)
     head = (
-        "| # | option | seeds | status | val at step 0 → compared | Δ vs control [95% CI] | p (Holm) | compared at "
-        "| clipped | grad-norm p90 | tok/s | MFU |"
+        "| # | option | seeds | status | val at step 0 → compared | Δ vs control [95% CI] | p (Holm) | "
+        + ("LR (chosen of arms) | Δ vs control at best LR [95% CI], p (Holm) | " if searched else "")
+        + "compared at | clipped | grad-norm p90 | tok/s | MFU |"
     )
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
     for i, v in enumerate(results.comparisons.variants, 1):
@@ -84,12 +98,73 @@ def table(results: Results) -> str:
         lines.append(
             f"| {i} | {v.variant} | {_seeds(v)} | {v.status} | {_fmt(first)} → {_fmt(v.compared_mean)}{spread} | "
             f"{_delta(v)} | "
-            f"{'-' if v.p_holm is None else format(v.p_holm, '.4f')} | {'/'.join(map(str, steps)) or '-'} | "
+            f"{'-' if v.p_holm is None else format(v.p_holm, '.4f')} | "
+            + (f"{_searched(v)} " if searched else "")
+            + f"{'/'.join(map(str, steps)) or '-'} | "
             f"{_fmt(_mean([r.clip_rate for r in v.runs]), '.0%')} | "
             f"{_fmt(_mean([r.grad_norm_p90 for r in v.runs]), '.3f')} | "
             f"{_fmt(_mean([r.tokens_per_s for r in v.runs]), ',.0f')} | {_fmt(_mean([r.mfu for r in v.runs]), '.1%')} |"
         )
     return "\n".join(lines)
+
+
+def _tokens(run: Run, steps: int) -> int:
+    return run.spec.data.batch_size * run.spec.data.block_size * steps
+
+
+def search_cost(results: Results) -> dict[str, Any] | None:
+    """Training tokens the sweep spent (pruned arms up to their rung), against the same sweep with one run per
+    searched variant at its own full length (and no search of the control)."""
+    plan = results.plan
+    if not plan.searches:
+        return None
+    steps = {r.run: r.steps for r in results.records}
+    spent = sum(_tokens(run, steps.get(run.name, 0)) for run in plan.runs)
+    plain = sum(_tokens(run, run.spec.run.steps) for run in plan.runs if run.search is None) + sum(
+        _tokens(results.run(s.runs[0]), results.run(s.runs[0]).spec.run.steps)
+        for s in plan.searches
+        if s.option != results.experiment.control
+    )
+    arms = sum(len(s.runs) for s in plan.searches)
+    return {"tokens": spent, "plain_tokens": plain, "ratio": spent / plain if plain else None, "arms": arms}
+
+
+def search_section(results: Results) -> list[str]:
+    """report.md's account of each LR search: what it chose, what it pruned where, what to try next, what it cost."""
+    rungs = {s.name: s.rungs for s in results.plan.searches}
+    lines = ["## Learning-rate search", ""]
+    for v in results.comparisons.variants:
+        s = v.search
+        if s is None:
+            continue
+        tried = ", ".join(f"{lr:g}" for lr in s.lrs)
+        chosen = (
+            f"chose lr {s.chosen.lr:g} ({s.chosen.run}) of {tried}, on the selection documents"
+            if s.chosen
+            else f"no arm of {tried} finished cleanly"
+        )
+        pruned = "; ".join(
+            f"{n} pruned at rung {rungs[s.name].index(step) + 1 if step in rungs[s.name] else '?'} (step {step})"
+            for step, n in s.pruned_at.items()
+        )
+        edge = (
+            f"; **at the edge of its range**: try `lr_search.lrs.{v.option}: "
+            f"[{', '.join(f'{lr:g}' for lr in s.next_lrs)}]`"
+            if s.at_edge
+            else ""
+        )
+        lines.append(
+            f"- **{s.name}**{' (the control at its best LR)' if v.option == results.experiment.control else ''}"
+            f": {chosen}; {pruned or 'none pruned'}{edge}."
+        )
+    cost = search_cost(results)
+    lines += [
+        "",
+        f"The search trained {cost['tokens']:,} tokens over {cost['arms']} arms and the other runs: "
+        f"{cost['ratio']:.2f}x the {cost['plain_tokens']:,} of one run per option at its own LR.",
+        "",
+    ]
+    return lines
 
 
 def runs_table(records: list[RunRecord]) -> str:
@@ -144,6 +219,8 @@ def markdown(results: Results) -> str:
         "![val loss per option, and relative to the control](loss_curves.png)",
         "",
     ]
+    if results.plan.searches:
+        parts += search_section(results)
     if results.diagnosis:
         parts += ["## Why each run won or lost", "", results.diagnosis, ""]
     if results.follow_up:
@@ -197,11 +274,11 @@ def markdown(results: Results) -> str:
 
 
 def summary(results: Results) -> dict[str, Any]:
-    by_variant = {v.variant: v for v in results.comparisons.variants}
+    by_run = {r.run: v for v in results.comparisons.variants for r in v.runs}  # a search's other arms: not compared
     runs = []
     for r in results.records:
-        v = by_variant[r.variant]
-        runs.append({**r.summary(), "delta_vs_control": None if v.is_control else v.delta_json()})
+        v = by_run.get(r.run)
+        runs.append({**r.summary(), "delta_vs_control": None if v is None or v.is_control else v.delta_json()})
     p = results.protocol
     return {
         "experiment": results.experiment.name,
@@ -211,6 +288,7 @@ def summary(results: Results) -> dict[str, Any]:
             "eval_tokens": next((r.eval_tokens for r in results.records if r.eval_tokens), None),
         },
         **results.comparisons.to_json(),
+        "search_cost": search_cost(results),
         "follow_up_spec": results.follow_up,
         "runs": runs,
     }
@@ -242,7 +320,8 @@ def plot(results: Results) -> bytes:
 
     variants = results.comparisons.variants
     base = results.comparisons.control
-    fig, axes = plt.subplots(1, 2 if base else 1, figsize=(16 if base else 10, 6), dpi=110, squeeze=False)
+    panels = 1 + bool(base) + bool(results.plan.searches)
+    fig, axes = plt.subplots(1, panels, figsize=(8 * panels if panels > 1 else 10, 6), dpi=110, squeeze=False)
     loss_ax = axes[0][0]
     colors = plt.get_cmap("tab10")
     base_steps, base_mean, _, _ = _curve(base.runs, "val_loss") if base else ([], None, None, None)
@@ -301,11 +380,48 @@ def plot(results: Results) -> bytes:
         )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    if results.plan.searches:
+        _lr_panel(axes[0][-1], variants, colors)
     buffer = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buffer, format="png")
     plt.close(fig)
     return buffer.getvalue()
+
+
+def _lr_panel(ax, variants: list[VariantResult], colors) -> None:
+    """Each search's arms: val loss on the selection documents at the arm's last evaluation, against its LR.
+    Hollow: pruned at a rung (annotated with its step); a star: the arm chosen."""
+    for i, v in enumerate(variants):
+        s = v.search
+        if s is None:
+            continue
+        color = colors(i % 10)
+        points = [(a.lr, _last_val(a), a) for a in s.arms if _last_val(a) is not None]
+        if not points:
+            continue
+        ax.plot([p[0] for p in points], [p[1] for p in points], color=color, linewidth=1, alpha=0.6, label=s.name)
+        for lr, val, arm in points:
+            pruned = arm.status == "pruned"
+            ax.plot(lr, val, marker="o", markersize=6, color=color, markerfacecolor="none" if pruned else color)
+            if pruned:
+                ax.annotate(f"{arm.steps}", (lr, val), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        if s.chosen is not None and _last_val(s.chosen) is not None:
+            ax.plot(s.chosen.lr, _last_val(s.chosen), marker="*", markersize=16, color=color, markeredgecolor="black")
+    ax.set_xscale("log")
+    ax.set(
+        xlabel="learning rate",
+        ylabel="val loss (selection documents)",
+        title="LR search: each arm at its last evaluation (hollow: pruned at that step; star: chosen)",
+    )
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+
+
+def _last_val(r: RunRecord) -> float | None:
+    vals = [h["val_loss"] for h in r.history if h.get("val_loss") is not None]
+    return vals[-1] if vals else None
 
 
 def follow_up_command(results: Results) -> str:

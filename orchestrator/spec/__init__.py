@@ -9,13 +9,14 @@ from orchestrator.spec.experiment import (
     EarlyStoppingSpec,
     EvaluationSpec,
     ExperimentSpec,
+    LrSearchSpec,
     SpecError,
     TrackingSpec,
     format_validation_error,
     json_schema,
 )
 from orchestrator.spec.file import DEFAULT_NAME, DEFAULT_SPEC, load, parse_sets, read_spec
-from orchestrator.spec.resolve import Plan, Run, deep_merge, dir_name, resolve_runs, set_path
+from orchestrator.spec.resolve import Plan, Run, Search, deep_merge, dir_name, resolve_runs, set_path
 
 __all__ = [
     "DEFAULT_NAME",
@@ -23,8 +24,10 @@ __all__ = [
     "EarlyStoppingSpec",
     "EvaluationSpec",
     "ExperimentSpec",
+    "LrSearchSpec",
     "Plan",
     "Run",
+    "Search",
     "SpecError",
     "TrackingSpec",
     "deep_merge",

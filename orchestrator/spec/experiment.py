@@ -54,6 +54,52 @@ class EvaluationSpec(Strict):
     )
 
 
+class LrSearchSpec(Strict):
+    """Each option at its own best learning rate: a range of LRs per option, pruned by successive halving."""
+
+    factors: list[float] | None = Field(
+        [0.25, 0.5, 1.0, 2.0, 4.0],
+        min_length=2,
+        description="LRs to try, as multiples of each option's own optim.lr (to 3 significant digits), for every "
+        "option not in `lrs`, the control included; null searches only the options in `lrs`.",
+    )
+    lrs: dict[str, list[float]] = Field(
+        default_factory=dict,
+        description="Explicit LRs for named options, instead of factors of their own (e.g. `full_finetune: "
+        "[1.0e-4, 3.0e-4, 1.0e-3]`).",
+    )
+    eta: int = Field(
+        2,
+        ge=2,
+        description="At each rung an arm goes on only if its val loss (on the selection documents) is among the best "
+        "1/eta of its option's arms that have reached that rung so far (asynchronous successive halving).",
+    )
+    first_rung: int | None = Field(
+        None,
+        gt=0,
+        description="Step of the first rung: an evaluation step at or after the warmup (early rungs are unfair to "
+        "runs that converge late). null is the first evaluation at or after the warmup. Later rungs are at "
+        "first_rung x eta^k, before the last step.",
+    )
+
+    @field_validator("factors")
+    @classmethod
+    def _factors(cls, factors: list[float] | None) -> list[float] | None:
+        if factors is not None and (min(factors) <= 0 or len(set(factors)) < len(factors)):
+            raise ValueError(f"factors: {factors} must be distinct and above 0, e.g. [0.25, 0.5, 1.0, 2.0, 4.0]")
+        return factors
+
+    @field_validator("lrs")
+    @classmethod
+    def _lrs(cls, lrs: dict[str, list[float]]) -> dict[str, list[float]]:
+        for option, values in lrs.items():
+            if len(values) < 2 or min(values) <= 0 or len(set(values)) < len(values):
+                raise ValueError(
+                    f"lrs.{option}: {values} must be at least 2 distinct learning rates above 0, e.g. [1.0e-4, 1.0e-3]"
+                )
+        return lrs
+
+
 class TrackingSpec(Strict):
     mlflow_uri: str | None = Field(
         None,
@@ -80,6 +126,13 @@ class ExperimentSpec(Strict):
         description="Seeds the control runs with (run.seed, run.seed + 1, ...) unless its option lists run.seed "
         "itself: their spread is the noise a fix must beat.",
     )
+    option_seeds: int = Field(
+        2,
+        gt=0,
+        description="Seeds every other option runs with (run.seed, run.seed + 1, ...) unless it lists run.seed itself "
+        "(an LR search's arms run one each). Every variant's seeds join the seed noise each interval counts; with one "
+        "seed per option the A/A calibration misses its targets (docs/BENCHMARKS.md).",
+    )
     max_concurrent: int | None = Field(
         None, gt=0, description="Runs at once; null runs as many as the cluster's resources fit."
     )
@@ -87,6 +140,9 @@ class ExperimentSpec(Strict):
     early_stopping: EarlyStoppingSpec = EarlyStoppingSpec()
     evaluation: EvaluationSpec = EvaluationSpec()
     tracking: TrackingSpec = TrackingSpec()
+    lr_search: LrSearchSpec | None = Field(
+        None, description="Search each option's learning rate (see LrSearchSpec); null runs each at its own optim.lr."
+    )
     base: dict[str, Any] = Field(default_factory=dict, description="The run every option starts from (a TrainSpec).")
     options: dict[str, dict[str, Any] | None] = Field(
         default_factory=dict,
@@ -105,6 +161,23 @@ class ExperimentSpec(Strict):
     def _control_exists(self) -> ExperimentSpec:
         if self.control is not None and self.control not in self.options:
             raise ValueError(f"control: {self.control!r} is not an option; choose one of {sorted(self.options)}")
+        return self
+
+    @model_validator(mode="after")
+    def _search_is_chosen_apart(self) -> ExperimentSpec:
+        search = self.lr_search
+        if search is None:
+            return self
+        if self.evaluation.selection_fraction is None:
+            raise ValueError(
+                "lr_search: each option's best LR is chosen on a share of the val documents and scored on the rest, "
+                "so that choosing and scoring never use the same tokens; set evaluation.selection_fraction (e.g. 0.5)"
+            )
+        unknown = sorted(set(search.lrs) - set(self.options))
+        if unknown:
+            raise ValueError(
+                f"lr_search.lrs: {', '.join(unknown)} is not an option; choose from {sorted(self.options)}"
+            )
         return self
 
 
@@ -162,7 +235,9 @@ def json_schema() -> dict[str, Any]:
     train = TrainSpec.model_json_schema(ref_template=ref)
     experiment = ExperimentSpec.model_json_schema(ref_template=ref)
     defs = {**train.pop("$defs"), **experiment.pop("$defs", {}), "TrainSpec": train}
-    experiment_level = {m.__name__ for m in (StorageSpec, EarlyStoppingSpec, EvaluationSpec, TrackingSpec)}
+    experiment_level = {
+        m.__name__ for m in (StorageSpec, EarlyStoppingSpec, EvaluationSpec, TrackingSpec, LrSearchSpec)
+    }
     for definition in defs.values():
         if definition is train or definition.get("title") in experiment_level:
             continue

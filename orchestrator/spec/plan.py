@@ -34,7 +34,9 @@ def describe_run(run: Run) -> str:
     spec = run.spec
     fields = flatten(spec.model_dump(mode="json"))
     lines = [
-        f"== {run.name}" + ("" if run.name == run.option else f"  (option {run.option})"),
+        f"== {run.name}"
+        + ("" if run.name == run.option else f"  (option {run.option})")
+        + (f", an arm of the LR search of {run.search}" if run.search else ""),
         f"   overrides: {run.overrides or '(none: the base)'}",
     ]
     width = max(len(k) for k in fields)
@@ -59,23 +61,58 @@ def describe_run(run: Run) -> str:
     return "\n".join(lines)
 
 
-def control_cost(experiment: ExperimentSpec, plan: Plan) -> str:
-    """What measuring the control's seed spread costs: its extra runs and their share of the tokens."""
-    control = [r for r in plan.runs if r.option == experiment.control]
-    if not control:
-        return "none (no control in this plan)"
-    seeds = ", ".join(str(r.spec.run.seed) for r in control)
-    if len(control) == 1:
-        return f"1 seed ({seeds}): seed-to-seed spread is not measured; the verdict says so"
-
-    def tokens(r: Run) -> int:
-        return r.spec.data.batch_size * r.spec.data.block_size * r.spec.run.steps
-
-    extra = sum(tokens(r) for r in control[1:])
-    share = extra / sum(tokens(r) for r in plan.runs)
+def seeds_line(experiment: ExperimentSpec, plan: Plan) -> str:
+    """How many seeds each variant runs, what they measure (the seed noise every interval counts) and what that costs
+    (an LR search's arms run one seed each and are left out)."""
+    variants: dict[str, list[Run]] = {}
+    for run in plan.runs:
+        if run.search is None:
+            variants.setdefault(run.variant, []).append(run)
+    df = sum(len(runs) - 1 for runs in variants.values())
+    if not df:
+        return "1 per variant: seed noise is not measured, so the intervals count documents only; the verdict says so"
+    control = [r for r in plan.runs if r.option == experiment.control and r.search is None]
+    others = [len(runs) for runs in variants.values() if runs[0].option != experiment.control]
+    parts = [f"control {len(control)} ({', '.join(str(r.spec.run.seed) for r in control)})"] if control else []
+    if others:
+        parts.append(
+            f"other variants {min(others)}" + (f"-{max(others)}" if max(others) > min(others) else "") + " each"
+        )
+    extra = [r for runs in variants.values() for r in runs[1:]]
+    share = sum(tokens(r) for r in extra) / sum(tokens(r) for r in plan.runs)
     return (
-        f"{len(control)} seeds ({seeds}) to measure seed-to-seed spread: {len(control) - 1} extra run(s), "
-        f"{share:.0%} of the sweep's training tokens"
+        f"{', '.join(parts)}: the seed noise every interval counts, pooled over "
+        f"{sum(len(runs) > 1 for runs in variants.values())} variant(s) with {df} degree(s) of freedom; "
+        f"{len(extra)} extra run(s), {share:.0%} of the sweep's training tokens"
+    )
+
+
+def tokens(run: Run) -> int:
+    """Training tokens of the whole run."""
+    return run.spec.data.batch_size * run.spec.data.block_size * run.spec.run.steps
+
+
+def search_line(experiment: ExperimentSpec, plan: Plan) -> str:
+    """What the LR search runs, where it prunes, and what it can cost against one run per option."""
+    if not plan.searches:
+        return "off: each option runs at its own optim.lr"
+    by_name = {r.name: r for r in plan.runs}
+    arms = sum(len(s.runs) for s in plan.searches)
+    rungs = sorted({step for s in plan.searches for step in s.rungs})
+    most = sum(tokens(r) for r in plan.runs)
+    plain = sum(tokens(r) for r in plan.runs if r.search is None) + sum(
+        tokens(by_name[s.runs[0]]) for s in plan.searches if s.option != experiment.control
+    )
+    eta = plan.searches[0].eta
+    pruning = (
+        f"arms pruned at steps {', '.join(map(str, rungs))} (at each, the best 1/{eta} of a variant's arms go on)"
+        if rungs
+        else "no rung before the last step: every arm runs to the end"
+    )
+    return (
+        f"{len(plan.searches)} variant(s), {arms} arms; {pruning}; each variant's LR chosen on "
+        f"{plan.evaluation.selection_fraction:.0%} of the val documents and scored on the rest; at most "
+        f"{most:,} training tokens, {most / plain:.1f}x the {plain:,} of one run per option"
     )
 
 
@@ -91,7 +128,8 @@ def describe(experiment: ExperimentSpec, plan: Plan) -> str:
     head = [
         f"experiment   {experiment.name}: {len(plan.runs)} run(s)"
         + (f", control {experiment.control}" if experiment.control else ""),
-        f"control      {control_cost(experiment, plan)}",
+        f"seeds        {seeds_line(experiment, plan)}",
+        f"lr search    {search_line(experiment, plan)}",
         f"evaluation   every run scored on the same val tokens: windows of {ev.context} tokens every {ev.stride} "
         f"(at least {ev.context - ev.stride} tokens of "
         f"context){'' if ev.max_documents is None else f', first {ev.max_documents} documents'}; compared: {compared}",

@@ -4,7 +4,12 @@ Each option is a partial override that is deep-merged into the base and then val
 as one whole :class:`~contract.spec.TrainSpec`, so an option can only produce a run that
 would also be valid written out in full. A list where the schema expects one value
 (``optim: {grad_clip: [2.0, 5.0]}``) expands into one run per value; ``run.seed`` lists
-expand the same way, and the control runs with ``control_seeds`` seeds.
+expand the same way, and an option that lists none runs with ``control_seeds`` seeds (the
+control) or ``option_seeds`` (the others).
+
+With ``lr_search``, each option's variants (the control's too) become arms, one per
+learning rate, which the sweep prunes by successive halving (:class:`Search`); the
+control also keeps its own runs at its own learning rate, the reference for every arm.
 
 Every run of an experiment is scored by one evaluation protocol
 (:class:`~contract.spec.EvalProtocol`), so they must share their val documents and
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import re
 import types
 import typing
@@ -24,7 +30,14 @@ from pydantic import BaseModel
 
 from contract.presets import n_positions
 from contract.spec import EvalProtocol, TrainSpec
-from orchestrator.spec.experiment import EvaluationSpec, ExperimentSpec, SpecError, format_validation_error, submodel
+from orchestrator.spec.experiment import (
+    EvaluationSpec,
+    ExperimentSpec,
+    LrSearchSpec,
+    SpecError,
+    format_validation_error,
+    submodel,
+)
 
 
 class Run(BaseModel):
@@ -35,6 +48,18 @@ class Run(BaseModel):
     variant: str  # the name without its seed: "loose_clipping[grad_clip=2.0]"; seeds of one variant are pooled
     overrides: dict[str, Any]
     spec: TrainSpec
+    search: str | None = None  # an arm of this LR search (Search.name); None: not in a search
+
+
+class Search(BaseModel):
+    """One variant's LR search: its arms, one per learning rate, and the rungs where they are pruned."""
+
+    name: str  # the variant searched: "current", "loose_clipping[grad_clip=2.0]"
+    option: str
+    lrs: list[float]  # ascending
+    runs: list[str]  # the arms, in the order of lrs
+    rungs: list[int]  # evaluation steps where each arm's val loss is ranked against its search's other arms
+    eta: int  # at each rung, the best 1/eta of the arms there so far go on
 
 
 def dir_name(run_name: str) -> str:
@@ -47,6 +72,7 @@ class Plan(BaseModel):
 
     runs: list[Run]
     evaluation: EvalProtocol
+    searches: list[Search] = []  # with lr_search: one per variant searched
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -127,8 +153,8 @@ def _expand(
     return points
 
 
-def _control_seeds(merged: dict[str, Any], count: int) -> dict[str, Any]:
-    """The control's merged dict with ``count`` consecutive seeds, unless it lists seeds itself."""
+def _with_seeds(merged: dict[str, Any], count: int) -> dict[str, Any]:
+    """An option's merged dict with ``count`` consecutive seeds, unless it lists seeds itself."""
     seed = (
         merged.get("run", {}).get("seed", TrainSpec.model_fields["run"].default.seed)
         if isinstance(merged.get("run", {}), dict)
@@ -152,23 +178,114 @@ def resolve_runs(experiment: ExperimentSpec, sets: dict[str, Any] | None = None,
     unknown = sorted(set(only or ()) - set(options))
     if unknown:
         raise SpecError(f"--only {', '.join(unknown)}: no such option; choose from {', '.join(options)}")
-    runs = []
+    runs: list[Run] = []
+    searches: list[Search] = []
     for option, override in options.items():
         if only and option not in only:
             continue
         overrides = deep_merge(override or {}, sets or {})
         merged = deep_merge(experiment.base, overrides)
-        if option == experiment.control:
-            merged = _control_seeds(merged, experiment.control_seeds)
-        for name, variant, run, run_overrides in _expand(option, merged, overrides):
-            try:
-                spec = TrainSpec.model_validate(run)
-            except Exception as err:  # pydantic.ValidationError, re-worded with its location
-                raise SpecError(format_validation_error(err, f"option {name!r}", TrainSpec)) from None
-            runs.append(Run(name=name, option=option, variant=variant, overrides=run_overrides, spec=spec))
+        lrs = _search_lrs(option, merged, experiment.lr_search)
+        points = (
+            []
+            if lrs and option != experiment.control
+            else _expand(option, _seeds(experiment, option, merged), overrides)
+        )
+        runs += [_validated(option, *point) for point in points]
+        if lrs:
+            for variant, arms in _arms(option, merged, overrides, lrs, option == experiment.control).items():
+                arms = [_validated(option, *arm, search=variant) for arm in arms]
+                runs += arms
+                searches.append(_search(variant, option, arms, experiment.lr_search))
     _check_distinct(runs, experiment.control)
     _check_comparable(runs, experiment.control)
-    return Plan(runs=runs, evaluation=evaluation_protocol(experiment.evaluation, runs))
+    return Plan(runs=runs, evaluation=evaluation_protocol(experiment.evaluation, runs), searches=searches)
+
+
+def _seeds(experiment: ExperimentSpec, option: str, merged: dict[str, Any]) -> dict[str, Any]:
+    count = experiment.control_seeds if option == experiment.control else experiment.option_seeds
+    return _with_seeds(merged, count)
+
+
+def _validated(
+    option: str, name: str, variant: str, run: dict[str, Any], overrides: dict[str, Any], search: str | None = None
+) -> Run:
+    try:
+        spec = TrainSpec.model_validate(run)
+    except Exception as err:  # pydantic.ValidationError, re-worded with its location (a seed is never the cause)
+        raise SpecError(format_validation_error(err, f"option {variant!r}", TrainSpec)) from None
+    return Run(name=name, option=option, variant=variant, overrides=overrides, spec=spec, search=search)
+
+
+# ------------------------------------------------------------------ the LR search
+
+LR = ("optim", "lr")
+
+
+def _search_lrs(option: str, merged: dict[str, Any], search: LrSearchSpec | None) -> list[float]:
+    """The learning rates an option's arms run at, ascending; [] when it is not searched."""
+    if search is None or (option not in search.lrs and search.factors is None):
+        return []
+    optim = merged.get("optim") if isinstance(merged.get("optim"), dict) else {}
+    own = optim.get("lr", TrainSpec.model_fields["optim"].default.lr)
+    if isinstance(own, list):
+        raise SpecError(
+            f"option {option!r}: optim.lr is a list, and lr_search searches the learning rate; give this option's "
+            f"learning rates in lr_search.lrs.{option} instead"
+        )
+    if option in search.lrs:
+        return sorted(search.lrs[option])
+    if not isinstance(own, (int, float)) or isinstance(own, bool):
+        return []  # not a number: validation rejects it by name
+    return sorted({float(f"{own * factor:.3g}") for factor in search.factors})
+
+
+def _arms(
+    option: str, merged: dict[str, Any], overrides: dict[str, Any], lrs: list[float], control: bool
+) -> dict[str, list[tuple[str, str, dict[str, Any], dict[str, Any]]]]:
+    """Per variant of the option, one arm per learning rate: (name, variant, run dict, overrides), on one seed
+    (the control's arms on its first)."""
+    seed = merged.get("run", {}).get("seed") if isinstance(merged.get("run"), dict) else None
+    if isinstance(seed, list) and control and seed:
+        merged = deep_merge(merged, {"run": {"seed": seed[0]}})
+    elif isinstance(seed, list):
+        raise SpecError(
+            f"option {option!r}: run.seed lists {len(seed)} seeds, but in an LR search each arm runs one seed (its "
+            "comparison counts the seed noise of the variants that run several, the control's); give one seed"
+        )
+    out: dict[str, list[tuple[str, str, dict[str, Any], dict[str, Any]]]] = {}
+    for _, variant, run, run_overrides in _expand(option, merged, overrides):
+        for lr in lrs:
+            arm, arm_overrides = copy.deepcopy(run), copy.deepcopy(run_overrides)
+            set_path(arm, LR, lr)
+            set_path(arm_overrides, LR, lr)
+            name = f"{variant[:-1]},lr={lr}]" if variant.endswith("]") else f"{variant}[lr={lr}]"
+            out.setdefault(variant, []).append((name, name, arm, arm_overrides))
+    return out
+
+
+def _search(variant: str, option: str, arms: list[Run], search: LrSearchSpec) -> Search:
+    """The search over ``arms``, with its rungs: evaluation steps from the first at or after the warmup, times eta."""
+    spec = arms[0].spec
+    every, steps, warmup = spec.run.eval_every, spec.run.steps, spec.warmup_steps
+    first = search.first_rung or every * max(1, math.ceil(warmup / every))
+    if first % every or first < warmup:
+        raise SpecError(
+            f"lr_search.first_rung: {first} must be an evaluation step (a multiple of run.eval_every {every}) at or "
+            f"after the warmup ({warmup} steps) of option {option!r}; use {every * max(1, math.ceil(warmup / every))}"
+        )
+    rungs = []
+    while first < steps:
+        rungs.append(first)
+        first *= search.eta
+    return Search(
+        name=variant,
+        option=option,
+        lrs=[a.spec.optim.lr for a in arms],
+        runs=[a.name for a in arms],
+        rungs=rungs,
+        eta=search.eta,
+    )
 
 
 def _check_distinct(runs: list[Run], control: str | None) -> None:
@@ -183,7 +300,7 @@ def _check_distinct(runs: list[Run], control: str | None) -> None:
                 "distinct"
             )
         seen[folder] = run.name
-    variants = sorted({r.variant for r in runs if r.option == control})
+    variants = sorted({r.variant for r in runs if r.option == control and r.search is None})
     if len(variants) > 1:
         raise SpecError(
             f"option {control!r} (the control) sweeps a setting into {', '.join(variants)}; the control must be one "
@@ -208,7 +325,7 @@ def _check_comparable(runs: list[Run], control: str | None) -> None:
         for field, get in _SHARED.items():
             if get(run.spec) != get(reference.spec):
                 raise SpecError(
-                    f"option {run.name!r}: {field} is {get(run.spec)!r} but {get(reference.spec)!r} in "
+                    f"option {run.variant!r}: {field} is {get(run.spec)!r} but {get(reference.spec)!r} in "
                     f"{reference.name!r}; "
                     "every run is scored on the same val documents with the same tokenizer, so set it once in base "
                     "(to compare another dataset or tokenizer, run a second experiment)"

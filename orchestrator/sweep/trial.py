@@ -29,7 +29,7 @@ from orchestrator.folder import ExperimentFolder
 from orchestrator.spec import ExperimentSpec, Plan, Run, SpecError, dir_name
 from orchestrator.sweep import ray_workarounds, startup
 from orchestrator.sweep.callbacks import Console, History, TensorBoard, mlflow_callback
-from orchestrator.sweep.scheduler import RegressionStopper
+from orchestrator.sweep.scheduler import SweepScheduler
 
 # Each trial's own actor only coordinates its TorchTrainer and asks for no CPU (the Train workers
 # ask for the real CPUs and GPUs); a sliver of the head node's own resource keeps it, and its Train
@@ -185,7 +185,7 @@ def run_sweep(
             trainable,
             param_space=param_space,
             tune_config=tune.TuneConfig(
-                scheduler=RegressionStopper(experiment.early_stopping, folder),
+                scheduler=SweepScheduler(experiment.early_stopping, plan.searches, folder),
                 max_concurrent_trials=experiment.max_concurrent
                 or concurrency
                 or max_concurrent(runs, ray.cluster_resources()),
