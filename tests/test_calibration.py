@@ -18,7 +18,7 @@ def test_in_process_training_gives_a_sweeps_per_document_losses(behaviour):
     """The same run, trained in this process and as a trial of the shared sweep: the same losses, bit for bit."""
     folder = behaviour[1]
     experiment, plan = load(str(folder.parent.parent / "behaviour.yaml"))
-    plan, _ = localize(plan, gpus=0)
+    plan = localize(experiment, plan, gpus=0, cores=1).plan
     metrics = train_in_process(seeded_jobs(experiment, plan, "current", [0])[0])
     swept = json.loads((folder / "current-seed_0" / "history.json").read_text())[-1]
     assert metrics["step"] == swept["step"] == 30

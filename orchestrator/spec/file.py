@@ -122,6 +122,9 @@ def load(path: str | None, sets: list[str] = (), only: list[str] | None = None) 
     """Read, validate and expand a spec file (or the default job, when ``path`` is None). Raises :class:`SpecError`."""
     if path is None:
         data, where = {**read_spec(str(DEFAULT_SPEC)), "name": DEFAULT_NAME}, "(the default job, specs/smoke.yaml)"
+        # the bundled corpus, wherever the command is run from (results still go under ./runs)
+        corpus = DEFAULT_SPEC.parents[1] / data["base"]["data"]["path"]
+        data = deep_merge(data, {"base": {"data": {"path": str(corpus)}}})
     else:
         data, where = read_spec(path), path
     experiment_sets, run_sets = parse_sets(list(sets))
