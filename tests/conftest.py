@@ -127,7 +127,7 @@ BEHAVIOUR = {
         "diverge": {"method": "full", "lora": None, "optim": {"lr": 1.0e8, "grad_clip": None}},
         "broken": {"lora": {"target_modules": ["no_such_module"]}, "run": {"max_failures": 0}},
         "long_context": {"data": {"block_size": 256, "batch_size": 8}},
-        "micro_batches": {"compute": {"micro_batch_size": 4}},  # 4 x 4 accumulated
+        "micro_batches": {"compute": {"micro_batch_size": 8}},  # 2 x 8 accumulated
         "two_workers": {"resources": {"num_workers": 2}},  # 2 x 8, data parallel (gloo)
     },
 }

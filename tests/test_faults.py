@@ -21,7 +21,7 @@ from tests.conftest import BEHAVIOUR, registered
 @pytest.mark.ray
 @pytest.mark.s3
 def test_a_killed_driver_relaunched_resumes_every_run_and_rides_out_a_storage_outage(multinode, s3_env, tmp_path):
-    """Two runs of the shared sweep's settings, on S3: `current`, and the same split into 4 micro-batches of 4.
+    """Two runs of the shared sweep's settings, on S3: `current`, and the same split into 2 micro-batches of 8.
     The driver and its local Ray are killed after both runs' step-10 checkpoints; the same command, run again,
     resumes both from there; during the relaunch the S3 server crashes for 15 s after a step-20 checkpoint, and
     uploads wait it out. Both end where the multi-node sweep's unbroken `current` ended."""
@@ -48,9 +48,12 @@ def test_a_killed_driver_relaunched_resumes_every_run_and_rides_out_a_storage_ou
             except psutil.NoSuchProcess:  # exited meanwhile
                 pass
         psutil.wait_procs(tree, timeout=30)
+    # The outage follows a checkpoint the relaunch uploads: a run may have registered step 20 before the kill landed
+    # (then its next is step 30), and S3 must not go down while the relaunch is still checking that it can reach it.
+    following = {run: _next_checkpoint(client, f"relaunch/behaviour/{run}/") for run in options}
     relaunch = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        while not registered(client, "relaunch/behaviour/", "step_000020"):
+        while not any(registered(client, f"relaunch/behaviour/{run}/", step) for run, step in following.items()):
             assert relaunch.poll() is None, relaunch.stdout.read()[-3000:]
             time.sleep(0.1)
     finally:
@@ -72,6 +75,12 @@ def test_a_killed_driver_relaunched_resumes_every_run_and_rides_out_a_storage_ou
         assert [h["step"] for h in run["history"]] == [0, 10, 20, 30]  # nothing lost, nothing counted twice
         for key in ("final_val_loss", "final_train_loss"):
             assert run[key] == pytest.approx(unbroken[key], abs=1e-4)
+
+
+def _next_checkpoint(client, prefix: str) -> str:
+    """The checkpoint after the latest one registered under ``prefix`` (every 10 steps)."""
+    done = [step for step in (10, 20, 30) if registered(client, prefix, f"step_{step:06d}")]
+    return f"step_{max(done, default=0) + 10:06d}"
 
 
 def test_a_relaunch_with_other_runs_is_refused_and_fresh_starts_a_new_name(tmp_path):
