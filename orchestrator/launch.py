@@ -294,12 +294,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.dry_run:
             from orchestrator.spec.plan import describe
 
-            notes = []
+            notes, concurrency = [], None
             if args.local:
                 here = localize(experiment, plan, gpus_here(), os.cpu_count() or 1)
-                plan, notes = here.plan, here.notes
+                plan, notes, concurrency = here.plan, here.notes, here.concurrency
             preflight(experiment, plan, write=False)
-            text = "\n".join([*notes, describe(experiment, plan)])
+            text = "\n".join([*notes, describe(experiment, plan, concurrency)])
         elif args.report:
             results = report(*_stored(experiment))
         else:

@@ -116,8 +116,8 @@ def search_line(experiment: ExperimentSpec, plan: Plan) -> str:
     )
 
 
-def describe(experiment: ExperimentSpec, plan: Plan) -> str:
-    """The whole plan: experiment settings, then one block per run."""
+def describe(experiment: ExperimentSpec, plan: Plan, concurrency: int | None = None) -> str:
+    """The whole plan: experiment settings, then one block per run. ``concurrency``: what local mode chose."""
     es, ev = experiment.early_stopping, plan.evaluation
     compared = (
         "each run's final evaluation"
@@ -142,7 +142,12 @@ def describe(experiment: ExperimentSpec, plan: Plan) -> str:
             if es.enabled
             else "off"
         ),
-        f"concurrency  {experiment.max_concurrent or 'as many runs as the cluster resources hold'}",
+        "concurrency  "
+        + (
+            str(experiment.max_concurrent or "")
+            or (concurrency and f"{concurrency} (local mode, from this machine's cores)")
+            or "as many runs as the cluster resources hold"
+        ),
         "tracking     TensorBoard event files in each run's folder"
         + (f"; MLflow at {experiment.tracking.mlflow_uri}" if experiment.tracking.mlflow_uri else ""),
         "",
