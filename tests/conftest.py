@@ -263,6 +263,7 @@ def multinode(local_cluster, s3_server, tmp_path_factory):
         timeout=120,
         env=env,
     )
+    (spec_file.parent / "status.txt").write_text(status.stdout + status.stderr)  # to read after the session
     cluster.add_node("b2", cpus=2, resources={"node_b": 1})  # the lost node's replacement, as an autoscaler adds one
     while (state := _job(cluster, job, "status")) and ("RUNNING" in state or "PENDING" in state):
         assert time.monotonic() < deadline, "the job did not finish"

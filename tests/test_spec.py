@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -282,7 +283,7 @@ def _launch(*args, env=None):
 
 def test_dry_run_prints_the_plan_and_starts_nothing(hub_cache):
     out = _launch(
-        "specs/best.yaml", "--dry-run", "--local", env={"HF_HUB_CACHE": str(hub_cache)}
+        "specs/best.yaml", "--dry-run", "--local", env={"HF_HUB_CACHE": str(hub_cache), "CUDA_VISIBLE_DEVICES": ""}
     )  # --local would start Ray, were --dry-run to go on
     assert out.returncode == 0, out.stderr
     assert "experiment   best: 14 run(s), control current" in out.stdout
@@ -296,6 +297,8 @@ def test_dry_run_prints_the_plan_and_starts_nothing(hub_cache):
     assert f"-> trainable params     {lora:,} of {124_439_808 + lora:,} (" in out.stdout
     assert "-> effective batch      16 sequences = 1 worker x micro-batch 16 x 1 accumulation step" in out.stdout
     assert "starting a local Ray instance" not in out.stdout + out.stderr
+    # no max_concurrent and no GPU: the plan says what local mode chose, not "as many as the resources hold"
+    assert re.search(r"\nconcurrency  \d+ \(local mode, from this machine's cores\)\n", out.stdout)
 
 
 def test_the_plan_of_a_two_worker_run_shows_how_the_batch_splits():

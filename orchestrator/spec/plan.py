@@ -116,6 +116,14 @@ def search_line(experiment: ExperimentSpec, plan: Plan) -> str:
     )
 
 
+def _concurrency(experiment: ExperimentSpec, local: int | None) -> str:
+    if experiment.max_concurrent:
+        return str(experiment.max_concurrent)
+    if local:
+        return f"{local} (local mode, from this machine's cores)"
+    return "as many runs as the cluster resources hold"
+
+
 def describe(experiment: ExperimentSpec, plan: Plan, concurrency: int | None = None) -> str:
     """The whole plan: experiment settings, then one block per run. ``concurrency``: what local mode chose."""
     es, ev = experiment.early_stopping, plan.evaluation
@@ -142,12 +150,7 @@ def describe(experiment: ExperimentSpec, plan: Plan, concurrency: int | None = N
             if es.enabled
             else "off"
         ),
-        "concurrency  "
-        + (
-            str(experiment.max_concurrent or "")
-            or (concurrency and f"{concurrency} (local mode, from this machine's cores)")
-            or "as many runs as the cluster resources hold"
-        ),
+        f"concurrency  {_concurrency(experiment, concurrency)}",
         "tracking     TensorBoard event files in each run's folder"
         + (f"; MLflow at {experiment.tracking.mlflow_uri}" if experiment.tracking.mlflow_uri else ""),
         "",
