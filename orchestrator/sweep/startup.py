@@ -14,8 +14,11 @@ docs/BENCHMARKS.md section 2):
 - ``preemption_watcher``: no PreemptionWatcher actor per run. It only reports node drains to
   training code that asks (``ray.train.get_preemption_info``), which ours does not; a
   drained node's workers are restarted from the latest checkpoint like any lost worker.
-- ``preload``: in local mode, Ray's idle workers import torch before they are given an
-  actor (``RAY_preload_python_modules``), while the driver is still setting up.
+
+Measured and dropped: ``RAY_preload_python_modules=torch`` (Ray's idle workers import torch
+before they are given an actor). Every worker process then imports torch, also those that
+become a trial actor, a Train controller or a sync actor, which never need it: on 2 cores it
+made the default job 84 s slower, not faster (docs/BENCHMARKS.md section 2).
 
 ``PLATEAU_STARTUP_OFF=lever,lever`` turns levers off, to measure them or to rule them out.
 """
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import os
 
-LEVERS = ("concurrency", "dataset_manager", "preemption_watcher", "preload")
+LEVERS = ("concurrency", "dataset_manager", "preemption_watcher")
 OFF_ENV = "PLATEAU_STARTUP_OFF"
 
 
@@ -37,8 +40,3 @@ def on(lever: str) -> bool:
 def train_env() -> dict[str, str]:
     """Environment for the process that builds a TorchTrainer; Train propagates it to its controller."""
     return {} if not on("preemption_watcher") else {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
-
-
-def local_ray_env() -> dict[str, str]:
-    """Environment for a local Ray instance, set before it starts (its raylet reads it once)."""
-    return {} if not on("preload") else {"RAY_preload_python_modules": "torch"}

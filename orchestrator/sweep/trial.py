@@ -27,7 +27,7 @@ from contract.storage import filesystem, is_s3
 from jobs.train import train_loop
 from orchestrator.folder import ExperimentFolder
 from orchestrator.spec import ExperimentSpec, Plan, Run, SpecError, dir_name
-from orchestrator.sweep import ray_workarounds, startup
+from orchestrator.sweep import ray_workarounds
 from orchestrator.sweep.callbacks import Console, History, TensorBoard, mlflow_callback
 from orchestrator.sweep.scheduler import SweepScheduler
 
@@ -133,7 +133,6 @@ def connect(local: bool, plan: Plan, storage: StorageSpec, concurrency: int | No
     demands = sorted((r.spec.resources.num_workers * r.spec.resources.cpus_per_worker for r in plan.runs), reverse=True)
     cpus = max(os.cpu_count() or 1, math.ceil(sum(demands[: concurrency or len(demands)])))
     print(f"starting a local Ray instance ({cpus} logical CPUs)", flush=True)
-    os.environ.update(startup.local_ray_env())
     ray.init(
         address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING
     )
