@@ -143,6 +143,8 @@ def read_json(uri: str, storage: StorageSpec) -> Any:
 def write_json(uri: str, storage: StorageSpec, value: Any, indent: int | None = None) -> None:
     """Write ``value`` as a JSON file, local or on S3, replacing what was there."""
     fs, path = filesystem(uri, storage)
+    if isinstance(fs, pafs.LocalFileSystem):  # a run's folder may not exist yet when its trial starts
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
     with fs.open_output_stream(path) as out:
         out.write(json.dumps(value, indent=indent).encode())
 
