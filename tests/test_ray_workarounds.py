@@ -3,6 +3,7 @@ the secret and the checkpoint upload in test_cluster, cheap reports and the last
 relative paths under ray job submit in test_cluster.)"""
 
 import re
+import time
 
 import pytest
 
@@ -62,6 +63,18 @@ from orchestrator.sweep import ray_workarounds
             "persist_current_checkpoint",
             "uploads each checkpoint from the background thread",
         ),
+        (
+            "ray.train.v2._internal.execution.controller.controller",
+            "TrainController",
+            "get_result",
+            "runs each Train controller in its trial's process",
+        ),
+        (
+            "ray.train.v2._internal.callbacks.placement_group_callback",
+            None,
+            "PlacementGroupCleanerCallback",
+            "replaces a placement-group cleaner process per run by one per sweep",
+        ),
     ],
 )
 def test_a_moved_ray_internal_fails_the_check_naming_what_it_protected(monkeypatch, module, cls, attribute, says):
@@ -89,3 +102,37 @@ def test_aws_secrets_are_not_propagated_to_trials(monkeypatch):
         "AWS_SECRET_ACCESS_KEY" not in class_cache.ENV_VARS_TO_PROPAGATE
         and "AWS_REGION" in class_cache.ENV_VARS_TO_PROPAGATE
     )
+
+
+@pytest.mark.ray
+def test_the_janitor_frees_the_cpus_of_a_run_whose_trial_was_killed():
+    """What Tune does to a run it stops early: the trial (and the Train controller in it) is killed, and
+    the placement group it made keeps its CPU until the job ends. The janitor gives it back."""
+    import types
+
+    import ray
+
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        with ray_workarounds.placement_group_janitor():
+
+            @ray.remote(num_cpus=0)
+            class Trial:
+                def reserve(self, trial_id):
+                    group = ray.util.placement_group([{"CPU": 1}])
+                    ray.get(group.ready())
+                    ray.get(ray.get_actor(ray_workarounds.JANITOR).watch.remote(trial_id, group))
+
+            trial = Trial.remote()
+            ray.get(trial.reserve.remote("t1"))
+            ray.kill(trial)
+            time.sleep(2)
+            assert ray.available_resources().get("CPU", 0) == 0  # Ray alone keeps the dead trial's CPU
+
+            ray_workarounds.ReleasePlacementGroups().on_trial_complete(0, [], types.SimpleNamespace(trial_id="t1"))
+            deadline = time.monotonic() + 30
+            while ray.available_resources().get("CPU", 0) < 1 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert ray.available_resources().get("CPU", 0) == 1
+    finally:
+        ray.shutdown()

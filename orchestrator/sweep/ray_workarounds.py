@@ -11,12 +11,15 @@ each effect where it matters, and remove each attribute in turn to see the check
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import time
 
 import ray
 import ray.train
 import ray.train.torch
+from ray import tune
 
 from orchestrator.sweep import startup
 
@@ -70,6 +73,9 @@ def _check() -> None:
     from ray.train._internal import session
     from ray.train.v2._internal import constants as train_v2
     from ray.train.v2._internal.callbacks import datasets as train_datasets
+    from ray.train.v2._internal.callbacks import placement_group_callback as pg_callback
+    from ray.train.v2._internal.execution import callback as train_callback
+    from ray.train.v2._internal.execution import controller
     from ray.train.v2._internal.execution import storage as train_storage
     from ray.train.v2.api import context as train_context
     from ray.train.v2.api import data_parallel_trainer
@@ -146,26 +152,152 @@ def _check() -> None:
         "DataParallelTrainer._create_default_callbacks or DatasetsCallback is gone",
         "saves every run the DatasetManager actor it does not use",
     )
+    run_controller = inspect.signature(getattr(controller.TrainController, "__init__", lambda: None)).parameters
+    _require(
+        start_controller is not None
+        and "TrainController" in inspect.getsource(start_controller)
+        and {"train_fn_ref", "train_run_context", "scaling_policy", "failure_policy", "callbacks"}
+        <= set(run_controller)
+        and inspect.iscoroutinefunction(getattr(controller.TrainController, "run", None))
+        and callable(getattr(controller.TrainController, "get_result", None)),
+        "DataParallelTrainer._initialize_and_run_controller no longer starts TrainController(**kwargs), "
+        "or its run() is no longer a coroutine",
+        "runs each Train controller in its trial's process",
+    )
+    _require(
+        isinstance(getattr(pg_callback, "PlacementGroupCleanerCallback", None), type)
+        and "PlacementGroupCleanerCallback" in inspect.getsource(data_parallel_trainer.DataParallelTrainer)
+        and callable(getattr(train_callback.WorkerGroupCallback, "after_worker_group_start", None))
+        and "placement_group_handle" in inspect.getsource(pg_callback.PlacementGroupCleanerCallback),
+        "Train's PlacementGroupCleanerCallback, or the worker group's placement_group_handle, is gone",
+        "replaces a placement-group cleaner process per run by one per sweep",
+    )
 
 
 _check()
 
 
 class TorchTrainer(ray.train.torch.TorchTrainer):
-    """Ray Train's TorchTrainer, without the DatasetsCallback when the run has no Ray Datasets.
+    """Ray Train's TorchTrainer, with two fewer processes per run (docs/BENCHMARKS.md, section 2).
 
-    That callback starts a DatasetManager actor for every run even without datasets: one more
-    process per run that imports Ray Data, for nothing (this project's worker reads its data
-    itself). Measured in docs/BENCHMARKS.md, section 2.
+    - Without the DatasetsCallback when the run has no Ray Datasets: it starts a DatasetManager
+      actor for every run, one more process that imports Ray Data, for nothing (this project's
+      worker reads its data itself).
+    - Its Train controller runs in the calling process (the Tune trial) instead of an actor of
+      its own: Train starts it on the trial's node with no resources and fate-shared with the
+      trial anyway, and a process of its own only imports Ray Train and torch again, which
+      the trial has already done. Its placement-group cleaner then watches the trial.
     """
 
     def _create_default_callbacks(self):
         from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+        from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
 
         callbacks = super()._create_default_callbacks()
-        if self.datasets or not startup.on("dataset_manager"):
-            return callbacks
-        return [c for c in callbacks if not isinstance(c, DatasetsCallback)]
+        if not self.datasets and startup.on("dataset_manager"):
+            callbacks = [c for c in callbacks if not isinstance(c, DatasetsCallback)]
+        if startup.on("placement_group_janitor"):
+            callbacks = [c for c in callbacks if not isinstance(c, PlacementGroupCleanerCallback)]
+            callbacks.append(_watched_by_janitor())
+        return callbacks
+
+    def _initialize_and_run_controller(self, **controller_init_kwargs):
+        if not startup.on("controller_in_trial"):
+            return super()._initialize_and_run_controller(**controller_init_kwargs)
+        from ray.train.v2._internal.execution.controller import TrainController
+
+        controller = TrainController(**controller_init_kwargs)
+        asyncio.run(controller.run())  # the loop Train's actor would have run it in, in this thread
+        return controller.get_result()
+
+
+# 5) A Train run's placement group outlives its controller when the controller dies without shutting its
+#    workers down (Tune stopping a run early kills the trial, and the controller with it): Ray removes a
+#    placement group only when both the actor and the job that created it are gone. Train's answer, a
+#    PlacementGroupCleaner actor per run, is one more process per run, and it polls the controller through
+#    the State API, which needs Ray's dashboard: in a local instance started without one it never sees the
+#    controller die, and the stopped run's CPUs stay reserved for the rest of the sweep. Instead, one
+#    janitor per sweep holds every run's placement group, and the driver has it released when Tune ends
+#    the run: no dashboard, and one process in all.
+JANITOR = "plateau-placement-group-janitor"
+
+
+class PlacementGroupJanitor:
+    """Holds each trial's placement groups; releases them when the driver says the trial has ended."""
+
+    def __init__(self):
+        self.groups: dict[str, list] = {}
+
+    def watch(self, trial_id: str, group) -> None:
+        self.groups.setdefault(trial_id, []).append(group)
+
+    def release(self, trial_id: str) -> int:
+        """Remove what is left of the trial's placement groups; returns how many were still there."""
+        from ray.util.placement_group import placement_group_table, remove_placement_group
+
+        left = [g for g in self.groups.pop(trial_id, []) if placement_group_table(g).get("state") != "REMOVED"]
+        for group in left:
+            remove_placement_group(group)
+        return len(left)
+
+
+@contextlib.contextmanager
+def placement_group_janitor():
+    """In the driver, around the sweep: the janitor the trials hand their placement groups to."""
+    janitor = None
+    if startup.on("placement_group_janitor"):
+        options = {"name": JANITOR, "get_if_exists": True, "num_cpus": 0, "resources": {HEAD_NODE_RESOURCE: 0.001}}
+        janitor = ray.remote(PlacementGroupJanitor).options(**options).remote()
+    try:
+        yield
+    finally:
+        if janitor is not None:
+            ray.kill(janitor)
+
+
+class ReleasePlacementGroups(tune.Callback):
+    """In the driver: when Tune ends a trial, however it ends, the janitor releases its placement groups."""
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        if startup.on("placement_group_janitor"):
+            ray.get_actor(JANITOR).release.remote(trial.trial_id)
+
+    on_trial_error = on_trial_complete
+
+
+def _watched_by_janitor():
+    """The Train callback, in a trial, that hands each of its worker groups' placement groups to the janitor."""
+    from ray.train.v2._internal.execution.callback import WorkerGroupCallback
+
+    janitor, trial_id = ray.get_actor(JANITOR), tune.get_context().get_trial_id()
+
+    class WatchedByJanitor(WorkerGroupCallback):
+        def after_worker_group_start(self, worker_group):
+            group = worker_group.get_worker_group_state().placement_group_handle.placement_group
+            ray.get(janitor.watch.remote(trial_id, group))
+
+    return WatchedByJanitor()
+
+
+def tune_report_callback():
+    """The Train callback that hands each result to the Tune trial that runs the TorchTrainer.
+
+    With the controller in the trial's own process (:class:`TorchTrainer`), it reports to
+    Tune directly, as any function trainable does; otherwise it is Tune's TuneReportCallback,
+    which needs a queue actor between the controller's process and the trial's.
+    """
+    from ray.train.v2.api.callback import UserCallback
+    from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
+
+    if not startup.on("controller_in_trial"):
+        return TuneReportCallback()
+
+    class TuneReport(UserCallback):
+        def after_report(self, run_context, metrics, checkpoint):
+            result = {**metrics[0], **({CHECKPOINT_PATH_KEY: checkpoint.path} if checkpoint else {})}
+            ray.tune.report(result)  # in the trial's training thread, where the controller runs
+
+    return TuneReport()
 
 
 def plain_dedup_suffix() -> None:
@@ -188,11 +320,12 @@ def keep_credentials_out_of_ray_logs() -> None:
 
 
 def wait_until_tune_has_the_last_result(timeout_s: float = 60.0) -> None:
-    """Call at the end of a Tune function trainable that ran a TorchTrainer with TuneReportCallback.
+    """Call at the end of a Tune function trainable that ran a TorchTrainer with :func:`tune_report_callback`.
 
     TuneReportCallback hands each result to Tune through a one-slot queue, and Tune stops
     draining it once the trainable returns: under load the final result (the last step, its
-    checkpoint) was lost and a finished run looked unfinished. Wait until the slot is empty.
+    checkpoint) was lost and a finished run looked unfinished. Wait until the slot is empty
+    (there is no queue when the controller reports from the trial's own process).
     """
     from ray.train._internal.session import get_session
 

@@ -1,9 +1,11 @@
 """What makes a sweep start fast: each lever, what it does, and the switch that turns it off.
 
-Every run starts a Tune trial, a Train controller, a placement-group cleaner, a
-synchronization actor and its Train workers, each a fresh Python process that imports
-Ray (and most of them torch). On a GPU cluster that is a few seconds per run against
-hours of training; on a laptop's CPU, eight runs at once spend half the sweep importing.
+As Ray ships them, every run starts a Tune trial, a Train controller, a queue between the two,
+a placement-group cleaner, a DatasetManager, a PreemptionWatcher, a synchronization actor and
+its Train workers, each a fresh Python process that imports Ray (and most of them torch). On
+a GPU cluster that is a few seconds per run against hours of training; on a laptop's CPU,
+eight runs at once spend half the sweep importing. With the levers, a run starts three: its
+trial (with the controller in it), the synchronization actor and its workers.
 The levers (measured one at a time by ``python -m bench.orchestration --ablate``,
 docs/BENCHMARKS.md section 2):
 
@@ -11,6 +13,13 @@ docs/BENCHMARKS.md section 2):
   cores hold (:func:`orchestrator.launch.localize`); never on a GPU or a cluster.
 - ``dataset_manager``: no DatasetManager actor, which Ray Train starts for every run even
   without Ray Datasets (:class:`~orchestrator.sweep.ray_workarounds.TorchTrainer`).
+- ``controller_in_trial``: each run's Train controller runs in its Tune trial's process, which
+  then takes the results directly: no controller actor and no queue actor between the two
+  (:class:`~orchestrator.sweep.ray_workarounds.TorchTrainer`).
+- ``placement_group_janitor``: one actor per sweep holds every run's placement group and
+  releases it when Tune ends the run, instead of Ray Train's PlacementGroupCleaner actor per
+  run, which cannot see a run end without Ray's dashboard
+  (:class:`~orchestrator.sweep.ray_workarounds.PlacementGroupJanitor`).
 - ``preemption_watcher``: no PreemptionWatcher actor per run. It only reports node drains to
   training code that asks (``ray.train.get_preemption_info``), which ours does not; a
   drained node's workers are restarted from the latest checkpoint like any lost worker.
@@ -27,7 +36,7 @@ from __future__ import annotations
 
 import os
 
-LEVERS = ("concurrency", "dataset_manager", "preemption_watcher")
+LEVERS = ("concurrency", "dataset_manager", "preemption_watcher", "controller_in_trial", "placement_group_janitor")
 OFF_ENV = "PLATEAU_STARTUP_OFF"
 
 

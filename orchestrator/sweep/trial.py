@@ -1,7 +1,7 @@
 """The sweep: every run is a Ray Tune trial that drives its own Ray Train ``TorchTrainer``.
 
 This is the Train V2 + Tune pattern: a Tune function trainable builds the
-``TorchTrainer`` with ``TuneReportCallback``, and the Train run is named after the
+``TorchTrainer`` that reports each result to Tune, and the Train run is named after the
 trial id (no timestamps), so a restored Tune experiment finds each run's checkpoints
 again. Tune and Train share one storage filesystem, and every path comes from the
 experiment's folder (:class:`~orchestrator.folder.ExperimentFolder`).
@@ -19,7 +19,6 @@ from typing import Any
 import ray
 from ray import tune
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.logger import JsonLoggerCallback
 
 from contract.spec import JobConfig, ResourcesSpec, StorageSpec
@@ -61,7 +60,7 @@ def trial(config: dict[str, Any]) -> None:
                 checkpoint_score_order="min",
             ),
             failure_config=FailureConfig(max_failures=job.spec.run.max_failures),
-            callbacks=[TuneReportCallback()],
+            callbacks=[ray_workarounds.tune_report_callback()],
             # Train's own INFO lines (resources requested, worker group started, checkpoint
             # created) stay in Ray's log files.
             logging_config=LoggingConfig(log_level="WARNING"),
@@ -201,9 +200,11 @@ def run_sweep(
                     JsonLoggerCallback(),  # each trial's result.json, as Tune writes it by default
                     TensorBoard(),
                     *filter(None, [mlflow_callback(experiment.tracking, experiment.name)]),
+                    ray_workarounds.ReleasePlacementGroups(),
                 ],
                 verbose=0,
                 failure_config=tune.FailureConfig(max_failures=0),
             ),
         )
-    tuner.fit()  # every result, state and stop reason is in the experiment folder
+    with ray_workarounds.placement_group_janitor():
+        tuner.fit()  # every result, state and stop reason is in the experiment folder
