@@ -18,6 +18,19 @@ from tests.seaweed import ACCESS_KEY, SECRET_KEY
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def launch(*args, env: dict | None = None, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """`python -m orchestrator.launch ARGS` in a fresh process, as a user runs it (Ray reads its console
+    settings when it is first imported); ``env`` is added to this environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.launch", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=None if env is None else {**os.environ, **env},
+        **kwargs,
+    )
+
+
 @pytest.fixture(autouse=True)
 def _repo_root(monkeypatch):
     monkeypatch.chdir(ROOT)
@@ -143,8 +156,6 @@ def summary(storage: Path, experiment: str = "smoke") -> dict:
 def behaviour(tmp_path_factory):
     """(exit code, experiment folder, console output (stdout and stderr), MLflow URI, stdout alone) of the shared
     sweep, run once per session."""
-    import subprocess
-    import sys
 
     import yaml
 
@@ -155,13 +166,7 @@ def behaviour(tmp_path_factory):
         "tracking": {"mlflow_uri": f"sqlite:///{root / 'mlflow.db'}"},
     }
     (root / "behaviour.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    # A subprocess, as a user runs it: Ray reads its console settings when it is first imported.
-    out = subprocess.run(
-        [sys.executable, "-m", "orchestrator.launch", str(root / "behaviour.yaml"), "--local"],
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
+    out = launch(root / "behaviour.yaml", "--local", timeout=1200)
     log = out.stdout + out.stderr
     return out.returncode, root / "out" / "behaviour", log, spec["tracking"]["mlflow_uri"], out.stdout
 
@@ -256,13 +261,7 @@ def multinode(local_cluster, s3_server, tmp_path_factory):
     cluster.kill("b")
     # --status from another process, from the bucket alone, while the run has lost its node
     env = {**os.environ, **{k: cluster.env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")}}
-    status = subprocess.run(
-        [sys.executable, "-m", "orchestrator.launch", str(spec_file), "--status"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    status = launch(spec_file, "--status", env=env, timeout=120)
     (spec_file.parent / "status.txt").write_text(status.stdout + status.stderr)  # to read after the session
     cluster.add_node("b2", cpus=2, resources={"node_b": 1})  # the lost node's replacement, as an autoscaler adds one
     while (state := _job(cluster, job, "status")) and ("RUNNING" in state or "PENDING" in state):

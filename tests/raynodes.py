@@ -155,7 +155,7 @@ class LocalCluster:
             root = psutil.Process(process.pid)
             tree = [root, *root.children(recursive=True)]
             process.send_signal(signal.SIGTERM)  # `ray start --block` tears down what it started
-            _, alive = psutil.wait_procs(tree, timeout=30)
+            _, alive = psutil.wait_procs(tree, timeout=5)  # a test cluster need not shut down gracefully
             for leftover in alive:
                 try:
                     leftover.kill()

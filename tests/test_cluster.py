@@ -12,14 +12,12 @@ A second, short job shows a local storage path refused on a multi-node cluster.
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import BEHAVIOUR, bucket_keys, submit
+from tests.conftest import BEHAVIOUR, bucket_keys, launch, submit
 from tests.seaweed import SECRET_KEY
 
 pytestmark = [pytest.mark.ray, pytest.mark.s3]
@@ -64,13 +62,8 @@ def test_every_checkpoint_is_in_the_bucket_and_the_report_rebuilds_from_it_alone
     before = _summary(client)
     client.delete_object(Bucket="sweeps", Key="cluster/multinode/summary.json")
     # another process, another folder, no Ray and no access to the nodes' disks: only the bucket
-    rebuilt = subprocess.run(
-        [sys.executable, "-m", "orchestrator.launch", str(multinode["spec"]), "--report"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-        env={**multinode["env"], "PYTHONPATH": str(Path.cwd())},
+    rebuilt = launch(
+        multinode["spec"], "--report", cwd=tmp_path, env={**multinode["env"], "PYTHONPATH": str(Path.cwd())}
     )
     assert rebuilt.returncode == 0, rebuilt.stderr
     after = _summary(client)

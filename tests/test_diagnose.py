@@ -2,7 +2,6 @@
 trainer_state.json and a stored sweep, to findings with their confidence, ranked causes, options and a spec."""
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from orchestrator.diagnose.corpus import corpus
 from orchestrator.diagnose.logs import Point, RunLog, parse
 from orchestrator.diagnose.rules import CONFIDENCE, RULES, Context, diagnose
 from orchestrator.spec import load
+from tests.conftest import launch
 
 SEED_LOG = "tests/fixtures/seed_log.txt"  # the seed's numbers, as a nanoGPT-style log
 # The seed's current configuration, as a command in its training script's interface
@@ -278,13 +278,7 @@ def test_the_seeds_spec_restores_the_batch_everywhere_and_tolerates_its_spike(tm
         assert run.spec.run.eval_every == run.spec.run.checkpoint_every < 500  # about once an epoch, not 66
     arms = [r.spec for r in plan.runs if r.option == "lr_range"]
     assert sorted({s.optim.lr for s in arms}) == [2e-4, 6e-4, 2e-3] and {s.lora.rank for s in arms} == {8}
-    dry = subprocess.run(
-        [sys.executable, "-m", "orchestrator.launch", str(out), "--dry-run"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "HF_HUB_CACHE": str(hub_cache)},
-    )
+    dry = launch(out, "--dry-run", env={"HF_HUB_CACHE": str(hub_cache)}, timeout=120)
     assert dry.returncode == 0, dry.stderr
 
 

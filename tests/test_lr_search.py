@@ -1,13 +1,11 @@
 """An LR search on a real local Ray instance, as small as it gets: one option with two arms, pruned at its one rung."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import yaml
 
-from tests.conftest import runs_of, summary
+from tests.conftest import launch, runs_of, summary
 
 pytestmark = pytest.mark.ray
 
@@ -33,12 +31,7 @@ SEARCH = {
 def test_a_search_prunes_its_worse_arm_at_the_rung_and_reports_the_lr_it_chose(tmp_path):
     spec = {**SEARCH, "storage": {"path": str(tmp_path / "out")}}
     (tmp_path / "search.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    out = subprocess.run(
-        [sys.executable, "-m", "orchestrator.launch", str(tmp_path / "search.yaml"), "--local"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    out = launch(tmp_path / "search.yaml", "--local", timeout=600)
     assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
     folder = tmp_path / "out" / "search"
     hot = runs_of(folder)["lora[lr=0.1]"]

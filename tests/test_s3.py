@@ -2,29 +2,21 @@
 starts. (The sweeps that write to S3 are in test_cluster, a multi-node sweep that also reads its model and data
 from the bucket, and test_faults, a relaunch through a storage outage.)"""
 
-import subprocess
-import sys
-
 import pytest
+
+from tests.conftest import launch
 
 pytestmark = pytest.mark.s3
 
 
 def test_a_missing_bucket_fails_before_anything_starts(s3_env):
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "orchestrator.launch",
-            "specs/smoke.yaml",
-            "--local",
-            "--set",
-            "storage.path=s3://no-such-bucket/x",
-            "--set",
-            f"storage.endpoint_url={s3_env.endpoint}",
-        ],
-        capture_output=True,
-        text=True,
+    out = launch(
+        "specs/smoke.yaml",
+        "--local",
+        "--set",
+        "storage.path=s3://no-such-bucket/x",
+        "--set",
+        f"storage.endpoint_url={s3_env.endpoint}",
         timeout=120,
     )
     assert out.returncode == 2

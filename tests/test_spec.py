@@ -1,10 +1,7 @@
 """Specs: every shipped spec validates and round-trips; bad ones are rejected naming file, option and field."""
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +9,7 @@ import pytest
 from contract.spec import JobConfig
 from orchestrator.spec import SpecError, deep_merge, json_schema, load, parse_sets
 from orchestrator.sweep.trial import job_configs
+from tests.conftest import launch
 
 SPECS = sorted(Path("specs").glob("*.yaml"))
 
@@ -271,18 +269,8 @@ def test_shipped_schema_is_current():
     assert json.loads(Path("specs/schema.json").read_text()) == json_schema()
 
 
-def _launch(*args, env=None):
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator.launch", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=None if env is None else {**os.environ, **env},
-    )
-
-
 def test_dry_run_prints_the_plan_and_starts_nothing(hub_cache):
-    out = _launch(
+    out = launch(
         "specs/best.yaml", "--dry-run", "--local", env={"HF_HUB_CACHE": str(hub_cache), "CUDA_VISIBLE_DEVICES": ""}
     )  # --local would start Ray, were --dry-run to go on
     assert out.returncode == 0, out.stderr
@@ -302,7 +290,7 @@ def test_dry_run_prints_the_plan_and_starts_nothing(hub_cache):
 
 
 def test_the_plan_of_a_two_worker_run_shows_how_the_batch_splits():
-    out = _launch(
+    out = launch(
         "specs/smoke.yaml",
         "--dry-run",
         "--only",
