@@ -7,6 +7,7 @@ what it spent after that in training steps, evaluation, checkpoints, report() an
 
     python -m bench.orchestration                 # the default job, every lever on
     python -m bench.orchestration --ablate        # every lever on, then each lever off in turn, in one run
+    python -m bench.orchestration --cpu           # and the CPU seconds each kind of process used
     python -m bench.orchestration --spec specs/smoke.yaml --only lora_capacity --set run.steps=40
 
 The levers are those of orchestrator/sweep/startup.py; ``--ablate`` turns each off with
@@ -78,13 +79,53 @@ def one(spec: str | None, only: list[str] | None, sets: list[str], out: Path) ->
 
 
 def measure(args: argparse.Namespace, off: str = "") -> dict:
-    """One sweep in a fresh process (as a user runs it), with the levers in ``off`` turned off."""
+    """One sweep in a fresh process (as a user runs it), with the levers in ``off`` turned off; with
+    ``args.cpu``, also the CPU seconds its processes used, by what each process is (``cpu_by_process``)."""
     out = Path(tempfile.mkstemp(suffix=".json")[1])
     command = [sys.executable, "-m", "bench.orchestration", "--one", str(out), "--spec", args.spec or ""]
     command += [a for name in args.only or [] for a in ("--only", name)] + [a for s in args.set for a in ("--set", s)]
     env = {**os.environ, "PLATEAU_STARTUP_OFF": off, "BENCH_LAUNCHED": str(time.time())}
-    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
-    return json.loads(out.read_text())
+    sweep = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    used = _sample_cpu(sweep) if args.cpu else {}
+    if sweep.wait():
+        raise subprocess.CalledProcessError(sweep.returncode, command)
+    return {**json.loads(out.read_text()), "cpu_by_process": used}
+
+
+def _sample_cpu(sweep: subprocess.Popen, every_s: float = 0.3) -> dict[str, list]:
+    """Until ``sweep`` ends: {what a process is: [how many, CPU seconds]} over it and every process under it.
+
+    A process is named by its Ray title (``ray::RayTrainWorker``, ``ray::ImplicitFunc`` for a Tune trial),
+    its Python script or its program; a process is sampled every ``every_s``, so one that lived less than
+    that is missed, and one that ends counts what it had used at its last sample.
+    """
+    import psutil
+
+    seen: dict[int, tuple[str, float]] = {}
+    root = psutil.Process(sweep.pid)
+    while sweep.poll() is None:
+        for process in [root, *root.children(recursive=True)]:
+            try:
+                title = " ".join(process.cmdline())
+                cpu = sum(process.cpu_times()[:2])
+            except psutil.Error:  # gone meanwhile
+                continue
+            words = title.split() or ["?"]
+            scripts = [Path(w).name for w in words if w.endswith(".py")]
+            name = words[0].split(".")[0] if title.startswith("ray::") else (scripts or [Path(words[0]).name])[0]
+            if "default_worker.py" in title:  # a Ray worker not yet given an actor
+                name = "ray::IDLE"
+            if process.pid == sweep.pid:
+                name = "the driver"
+            old = seen.get(process.pid, (name, 0.0))  # a name seen before a worker gets its actor is provisional
+            seen[process.pid] = (old[0] if old[0] not in ("?", "ray::IDLE") else name, max(cpu, old[1]))
+        time.sleep(every_s)
+    used: dict[str, list] = {}
+    for name, cpu in seen.values():
+        count_and_cpu = used.setdefault(name, [0, 0.0])
+        count_and_cpu[0] += 1
+        count_and_cpu[1] += cpu
+    return used
 
 
 def _table(result: dict) -> None:
@@ -111,6 +152,7 @@ def main() -> None:
     parser.add_argument("--only", action="append")
     parser.add_argument("--set", action="append", default=[])
     parser.add_argument("--ablate", action="store_true", help="also run with each start-up lever off, one at a time")
+    parser.add_argument("--cpu", action="store_true", help="also the CPU seconds each kind of process used")
     parser.add_argument("--one", type=Path, help=argparse.SUPPRESS)  # internal: run one sweep here, write its JSON
     args = parser.parse_args()
     if args.one:
@@ -124,6 +166,11 @@ def main() -> None:
     results = {label: measure(args, off) for label, off in configurations}
     first = results["every lever on"]
     _table(first)
+    if args.cpu:
+        print(f"\nCPU seconds by process (every lever on; {first['wall_s']:.1f} s of wall time under the sampler):")
+        for name, (count, cpu) in sorted(first["cpu_by_process"].items(), key=lambda kv: -kv[1][1]):
+            print(f"  {cpu:8.1f} s  {count:3d} x {name}")
+        print(f"  {sum(cpu for _, cpu in first['cpu_by_process'].values()):8.1f} s  in all")
     print(f"\n{'':<28}{'wall':>9}{'1st step':>11}{'last 1st':>11}{'start-up':>10}")
     for label, result in results.items():
         print(_summary_line(label, result))
