@@ -178,15 +178,17 @@ _check()
 
 
 class TorchTrainer(ray.train.torch.TorchTrainer):
-    """Ray Train's TorchTrainer, with two fewer processes per run (docs/BENCHMARKS.md, section 2).
+    """Ray Train's TorchTrainer, with four processes fewer per run (docs/BENCHMARKS.md, section 2).
 
     - Without the DatasetsCallback when the run has no Ray Datasets: it starts a DatasetManager
       actor for every run, one more process that imports Ray Data, for nothing (this project's
       worker reads its data itself).
     - Its Train controller runs in the calling process (the Tune trial) instead of an actor of
-      its own: Train starts it on the trial's node with no resources and fate-shared with the
-      trial anyway, and a process of its own only imports Ray Train and torch again, which
-      the trial has already done. Its placement-group cleaner then watches the trial.
+      its own, and so needs no queue actor to hand results back (:func:`tune_report_callback`):
+      Train starts it on the trial's node with no resources and fate-shared with the trial
+      anyway, and a process of its own only imports Ray Train and torch again.
+    - Its placement groups go to the sweep's janitor (5, below) instead of a
+      PlacementGroupCleaner actor of its own.
     """
 
     def _create_default_callbacks(self):
@@ -231,14 +233,13 @@ class PlacementGroupJanitor:
     def watch(self, trial_id: str, group) -> None:
         self.groups.setdefault(trial_id, []).append(group)
 
-    def release(self, trial_id: str) -> int:
-        """Remove what is left of the trial's placement groups; returns how many were still there."""
+    def release(self, trial_id: str) -> None:
+        """Remove what is left of the trial's placement groups (a run that ended cleanly removed its own)."""
         from ray.util.placement_group import placement_group_table, remove_placement_group
 
-        left = [g for g in self.groups.pop(trial_id, []) if placement_group_table(g).get("state") != "REMOVED"]
-        for group in left:
-            remove_placement_group(group)
-        return len(left)
+        for group in self.groups.pop(trial_id, []):
+            if placement_group_table(group).get("state") != "REMOVED":
+                remove_placement_group(group)
 
 
 @contextlib.contextmanager
