@@ -276,6 +276,8 @@ def test_the_seeds_spec_restores_the_batch_everywhere_and_tolerates_its_spike(tm
     for run in plan.runs:  # every arm at the intended tokens per step, in micro-batches that fit
         assert (run.spec.data.batch_size, run.spec.micro_batch, run.spec.accumulation_steps) == (32, 16, 2)
         assert run.spec.run.eval_every == run.spec.run.checkpoint_every < 500  # about once an epoch, not 66
+        # not the log's 5,000 steps (some 650 epochs of this corpus at batch 32), yet ten evaluations at least
+        assert 10 * run.spec.run.eval_every <= run.spec.run.steps < 5000 / 10
     arms = [r.spec for r in plan.runs if r.option == "lr_range"]
     assert sorted({s.optim.lr for s in arms}) == [2e-4, 6e-4, 2e-3] and {s.lora.rank for s in arms} == {8}
     dry = launch(out, "--dry-run", env={"HF_HUB_CACHE": str(hub_cache)}, timeout=120)

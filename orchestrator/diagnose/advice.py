@@ -42,6 +42,9 @@ from orchestrator.spec.plan import flatten
 WEIGHT_DECAY = 0.1  # GPT-3 and nanoGPT train with AdamW weight decay 0.1
 LORA_DROPOUT = 0.1  # the LoRA paper's GPT-2 runs; QLoRA for models up to 13B
 PATIENCE = 2  # one spike never stops a run
+# A sweep's arms on a corpus this small separate within a few epochs; past 20, more steps mostly memorise it
+# (common fine-tuning recipes run 1 to 5 epochs), and early stopping ends an arm that turns before that.
+MAX_EPOCHS = 20
 
 
 @dataclass
@@ -296,7 +299,8 @@ def advise(ctx: Context, log: RunLog, findings: list[Finding], notes: list[str] 
 
 
 def _base_fixes(advice: Advice, ctx: Context, log: RunLog, findings: list[Finding]) -> None:
-    """What every arm gets: the intended batch, and evaluations frequent enough to see val turn."""
+    """What every arm gets: the intended batch, evaluations frequent enough to see val turn, and no more epochs of
+    a small corpus than the arms need to separate."""
     short = next((f for f in findings if f.rule == "batch"), None)
     if short is not None:
         intended, actual = short.data["intended"], short.data["actual"]
@@ -320,6 +324,15 @@ def _base_fixes(advice: Advice, ctx: Context, log: RunLog, findings: list[Findin
             f"evaluate and checkpoint every {cadence} steps, about once an epoch ({ctx.corpus.train_tokens:,} training "
             f"tokens at {batch} x {ctx.value('data.block_size')} a step), not every {every} ({every / per_epoch:,.0f} "
             "epochs): so early stopping sees val turn, and the best checkpoint is kept"
+        )
+    steps = ctx.value("run.steps")
+    if steps > MAX_EPOCHS * per_epoch:
+        capped = math.ceil(MAX_EPOCHS * per_epoch)
+        advice.base = deep_merge(advice.base, {"run": {"steps": capped}})
+        advice.base_why.append(
+            f"{capped:,} steps, about {MAX_EPOCHS} epochs, not {steps:,} ({steps / per_epoch:,.0f} epochs of this "
+            "corpus): the arms separate within a few epochs, early stopping ends the ones that turn, and a winner's "
+            "confirm run doubles the steps"
         )
 
 
