@@ -12,7 +12,7 @@ import pytest
 from orchestrator.diagnose import advice
 from orchestrator.diagnose.__main__ import main
 from orchestrator.diagnose.command import import_command
-from orchestrator.diagnose.corpus import corpus
+from orchestrator.diagnose.corpus import Corpus, corpus
 from orchestrator.diagnose.logs import Point, RunLog, parse
 from orchestrator.diagnose.rules import CONFIDENCE, RULES, Context, diagnose
 from orchestrator.spec import load
@@ -224,6 +224,27 @@ def test_an_overfitting_log_is_answered_with_regularisation_never_capacity_or_a_
     assert {"overfit", "clipping"} <= {f.rule for f in findings if f.problem}
     changes = {path for o in advice.advise(ctx, log, findings).options for path in o.to_json()["changes"]}
     assert not changes & {"lora.rank", "optim.grad_clip", "method", "data.block_size"}
+
+
+def test_an_overfitting_log_on_a_tiny_corpus_keeps_its_arms_past_the_step_where_val_turned():
+    """20 epochs of this corpus end before step 1,200, where the log's val was lowest: the arms run past it, and
+    the option that ends the run there is still the shorter one."""
+    log = parse(LOGS + "overfit_trainer_state.json")
+    config = {
+        "model": {"name": "gpt2"},
+        "method": "lora",
+        "data": {"path": "qa.md", "block_size": 128, "batch_size": 8},
+        "optim": {"lr": 2e-4, "schedule": {"kind": "warmup_linear", "warmup_ratio": 0.05, "floor_ratio": 0.0}},
+        "run": {"steps": 3000, "eval_every": 200, "checkpoint_every": 200},
+    }
+    ctx = Context(
+        config, corpus=Corpus(train_tokens=30 * 8 * 128, val_documents=20, val_tokens=4000, longer_than_block=0.5)
+    )
+    advised = advice.advise(ctx, log, diagnose(log, ctx))
+    run = advised.base["run"]
+    assert 1200 < run["steps"] < 3000 and run["steps"] - 1200 >= 2 * run["eval_every"]  # sees val turn
+    (fewer,) = [o for o in advised.options if o.key == "fewer_steps"]
+    assert fewer.overrides["run"]["steps"] < run["steps"]
 
 
 def _healthy_curve(seed: int, sd: float = 0.03) -> RunLog:

@@ -316,7 +316,7 @@ def _base_fixes(advice: Advice, ctx: Context, log: RunLog, findings: list[Findin
         return
     batch = ctx.value("data.batch_size") if short is None else short.data["intended"]
     per_epoch = ctx.corpus.train_tokens / (batch * ctx.value("data.block_size"))
-    every = ctx.value("run.eval_every")
+    every = cadence = ctx.value("run.eval_every")
     if every > per_epoch and every > 1:
         cadence = max(1, math.floor(per_epoch))
         advice.base = deep_merge(advice.base, {"run": {"eval_every": cadence, "checkpoint_every": cadence}})
@@ -326,13 +326,22 @@ def _base_fixes(advice: Advice, ctx: Context, log: RunLog, findings: list[Findin
             "epochs): so early stopping sees val turn, and the best checkpoint is kept"
         )
     steps = ctx.value("run.steps")
-    if steps > MAX_EPOCHS * per_epoch:
-        capped = math.ceil(MAX_EPOCHS * per_epoch)
+    # Never end the arms before an overfitting log's lowest val, and go a few evaluations past it: there the
+    # sweep sees val turn, and the option that ends the run at that step stays the shorter one.
+    turned = next((f.data["best_step"] for f in findings if f.rule == "overfit"), None)
+    past_turn = turned + (PATIENCE + 1) * cadence if turned is not None else 0
+    capped = max(math.ceil(MAX_EPOCHS * per_epoch), past_turn)
+    if steps > capped:
         advice.base = deep_merge(advice.base, {"run": {"steps": capped}})
         advice.base_why.append(
-            f"{capped:,} steps, about {MAX_EPOCHS} epochs, not {steps:,} ({steps / per_epoch:,.0f} epochs of this "
-            "corpus): the arms separate within a few epochs, early stopping ends the ones that turn, and a winner's "
-            "confirm run doubles the steps"
+            f"{capped:,} steps, about {capped / per_epoch:,.0f} epochs, not {steps:,} ({steps / per_epoch:,.0f} epochs "
+            "of this corpus): "
+            + (
+                f"{PATIENCE + 1} evaluations past step {turned:,}, where val was lowest, so the sweep sees it turn"
+                if capped == past_turn
+                else "the arms separate within a few epochs, early stopping ends the ones that turn, and a winner's "
+                "confirm run doubles the steps"
+            )
         )
 
 
