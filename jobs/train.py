@@ -355,7 +355,8 @@ def _static_metrics(s: Setup, first_step_at: float) -> dict[str, Any]:
         "time_setup_s": first_step_at - s.entered,  # worker start to first step: data, model, checkpoint, memory probe
         "first_step_at": first_step_at,
         # where this attempt runs and where it began: a restart (a lost worker or node) shows as a new pair
-        "node_id": ray.get_runtime_context().get_node_id(),
+        # (Ray Train's local mode runs the loop outside Ray, where asking for the context would start Ray)
+        "node_id": ray.get_runtime_context().get_node_id() if ray.is_initialized() else None,
         "resumed_from": s.start,
     }
 

@@ -15,7 +15,10 @@ from orchestrator.spec import load
 
 @pytest.mark.ray
 def test_in_process_training_gives_a_sweeps_per_document_losses(behaviour):
-    """The same run, trained in this process and as a trial of the shared sweep: the same losses, bit for bit."""
+    """The same run, trained in this process and as a trial of the shared sweep: the same losses, bit for bit,
+    and without starting Ray here (which would cost every draw of the bench and clash with a later ray.init)."""
+    import ray
+
     folder = behaviour[1]
     experiment, plan = load(str(folder.parent.parent / "behaviour.yaml"))
     plan = localize(experiment, plan, gpus=0, cores=1).plan
@@ -23,6 +26,7 @@ def test_in_process_training_gives_a_sweeps_per_document_losses(behaviour):
     swept = json.loads((folder / "current-seed_0" / "history.json").read_text())[-1]
     assert metrics["step"] == swept["step"] == 30
     assert metrics["doc_nll"] == swept["doc_nll"]
+    assert not ray.is_initialized()
 
 
 def test_every_configuration_gives_each_side_its_own_seeds():
