@@ -338,11 +338,23 @@ def test_a_memorising_winner_is_named_and_its_confirm_run_keeps_the_best_checkpo
     assert "the winner is memorising" in why
     control = next(line for line in sweep_diagnosis(results).splitlines() if line.startswith("- **current**"))
     assert "memoris" not in control  # LoRA r8 at train 4.28, val 4.26: no gap
+    # full fine-tuning at 2e-3 is 10x the prior's centre for tiny-gpt2 (a tenth of its pretraining peak)
+    assert "the follow-up also runs it at 2e-4, the prior's centre" in why
+    assert "the follow-up also runs" not in control  # the control's own learning rate is not what is confirmed
     confirm, _ = load_spec_text(follow_up_spec(results).text, tmp_path)
     assert confirm.early_stopping.patience >= 2
-    for run in _runs(confirm):
+    runs = _runs(confirm)
+    for run in runs:
         assert run.spec.run.steps == 120
         assert run.spec.run.eval_every == run.spec.run.checkpoint_every == 20  # as often as the sweep, not 40
+    seeds = {}
+    for run in runs:
+        seeds.setdefault((run.option, run.spec.method, run.spec.optim.lr), set()).add(run.spec.run.seed)
+    assert seeds == {
+        ("current", "lora", 2e-3): {0, 1, 2},  # the control as it ran
+        ("full_finetune", "full", 2e-3): {0, 1, 2},  # the winner as it ran
+        ("full_finetune", "full", 2e-4): {0, 1, 2},  # and at the usual learning rate, on the same seeds
+    }
 
 
 def load_spec_text(text: str, where):

@@ -800,6 +800,7 @@ def learning_rate(curve: Curve, ctx: Context, found: list[Finding]) -> list[Find
             data={
                 "direction": "low" if low else "high",
                 "lr": lr,
+                "centre": centre,
                 "times": times,
                 "explains": ("underfit", "plateau") if low else ("regression", "plateau", "clipping"),
             },

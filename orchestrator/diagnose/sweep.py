@@ -18,7 +18,7 @@ import yaml
 
 from orchestrator.diagnose.corpus import Corpus, corpus
 from orchestrator.diagnose.logs import Point, RunLog
-from orchestrator.diagnose.rules import Context, Finding, diagnose
+from orchestrator.diagnose.rules import Context, Finding, diagnose, fmt_lr
 from orchestrator.results.records import RunRecord
 from orchestrator.results.stats import ALPHA
 from orchestrator.results.verdict import VariantResult
@@ -145,10 +145,22 @@ def sweep_diagnosis(results) -> str:
                 f"the winner is memorising: its gain may not hold at more steps, so the follow-up evaluates every "
                 f"{_confirm_cadence(runs[r.run])} steps, stops when val turns and keeps the best checkpoint"
             )
+        usual = _usual_lr(findings) if v.variant == take else None
+        if usual is not None:
+            body.append(
+                f"its learning rate is outside the usual range, so the follow-up also runs it at {fmt_lr(usual)}, the "
+                "prior's centre: a win that holds there is the fix, not the learning rate"
+            )
         if r.memory_fallback:
             body.append(r.memory_fallback)
         lines.append(f"- {lead}: " + "; ".join(body) + ".")
     return "\n".join(lines)
+
+
+def _usual_lr(findings: list[Finding]) -> float | None:
+    """The learning rate a winner outside the usual range is confirmed at too: the prior's centre, else None."""
+    lr = next((f for f in findings if f.rule == "learning_rate" and f.problem and "centre" in f.data), None)
+    return float(f"{lr.data['centre']:.2g}") if lr is not None else None
 
 
 def _confirm_cadence(run: Run) -> int:
@@ -221,9 +233,9 @@ def follow_up_spec(results) -> FollowUp | None:
     control_run = results.run(base.runs[0].run)
     base_spec = spec_dict(top)
     base_spec.setdefault("run", {})["steps"] = top.spec.run.steps * steps_factor
-    memorising = verdict.take is not None and any(
-        f.rule == "overfit" and f.problem for f in run_findings(results, chosen[0].runs[0])
-    )
+    found = run_findings(results, chosen[0].runs[0]) if verdict.take is not None else []
+    memorising = any(f.rule == "overfit" and f.problem for f in found)
+    usual = _usual_lr(found)
     # a memorising winner keeps its evaluation interval over twice the steps, with a checkpoint at each, so early
     # stopping sees val turn and the best checkpoint is kept; otherwise both scale with the steps
     every = _confirm_cadence(top) if memorising else top.spec.run.eval_every * steps_factor
@@ -234,12 +246,18 @@ def follow_up_spec(results) -> FollowUp | None:
     if memorising:
         early_stopping.update(enabled=True, patience=max(2, early_stopping["patience"]))
         why += "; it is memorising, so every evaluation is checkpointed and early stopping keeps the best"
+    if usual is not None:
+        why += (
+            f"; its learning rate, {fmt_lr(top.spec.optim.lr)}, is outside the usual range, so it also runs at "
+            f"{fmt_lr(usual)}, the prior's centre"
+        )
     control = base.variant  # the same name as in the sweep it follows, so the two reports read alike
     options: dict[str, Any] = {control: _overrides(control_run, top)}
     for v in chosen:
-        options[_option_name(v.variant)] = deep_merge(
-            _overrides(results.run(v.runs[0].run), top), {"run": {"seed": list(range(seeds))}}
-        )
+        confirm: dict[str, Any] = {"run": {"seed": list(range(seeds))}}
+        if usual is not None:  # two variants, each on every seed: the winner as it ran, and at the usual lr
+            confirm["optim"] = {"lr": [top.spec.optim.lr, usual]}
+        options[_option_name(v.variant)] = deep_merge(_overrides(results.run(v.runs[0].run), top), confirm)
     settings = {
         section: getattr(experiment, section).model_dump(exclude_defaults=True)
         for section in ("evaluation", "storage", "tracking")
