@@ -2,8 +2,9 @@
 # Install into the active Python environment: CPU torch first, then the project with its dev extra.
 # (An unpinned torch pulls several GB of CUDA wheels; on a GPU machine install the torch build
 # for your CUDA first and this script's `torch==2.13.0` line is then a no-op if versions match.)
+# uv installs the project's some hundred packages in seconds where pip takes most of a minute; it
+# keeps the torch already installed, which satisfies the project's range.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python -m pip install -q --upgrade pip
-python -m pip install -q torch==2.13.0
-python -m pip install -q -e ".[dev]"
+python -m pip install -q torch==2.13.0 uv
+python -m uv pip install -q --python "$(command -v python)" -e ".[dev]"
