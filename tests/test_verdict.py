@@ -312,6 +312,9 @@ def test_a_fix_that_beats_the_control_at_its_best_lr_is_more_than_the_learning_r
 
 
 def test_the_report_shows_each_search_its_chosen_lr_pruned_arms_and_cost(tmp_path):
+    import yaml
+
+    from orchestrator.diagnose.sweep import follow_up_spec, sweep_diagnosis
     from orchestrator.folder import ExperimentFolder
     from orchestrator.results import report
     from orchestrator.spec import load
@@ -352,4 +355,9 @@ def test_the_report_shows_each_search_its_chosen_lr_pruned_arms_and_cost(tmp_pat
     ]
     assert {r["run"]: r["status"] for r in summary["runs"]}["fix[lr=0.1]"] == "pruned"
     assert summary["seed_noise"]["df"] == 3
+    # the search chose 1e-2 for fix, above the prior's band for LoRA: the search is the evidence, so the confirm
+    # runs fix at the rate it chose and nowhere else (a winner that ran at one rate is also run at the prior's centre)
+    assert "prior's centre" not in sweep_diagnosis(results)
+    confirm = yaml.safe_load(follow_up_spec(results).text)
+    assert confirm["base"]["optim"]["lr"] == 0.01 and "optim" not in confirm["options"]["fix_lr_0_01"]
     assert report.plot(results)[:8] == b"\x89PNG\r\n\x1a\n"

@@ -145,7 +145,7 @@ def sweep_diagnosis(results) -> str:
                 f"the winner is memorising: its gain may not hold at more steps, so the follow-up evaluates every "
                 f"{_confirm_cadence(runs[r.run])} steps, stops when val turns and keeps the best checkpoint"
             )
-        usual = _usual_lr(findings) if v.variant == take else None
+        usual = _usual_lr(findings) if v.variant == take and runs[r.run].search is None else None
         if usual is not None:
             body.append(
                 f"its learning rate is outside the usual range, so the follow-up also runs it at {fmt_lr(usual)}, the "
@@ -158,7 +158,8 @@ def sweep_diagnosis(results) -> str:
 
 
 def _usual_lr(findings: list[Finding]) -> float | None:
-    """The learning rate a winner outside the usual range is confirmed at too: the prior's centre, else None."""
+    """The learning rate a winner outside the usual range is confirmed at too: the prior's centre, else None.
+    (Not for a winner an LR search chose: its arms are better evidence than the prior.)"""
     lr = next((f for f in findings if f.rule == "learning_rate" and f.problem and "centre" in f.data), None)
     return float(f"{lr.data['centre']:.2g}") if lr is not None else None
 
@@ -235,7 +236,7 @@ def follow_up_spec(results) -> FollowUp | None:
     base_spec.setdefault("run", {})["steps"] = top.spec.run.steps * steps_factor
     found = run_findings(results, chosen[0].runs[0]) if verdict.take is not None else []
     memorising = any(f.rule == "overfit" and f.problem for f in found)
-    usual = _usual_lr(found)
+    usual = _usual_lr(found) if top.search is None else None  # an LR search's choice is evidence; the prior is not
     # a memorising winner keeps its evaluation interval over twice the steps, with a checkpoint at each, so early
     # stopping sees val turn and the best checkpoint is kept; otherwise both scale with the steps
     every = _confirm_cadence(top) if memorising else top.spec.run.eval_every * steps_factor
