@@ -343,6 +343,8 @@ def test_a_memorising_winner_is_named_and_its_confirm_run_keeps_the_best_checkpo
     assert "the follow-up also runs" not in control  # the control's own learning rate is not what is confirmed
     confirm, _ = load_spec_text(follow_up_spec(results).text, tmp_path)
     assert confirm.early_stopping.patience >= 2
+    # runs stopped past their best at different steps are compared at their best, chosen apart from the scoring
+    assert confirm.evaluation.selection_fraction == 0.5
     runs = _runs(confirm)
     for run in runs:
         assert run.spec.run.steps == 120

@@ -143,7 +143,8 @@ def sweep_diagnosis(results) -> str:
         if v.variant == take and memorising is not None:
             body.append(
                 f"the winner is memorising: its gain may not hold at more steps, so the follow-up evaluates every "
-                f"{_confirm_cadence(runs[r.run])} steps, stops when val turns and keeps the best checkpoint"
+                f"{_confirm_cadence(runs[r.run])} steps, stops when val turns, keeps the best checkpoint and compares "
+                "each run there"
             )
         usual = _usual_lr(findings) if v.variant == take and runs[r.run].search is None else None
         if usual is not None:
@@ -177,7 +178,7 @@ def _outcome(v: VariantResult, base: VariantResult | None) -> str:
     if v.delta is None or base is None:
         return prefix + "not compared (no control result)"
     d = v.delta
-    interval = f"Δ {d.mean:+.4f} (95% CI [{d.ci95[0]:+.4f}, {d.ci95[1]:+.4f}], Holm p {v.p_holm:.3f})"
+    interval = f"Δ {d.mean:+.4f} (95% CI [{d.ci95[0]:+.4f}, {d.ci95[1]:+.4f}], Holm p {v.p_holm:.4f})"
     if v.beats_control:
         return prefix + f"{interval}: lower loss than the control, beyond noise"
     if d.ci95[0] > 0 and v.p_holm is not None and v.p_holm < ALPHA:
@@ -244,9 +245,20 @@ def follow_up_spec(results) -> FollowUp | None:
     base_spec["run"]["checkpoint_every"] = every if memorising else top.spec.run.checkpoint_every * steps_factor
     base_spec["run"].pop("seed", None)
     early_stopping = experiment.early_stopping.model_dump()
+    settings = {
+        section: getattr(experiment, section).model_dump(exclude_defaults=True)
+        for section in ("evaluation", "storage", "tracking")
+    }
     if memorising:
         early_stopping.update(enabled=True, patience=max(2, early_stopping["patience"]))
-        why += "; it is memorising, so every evaluation is checkpointed and early stopping keeps the best"
+        # runs stopped at different steps, each past its best: scoring their last evaluations would compare
+        # overfit points, and count the spread of the stopping steps as seed noise
+        settings["evaluation"].setdefault("selection_fraction", 0.5)
+        why += (
+            "; it is memorising, so every evaluation is checkpointed, early stopping keeps the best, and each run is "
+            f"compared at its best evaluation (chosen on {settings['evaluation']['selection_fraction']:.0%} of the "
+            "val documents, scored on the rest)"
+        )
     if usual is not None:
         why += (
             f"; its learning rate, {fmt_lr(top.spec.optim.lr)}, is outside the usual range, so it also runs at "
@@ -259,10 +271,6 @@ def follow_up_spec(results) -> FollowUp | None:
         if usual is not None:  # two variants, each on every seed: the winner as it ran, and at the usual lr
             confirm["optim"] = {"lr": [top.spec.optim.lr, usual]}
         options[_option_name(v.variant)] = deep_merge(_overrides(results.run(v.runs[0].run), top), confirm)
-    settings = {
-        section: getattr(experiment, section).model_dump(exclude_defaults=True)
-        for section in ("evaluation", "storage", "tracking")
-    }
     spec = {
         "name": name,
         "control": control,
