@@ -879,7 +879,7 @@ def plateau(curve: Curve, ctx: Context, found: list[Finding]) -> list[Finding]:
         se = curve.sigma * (x[-1] - x[0]) / math.sqrt(float(np.sum((x - x.mean()) ** 2)))
         fires, sure, margin = fall + 2 * se < thr, "medium" if len(s) >= 6 else "low", f" (± {se:.3f}, from the noise)"
     else:
-        fires, sure, margin = fall < thr, "low", f" (noise unmeasured with {len(curve.val)} evaluations)"
+        fires, sure, margin = fall < thr, "low", f" (eval noise unmeasured: {len(curve.val)} evaluations in all)"
     if not fires:
         return []
     log = curve.log
@@ -891,7 +891,7 @@ def plateau(curve: Curve, ctx: Context, found: list[Finding]) -> list[Finding]:
             "plateau",
             f"Loss plateauing from step {s[0]:,} to {s[-1]:,}",
             f"val {v[0]:.2f} → {v[-1]:.2f} over {s[-1] - s[0]:,} steps ({len(s)} evaluations{spikes}); a line fitted "
-            f"through them falls {fall:+.3f}{margin}{train}",
+            f"through them {'falls' if fall >= 0 else 'rises'} {abs(fall):.3f}{margin}{train}",
             f"fitted decline over the last half of the evaluations < {PLATEAU_REL:.0%} of the loss ({thr:.3f})"
             + (", by two standard errors" if curve.sigma is not None else ""),
             sure,

@@ -200,8 +200,8 @@ def protocol_line(protocol: EvalProtocol, records: list[RunRecord]) -> str:
         f"{protocol.context} tokens every {protocol.stride} (at least {protocol.context - protocol.stride} tokens of "
         "context). "
         f"Compared: {compared}. Δ is the option's loss minus the control's (below 0 is better), with a 95% "
-        "paired-bootstrap "
-        f"interval over documents and seeds."
+        "paired-bootstrap interval over documents and seeds, for that comparison alone; p is Holm-corrected over "
+        "all of them, and an option counts as better only when both its interval and its corrected p say so."
     )
 
 
