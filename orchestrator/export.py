@@ -405,6 +405,8 @@ def model_card(
             "",
             summary["verdict"]["reason"],
             "",
+            _before_relying(folder, summary),
+            "",
             "## Evaluation",
             "",
             f"Every run of the sweep is scored on the same {_fmt(evaluation['eval_tokens'], ',')} val tokens, with a "
@@ -426,6 +428,17 @@ def model_card(
             "",
         ]
     )
+
+
+def _before_relying(folder, summary: dict) -> str:
+    """Where the sweep says what the verdict does not: what its curves showed, and the experiment that confirms it."""
+    text = (
+        f'Before relying on it: `report.md` in `{folder.uri}` says, under "Why each run won or lost", what the '
+        "diagnosis found on this run's curve (such as memorisation, a learning rate outside the usual range, a "
+        "clip that acts as a learning-rate cut)"
+    )
+    follow_up = summary.get("follow_up_spec")
+    return text + (f"; `{follow_up}`, beside it, is the sweep that would confirm it." if follow_up else ".")
 
 
 # ------------------------------------------------------------------------ CLI

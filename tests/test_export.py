@@ -121,6 +121,7 @@ def test_the_model_card_carries_the_verdict_the_figures_with_their_interval_and_
     delta = next(v for v in summary["variants"] if v["variant"] == summary["verdict"]["take"])["delta_vs_control"]
     assert card.startswith("---\nlibrary_name: transformers\npipeline_tag: text-generation\n")
     assert summary["verdict"]["reason"] in card
+    assert f"`{summary['follow_up_spec']}`, beside it, is the sweep that would confirm it" in card
     assert f"{delta['mean']:+.4f} [{delta['ci95'][0]:+.4f}, {delta['ci95'][1]:+.4f}]" in card
     control = next(v for v in summary["variants"] if v["variant"] == summary["control"])
     assert f"control `{summary['control']}`: mean over {len(control['runs'])} seed(s)" in card
