@@ -53,6 +53,11 @@ class ExperimentFolder:
         """A file at the top of the folder (a result, the plan), as a path or URI."""
         return join(self.uri, name)
 
+    def as_argument(self, name: str) -> str:
+        """A file at the top of the folder as a command names it: its path, or in a bucket the name that
+        ``aws s3 cp`` copies it down as."""
+        return name if is_s3(self.uri) else self.file(name)
+
     def run_uri(self, run: str) -> str:
         """A run's own folder: Tune's trial folder, with Ray Train's run inside it."""
         return join(self.uri, dir_name(run))

@@ -341,7 +341,9 @@ def test_a_memorising_winner_is_named_and_its_confirm_run_keeps_the_best_checkpo
     # full fine-tuning at 2e-3 is 10x the prior's centre for tiny-gpt2 (a tenth of its pretraining peak)
     assert "the follow-up also runs it at 2e-4, the prior's centre" in why
     assert "the follow-up also runs" not in control  # the control's own learning rate is not what is confirmed
-    confirm, _ = load_spec_text(follow_up_spec(results).text, tmp_path)
+    text = follow_up_spec(results).text
+    assert f"#   python -m orchestrator.launch {tmp_path / 'smoke' / 'smoke-confirm.yaml'} --dry-run\n" in text
+    confirm, _ = load_spec_text(text, tmp_path)
     assert confirm.early_stopping.patience >= 2
     # runs stopped past their best at different steps are compared at their best, chosen apart from the scoring
     assert confirm.evaluation.selection_fraction == 0.5

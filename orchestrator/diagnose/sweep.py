@@ -283,7 +283,7 @@ def follow_up_spec(results) -> FollowUp | None:
     header = (
         f"# Follow-up to `{experiment.name}`, written with its report: {why}.\n"
         f"# The control is {base.variant} from that sweep; the base is {chosen[0].variant}.\n"
-        f"#\n#   python -m orchestrator.launch {name}.yaml --dry-run\n\n"
+        f"#\n#   python -m orchestrator.launch {results.folder.as_argument(f'{name}.yaml')} --dry-run\n\n"
     )
     return FollowUp(f"{name}.yaml", header + yaml.safe_dump(spec, sort_keys=False, default_flow_style=None, width=120))
 

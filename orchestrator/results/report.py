@@ -427,12 +427,12 @@ def _last_val(r: RunRecord) -> float | None:
 def follow_up_command(results: Results) -> str:
     """The command that runs the follow-up spec, from where the sweep was launched (a spec in a bucket is copied down
     first)."""
-    storage = results.folder.storage
-    location = results.folder.file(results.follow_up)
-    if not is_s3(location):
-        return f"python -m orchestrator.launch {location}"
-    endpoint = f" --endpoint-url {storage.endpoint_url}" if storage.endpoint_url else ""
-    return f"aws s3 cp {location} .{endpoint} && python -m orchestrator.launch {results.follow_up}"
+    folder = results.folder
+    launch = f"python -m orchestrator.launch {folder.as_argument(results.follow_up)}"
+    if not is_s3(folder.uri):
+        return launch
+    endpoint = f" --endpoint-url {folder.storage.endpoint_url}" if folder.storage.endpoint_url else ""
+    return f"aws s3 cp {folder.file(results.follow_up)} .{endpoint} && {launch}"
 
 
 def export_command(results: Results) -> str:
