@@ -355,8 +355,9 @@ def test_the_report_shows_each_search_its_chosen_lr_pruned_arms_and_cost(tmp_pat
     ]
     assert {r["run"]: r["status"] for r in summary["runs"]}["fix[lr=0.1]"] == "pruned"
     assert summary["seed_noise"]["df"] == 3
-    # the search chose 1e-2 for fix, above the prior's band for LoRA: the search is the evidence, so the confirm
-    # runs fix at the rate it chose and nowhere else (a winner that ran at one rate is also run at the prior's centre)
+    # the search chose 1e-2 for fix, above the prior's band for LoRA, over 1e-3 inside it: the search is the evidence,
+    # so the confirm runs fix at the rate it chose and nowhere else (a winner that ran at one rate is also run at the
+    # prior's centre)
     assert "prior's centre" not in sweep_diagnosis(results)
     confirm = yaml.safe_load(follow_up_spec(results).text)
     assert confirm["base"]["optim"]["lr"] == 0.01 and "optim" not in confirm["options"]["fix_lr_0_01"]

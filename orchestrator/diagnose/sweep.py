@@ -18,7 +18,7 @@ import yaml
 
 from orchestrator.diagnose.corpus import Corpus, corpus
 from orchestrator.diagnose.logs import Point, RunLog
-from orchestrator.diagnose.rules import Context, Finding, diagnose, fmt_lr
+from orchestrator.diagnose.rules import LR_BAND, Context, Finding, diagnose, fmt_lr
 from orchestrator.results.records import RunRecord
 from orchestrator.results.stats import ALPHA
 from orchestrator.results.verdict import VariantResult
@@ -146,7 +146,7 @@ def sweep_diagnosis(results) -> str:
                 f"{_confirm_cadence(runs[r.run])} steps, stops when val turns, keeps the best checkpoint and compares "
                 "each run there"
             )
-        usual = _usual_lr(findings) if v.variant == take and runs[r.run].search is None else None
+        usual = _usual_lr(findings, runs[r.run], results.plan.runs) if v.variant == take else None
         if usual is not None:
             body.append(
                 f"its learning rate is outside the usual range, so the follow-up also runs it at {fmt_lr(usual)}, the "
@@ -158,11 +158,17 @@ def sweep_diagnosis(results) -> str:
     return "\n".join(lines)
 
 
-def _usual_lr(findings: list[Finding]) -> float | None:
+def _usual_lr(findings: list[Finding], winner: Run, runs: list[Run]) -> float | None:
     """The learning rate a winner outside the usual range is confirmed at too: the prior's centre, else None.
-    (Not for a winner an LR search chose: its arms are better evidence than the prior.)"""
+    None also when the sweep already ran the winner's option within the usual range (an LR search's arms, a list
+    of rates): what it measured there is better evidence than the prior."""
     lr = next((f for f in findings if f.rule == "learning_rate" and f.problem and "centre" in f.data), None)
-    return float(f"{lr.data['centre']:.2g}") if lr is not None else None
+    if lr is None:
+        return None
+    centre = lr.data["centre"]
+    if any(r.option == winner.option and 1 / LR_BAND <= r.spec.optim.lr / centre <= LR_BAND for r in runs):
+        return None
+    return float(f"{centre:.2g}")
 
 
 def _confirm_cadence(run: Run) -> int:
@@ -237,7 +243,7 @@ def follow_up_spec(results) -> FollowUp | None:
     base_spec.setdefault("run", {})["steps"] = top.spec.run.steps * steps_factor
     found = run_findings(results, chosen[0].runs[0]) if verdict.take is not None else []
     memorising = any(f.rule == "overfit" and f.problem for f in found)
-    usual = _usual_lr(found) if top.search is None else None  # an LR search's choice is evidence; the prior is not
+    usual = _usual_lr(found, top, results.plan.runs)
     # a memorising winner keeps its evaluation interval over twice the steps, with a checkpoint at each, so early
     # stopping sees val turn and the best checkpoint is kept; otherwise both scale with the steps
     every = _confirm_cadence(top) if memorising else top.spec.run.eval_every * steps_factor
