@@ -405,7 +405,7 @@ def model_card(
             "",
             summary["verdict"]["reason"],
             "",
-            _before_relying(folder, summary),
+            _before_relying(folder, summary, choice.taken),
             "",
             "## Evaluation",
             "",
@@ -430,14 +430,15 @@ def model_card(
     )
 
 
-def _before_relying(folder, summary: dict) -> str:
-    """Where the sweep says what the verdict does not: what its curves showed, and the experiment that confirms it."""
+def _before_relying(folder: ExperimentFolder, summary: dict, taken: bool) -> str:
+    """Where the sweep says what the verdict does not: what its curves showed, and the experiment that confirms it
+    (the follow-up confirms the take; for another variant it is a sweep about other runs)."""
     text = (
         f'Before relying on it: `report.md` in `{folder.uri}` says, under "Why each run won or lost", what the '
-        "diagnosis found on this run's curve (such as memorisation, a learning rate outside the usual range, a "
+        "diagnosis found on this variant's curve (such as memorisation, a learning rate outside the usual range, a "
         "clip that acts as a learning-rate cut)"
     )
-    follow_up = summary.get("follow_up_spec")
+    follow_up = summary.get("follow_up_spec") if taken else None
     return text + (f"; `{follow_up}`, beside it, is the sweep that would confirm it." if follow_up else ".")
 
 

@@ -21,6 +21,7 @@ experiment does not start or import Ray, from any machine that can reach the sto
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,9 +55,9 @@ class ExperimentFolder:
         return join(self.uri, name)
 
     def as_argument(self, name: str) -> str:
-        """A file at the top of the folder as a command names it: its path, or in a bucket the name that
-        ``aws s3 cp`` copies it down as."""
-        return name if is_s3(self.uri) else self.file(name)
+        """A file at the top of the folder as a command names it (quoted for a shell): its path, or in a bucket the
+        name that ``aws s3 cp`` copies it down as."""
+        return shlex.quote(name if is_s3(self.uri) else self.file(name))
 
     def run_uri(self, run: str) -> str:
         """A run's own folder: Tune's trial folder, with Ray Train's run inside it."""

@@ -5,7 +5,8 @@
 # uv installs the project's some hundred packages in seconds where pip takes most of a minute; it
 # keeps the torch already installed, which satisfies the project's range. It compiles the bytecode
 # as pip does (uv does not by default): where PYTHONDONTWRITEBYTECODE is set, nothing else would,
-# and every Ray process would compile torch and transformers again as it imports them.
+# and every Ray process would compile torch and transformers again as it imports them. uv reads
+# UV_INDEX_URL (or UV_DEFAULT_INDEX), not pip.conf or PIP_INDEX_URL: set it to install through a mirror.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q torch==2.13.0 uv

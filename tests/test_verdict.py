@@ -358,7 +358,36 @@ def test_the_report_shows_each_search_its_chosen_lr_pruned_arms_and_cost(tmp_pat
     # the search chose 1e-2 for fix, above the prior's band for LoRA, over 1e-3 inside it: the search is the evidence,
     # so the confirm runs fix at the rate it chose and nowhere else (a winner that ran at one rate is also run at the
     # prior's centre)
-    assert "prior's centre" not in sweep_diagnosis(results)
+    why = sweep_diagnosis(results)
+    assert "learning rate above the usual range: LoRA at lr 1e-2" in why and "prior's centre" not in why
     confirm = yaml.safe_load(follow_up_spec(results).text)
     assert confirm["base"]["optim"]["lr"] == 0.01 and "optim" not in confirm["options"]["fix_lr_0_01"]
     assert report.plot(results)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_fix_that_is_only_a_hotter_rate_is_not_confirmed_again_at_the_controls(tmp_path):
+    """The fix is the learning rate itself (10x the prior's centre), and the control already ran at the centre: an
+    arm there would repeat the control, so the confirm runs the fix as it won."""
+    import yaml
+
+    from orchestrator.diagnose.sweep import follow_up_spec, sweep_diagnosis
+    from orchestrator.folder import ExperimentFolder
+    from orchestrator.results import report
+    from orchestrator.spec import load
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "name: s\ncontrol: current\ncontrol_seeds: 2\noption_seeds: 1\n"
+        "base: {optim: {lr: 0.002}, run: {steps: 10, eval_every: 10, checkpoint_every: 10}}\n"
+        "options: {current: {}, fix: {optim: {lr: 0.02}}}\n"
+    )
+    experiment, plan = load(str(spec))
+    records = _sweep(np.random.default_rng(4), -0.2)
+    results = report.Results(
+        ExperimentFolder(experiment.storage, "s"), experiment, plan, records, compare(records, "current", resamples=500)
+    )
+    assert results.comparisons.verdict.take == "fix"
+    why = sweep_diagnosis(results)
+    assert "learning rate far above the usual range: LoRA at lr 2e-2" in why and "prior's centre" not in why
+    confirm = yaml.safe_load(follow_up_spec(results).text)
+    assert confirm["options"] == {"current": {"optim": {"lr": 0.002}}, "fix": {"run": {"seed": [0, 1, 2]}}}

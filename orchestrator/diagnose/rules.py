@@ -261,6 +261,12 @@ def lr_prior(ctx: Context) -> LrPrior | None:
     return LrPrior(peak * FULL_FT_FRACTION, f"a tenth of {what}, {fmt_lr(peak)}")
 
 
+def in_band(lr: float, centre: float) -> bool:
+    """Whether ``lr`` is within LR_BAND of the prior's ``centre`` (the usual range), its edges included."""
+    ratio = lr / centre
+    return 1 / LR_BAND <= ratio * (1 + 1e-9) and ratio <= LR_BAND * (1 + 1e-9)
+
+
 def fmt_lr(x: float) -> str:
     """A learning rate as people write it: 2e-4, 2.5e-4."""
     mantissa, exponent = f"{x:.1e}".split("e")
@@ -774,7 +780,7 @@ def learning_rate(curve: Curve, ctx: Context, found: list[Finding]) -> list[Find
         ]
     centre = prior.centre(method)
     ratio = lr / centre
-    if 1 / LR_BAND <= ratio * (1 + 1e-9) and ratio <= LR_BAND * (1 + 1e-9):  # the band's edges are in it
+    if in_band(lr, centre):
         return []
     low = ratio < 1
     far = ratio <= 1 / LR_FAR or ratio >= LR_FAR
@@ -891,13 +897,19 @@ def plateau(curve: Curve, ctx: Context, found: list[Finding]) -> list[Finding]:
             "plateau",
             f"Loss plateauing from step {s[0]:,} to {s[-1]:,}",
             f"val {v[0]:.2f} → {v[-1]:.2f} over {s[-1] - s[0]:,} steps ({len(s)} evaluations{spikes}); a line fitted "
-            f"through them {'falls' if fall >= 0 else 'rises'} {abs(fall):.3f}{margin}{train}",
+            f"through them {_trend(fall)}{margin}{train}",
             f"fitted decline over the last half of the evaluations < {PLATEAU_REL:.0%} of the loss ({thr:.3f})"
             + (", by two standard errors" if curve.sigma is not None else ""),
             sure,
             data={"from": s[0], "to": s[-1]},
         )
     ]
+
+
+def _trend(fall: float) -> str:
+    """A fitted decline in words, at the precision it is printed."""
+    shown = round(fall, 3)
+    return f"falls {shown:.3f}" if shown > 0 else f"rises {-shown:.3f}" if shown < 0 else "is flat (0.000)"
 
 
 def clipping(curve: Curve, ctx: Context, found: list[Finding]) -> list[Finding]:

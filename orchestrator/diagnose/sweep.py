@@ -18,7 +18,7 @@ import yaml
 
 from orchestrator.diagnose.corpus import Corpus, corpus
 from orchestrator.diagnose.logs import Point, RunLog
-from orchestrator.diagnose.rules import LR_BAND, Context, Finding, diagnose, fmt_lr
+from orchestrator.diagnose.rules import Context, Finding, diagnose, fmt_lr, in_band
 from orchestrator.results.records import RunRecord
 from orchestrator.results.stats import ALPHA
 from orchestrator.results.verdict import VariantResult
@@ -143,14 +143,13 @@ def sweep_diagnosis(results) -> str:
         if v.variant == take and memorising is not None:
             body.append(
                 f"the winner is memorising: its gain may not hold at more steps, so the follow-up evaluates every "
-                f"{_confirm_cadence(runs[r.run])} steps, stops when val turns, keeps the best checkpoint and compares "
-                "each run there"
+                f"{_confirm_cadence(runs[r.run])} steps, stops when val turns and keeps the best checkpoint"
             )
         usual = _usual_lr(findings, runs[r.run], results.plan.runs) if v.variant == take else None
         if usual is not None:
             body.append(
                 f"its learning rate is outside the usual range, so the follow-up also runs it at {fmt_lr(usual)}, the "
-                "prior's centre: a win that holds there is the fix, not the learning rate"
+                "prior's centre: a win that holds there does not rest on its unusual rate"
             )
         if r.memory_fallback:
             body.append(r.memory_fallback)
@@ -160,15 +159,22 @@ def sweep_diagnosis(results) -> str:
 
 def _usual_lr(findings: list[Finding], winner: Run, runs: list[Run]) -> float | None:
     """The learning rate a winner outside the usual range is confirmed at too: the prior's centre, else None.
-    None also when the sweep already ran the winner's option within the usual range (an LR search's arms, a list
-    of rates): what it measured there is better evidence than the prior."""
+
+    None also when the sweep already ran the winner's configuration within the usual range, differing only in its
+    learning rate (an LR search's arms, a list of rates, or the control when the fix is the rate itself): what it
+    measured there is better evidence than the prior, and an arm there would repeat it."""
     lr = next((f for f in findings if f.rule == "learning_rate" and f.problem and "centre" in f.data), None)
     if lr is None:
         return None
     centre = lr.data["centre"]
-    if any(r.option == winner.option and 1 / LR_BAND <= r.spec.optim.lr / centre <= LR_BAND for r in runs):
+    if any(set(differences(r, winner)) <= {"optim.lr"} and in_band(r.spec.optim.lr, centre) for r in runs):
         return None
     return float(f"{centre:.2g}")
+
+
+# Below this many val documents a confirm does not split them into choosing and scoring halves: a few documents
+# per half would make both the choice and the document bootstrap of the comparison noise.
+SELECT_MIN_DOCUMENTS = 10
 
 
 def _confirm_cadence(run: Run) -> int:
@@ -257,14 +263,23 @@ def follow_up_spec(results) -> FollowUp | None:
     }
     if memorising:
         early_stopping.update(enabled=True, patience=max(2, early_stopping["patience"]))
+        why += "; it is memorising, so every evaluation is checkpointed and early stopping keeps the best"
         # runs stopped at different steps, each past its best: scoring their last evaluations would compare
         # overfit points, and count the spread of the stopping steps as seed noise
-        settings["evaluation"].setdefault("selection_fraction", 0.5)
-        why += (
-            "; it is memorising, so every evaluation is checkpointed, early stopping keeps the best, and each run is "
-            f"compared at its best evaluation (chosen on {settings['evaluation']['selection_fraction']:.0%} of the "
-            "val documents, scored on the rest)"
-        )
+        documents = next((len(r.doc_tokens) for r in results.records if r.doc_tokens), 0)
+        evaluation = settings["evaluation"]
+        if evaluation.get("selection_fraction") is None and documents >= SELECT_MIN_DOCUMENTS:
+            evaluation["selection_fraction"] = 0.5
+        if evaluation.get("selection_fraction") is not None:
+            why += (
+                f"; each run is compared at its best evaluation (chosen on {evaluation['selection_fraction']:.0%} of "
+                "the val documents, scored on the rest)"
+            )
+        else:
+            why += (
+                f"; with {documents} val documents, too few to choose the best evaluation on some and score it on "
+                "the others, each run is still compared at its last evaluation"
+            )
     if usual is not None:
         why += (
             f"; its learning rate, {fmt_lr(top.spec.optim.lr)}, is outside the usual range, so it also runs at "

@@ -201,7 +201,7 @@ def protocol_line(protocol: EvalProtocol, records: list[RunRecord]) -> str:
         "context). "
         f"Compared: {compared}. Δ is the option's loss minus the control's (below 0 is better), with a 95% "
         "paired-bootstrap interval over documents and seeds, for that comparison alone; p is Holm-corrected over "
-        "all of them, and an option counts as better only when both its interval and its corrected p say so."
+        "all of them, and an option counts as distinguishable from the control only when both say so."
     )
 
 
@@ -432,7 +432,7 @@ def follow_up_command(results: Results) -> str:
     if not is_s3(folder.uri):
         return launch
     endpoint = f" --endpoint-url {folder.storage.endpoint_url}" if folder.storage.endpoint_url else ""
-    return f"aws s3 cp {folder.file(results.follow_up)} .{endpoint} && {launch}"
+    return f"aws s3 cp {shlex.quote(folder.file(results.follow_up))} .{endpoint} && {launch}"
 
 
 def export_command(results: Results) -> str:
