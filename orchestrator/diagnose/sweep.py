@@ -19,7 +19,7 @@ import yaml
 from orchestrator.diagnose.corpus import Corpus, corpus
 from orchestrator.diagnose.logs import Point, RunLog
 from orchestrator.diagnose.rules import Context, Finding, diagnose, fmt_lr, in_band
-from orchestrator.results.records import RunRecord
+from orchestrator.results.records import RunRecord, val_documents
 from orchestrator.results.stats import ALPHA
 from orchestrator.results.verdict import VariantResult
 from orchestrator.spec import Run, deep_merge, set_path
@@ -266,7 +266,7 @@ def follow_up_spec(results) -> FollowUp | None:
         why += "; it is memorising, so every evaluation is checkpointed and early stopping keeps the best"
         # runs stopped at different steps, each past its best: scoring their last evaluations would compare
         # overfit points, and count the spread of the stopping steps as seed noise
-        documents = next((len(r.doc_tokens) for r in results.records if r.doc_tokens), 0)
+        documents = val_documents(results.records)
         evaluation = settings["evaluation"]
         if evaluation.get("selection_fraction") is None and documents >= SELECT_MIN_DOCUMENTS:
             evaluation["selection_fraction"] = 0.5

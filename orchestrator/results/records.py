@@ -70,6 +70,11 @@ class RunRecord:
         return {k: v for k, v in vars(self).items() if k not in ("doc_nll", "doc_tokens", "rows", "driver_state")}
 
 
+def val_documents(records: list[RunRecord]) -> int:
+    """How many val documents the runs were scored on (every run on the same ones); 0 before any run reported."""
+    return next((len(r.doc_tokens) for r in records if r.doc_tokens), 0)
+
+
 def finite(x: Any) -> float | None:
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
 

@@ -18,7 +18,7 @@ import numpy as np
 from contract.spec import EvalProtocol
 from contract.storage import is_s3
 from orchestrator.folder import ExperimentFolder
-from orchestrator.results.records import RunRecord
+from orchestrator.results.records import RunRecord, val_documents
 from orchestrator.results.verdict import Comparisons, VariantResult, compare
 from orchestrator.spec import ExperimentSpec, Plan, Run, dir_name
 
@@ -43,7 +43,7 @@ class Results:
 
 def build(folder: ExperimentFolder, experiment: ExperimentSpec, plan: Plan, records: list[RunRecord]) -> Results:
     """Compare every variant with the control on the protocol's scoring documents."""
-    n_docs = next((len(r.doc_tokens) for r in records if r.doc_tokens), 0)
+    n_docs = val_documents(records)
     scoring = plan.evaluation.share(n_docs, "score") if n_docs else None
     return Results(folder, experiment, plan, records, compare(records, experiment.control, scoring))
 
@@ -188,7 +188,7 @@ def runs_table(records: list[RunRecord]) -> str:
 
 def protocol_line(protocol: EvalProtocol, records: list[RunRecord]) -> str:
     tokens = next((r.eval_tokens for r in records if r.eval_tokens), None)
-    docs = next((len(r.doc_tokens) for r in records if r.doc_tokens), None)
+    docs = val_documents(records)
     compared = (
         "the final evaluation of each run, on all of them"
         if protocol.selection_fraction is None
