@@ -358,7 +358,13 @@ def test_a_memorising_winner_is_named_and_its_confirm_run_keeps_the_best_checkpo
         ("current", "lora", 2e-3): {0, 1, 2},  # the control as it ran
         ("full_finetune", "full", 2e-3): {0, 1, 2},  # the winner as it ran
         ("full_finetune", "full", 2e-4): {0, 1, 2},  # and at the usual learning rate, on the same seeds
+        # the fix is full fine-tuning with twice the context: each change set back to the control's in turn
+        ("full_finetune-without-data", "full", 2e-3): {0, 1, 2},
+        ("full_finetune-without-method", "lora", 2e-3): {0, 1, 2},
     }
+    blocks = {(r.option, r.spec.data.block_size, r.spec.data.batch_size) for r in runs}
+    assert ("full_finetune-without-data", 128, 16) in blocks and ("full_finetune-without-method", 256, 8) in blocks
+    assert "it makes 2 changes at once (data, method)" in why
 
 
 def load_spec_text(text: str, where):

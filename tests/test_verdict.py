@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import yaml
 
 from orchestrator.results.records import RunRecord
 from orchestrator.results.stats import SeedNoise, holm, paired_bootstrap, seed_noise, t_quantile
@@ -312,8 +313,6 @@ def test_a_fix_that_beats_the_control_at_its_best_lr_is_more_than_the_learning_r
 
 
 def test_the_report_shows_each_search_its_chosen_lr_pruned_arms_and_cost(tmp_path):
-    import yaml
-
     from orchestrator.diagnose.sweep import follow_up_spec, sweep_diagnosis
     from orchestrator.folder import ExperimentFolder
     from orchestrator.results import report
@@ -365,21 +364,26 @@ def test_the_report_shows_each_search_its_chosen_lr_pruned_arms_and_cost(tmp_pat
     assert report.plot(results)[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_fix_that_is_only_a_hotter_rate_is_not_confirmed_again_at_the_controls(tmp_path):
-    """The fix is the learning rate itself (10x the prior's centre), and the control already ran at the centre: an
-    arm there would repeat the control, so the confirm runs the fix as it won."""
-    import yaml
-
-    from orchestrator.diagnose.sweep import follow_up_spec, sweep_diagnosis
+def _fix_that_wins(tmp_path, base: str, fix: str):
+    """The results of a sweep of ``current`` (2 seeds) and ``fix`` (1 seed, clearly better), from their spec's
+    ``base`` and ``fix`` (YAML flow mappings) and synthetic per-document losses."""
     from orchestrator.folder import ExperimentFolder
     from orchestrator.results import report
-    from orchestrator.spec import load
+    from orchestrator.spec import deep_merge, load
 
+    run = {"run": {"steps": 10, "eval_every": 10, "checkpoint_every": 10}}
     spec = tmp_path / "s.yaml"
     spec.write_text(
-        "name: s\ncontrol: current\ncontrol_seeds: 2\noption_seeds: 1\n"
-        "base: {optim: {lr: 0.002}, run: {steps: 10, eval_every: 10, checkpoint_every: 10}}\n"
-        "options: {current: {}, fix: {optim: {lr: 0.02}}}\n"
+        yaml.safe_dump(
+            {
+                "name": "s",
+                "control": "current",
+                "control_seeds": 2,
+                "option_seeds": 1,
+                "base": deep_merge(yaml.safe_load(base), run),
+                "options": {"current": {}, "fix": yaml.safe_load(fix)},
+            }
+        )
     )
     experiment, plan = load(str(spec))
     records = _sweep(np.random.default_rng(4), -0.2)
@@ -387,7 +391,46 @@ def test_a_fix_that_is_only_a_hotter_rate_is_not_confirmed_again_at_the_controls
         ExperimentFolder(experiment.storage, "s"), experiment, plan, records, compare(records, "current", resamples=500)
     )
     assert results.comparisons.verdict.take == "fix"
+    return results
+
+
+def test_a_fix_that_is_only_a_hotter_rate_is_not_confirmed_again_at_the_controls(tmp_path):
+    """The fix is the learning rate itself (10x the prior's centre), and the control already ran at the centre: an
+    arm there would repeat the control, so the confirm runs the fix as it won."""
+    from orchestrator.diagnose.sweep import follow_up_spec, sweep_diagnosis
+
+    results = _fix_that_wins(tmp_path, base="{optim: {lr: 0.002}}", fix="{optim: {lr: 0.02}}")
     why = sweep_diagnosis(results)
     assert "learning rate far above the usual range: LoRA at lr 2e-2" in why and "prior's centre" not in why
     confirm = yaml.safe_load(follow_up_spec(results).text)
     assert confirm["options"] == {"current": {"optim": {"lr": 0.002}}, "fix": {"run": {"seed": [0, 1, 2]}}}
+
+
+def test_a_fix_that_bundles_changes_is_confirmed_with_each_set_back_in_turn(tmp_path):
+    """More LoRA capacity and a doubled rate at once, both in the usual range: the confirm runs the fix as it won, and
+    with each change undone, so it says which one carries the gain; the control's seeds are the same."""
+    from orchestrator.diagnose.sweep import follow_up_spec, sweep_diagnosis
+    from orchestrator.spec import load, resolve_runs
+
+    results = _fix_that_wins(
+        tmp_path,
+        base="{lora: {rank: 8, alpha: 16}, optim: {lr: 0.002}}",
+        fix="{lora: {rank: 16, alpha: 32}, optim: {lr: 0.004}}",
+    )
+    why = next(line for line in sweep_diagnosis(results).splitlines() if line.startswith("- **fix**"))
+    assert "it makes 2 changes at once (lora, lr)" in why
+    text = follow_up_spec(results).text
+    assert "2 changes at once (lora, lr), so it also runs with each set back to the control's in turn" in text
+    confirm_path = tmp_path / "confirm.yaml"
+    confirm_path.write_text(text)
+    arms = {}
+    for run in resolve_runs(load(str(confirm_path))[0]).runs:
+        arms.setdefault(run.option, set()).add((run.spec.lora.rank, run.spec.lora.alpha, run.spec.optim.lr))
+        assert run.spec.run.steps == 20
+    assert arms == {
+        "current": {(8, 16, 2e-3)},
+        "fix": {(16, 32, 4e-3)},
+        "fix-without-lora": {(8, 16, 4e-3)},  # the rate alone
+        "fix-without-lr": {(16, 32, 2e-3)},  # the capacity alone
+    }
+    assert yaml.safe_load(text)["options"]["fix-without-lr"]["run"]["seed"] == [0, 1, 2]

@@ -151,6 +151,12 @@ def sweep_diagnosis(results) -> str:
                 f"its learning rate is outside the usual range, so the follow-up also runs it at {fmt_lr(usual)}, the "
                 "prior's centre: a win that holds there does not rest on its unusual rate"
             )
+        bundle = _bundle(runs[r.run], runs[base.runs[0].run], usual) if v.variant == take and base else {}
+        if bundle:
+            body.append(
+                f"it makes {len(bundle)} changes at once ({', '.join(bundle)}), so the follow-up also runs it with "
+                "each set back to the control's in turn: the confirm says which change carries the gain"
+            )
         if r.memory_fallback:
             body.append(r.memory_fallback)
         lines.append(f"- {lead}: " + "; ".join(body) + ".")
@@ -170,6 +176,34 @@ def _usual_lr(findings: list[Finding], winner: Run, runs: list[Run]) -> float | 
     if any(set(differences(r, winner)) <= {"optim.lr"} and in_band(r.spec.optim.lr, centre) for r in runs):
         return None
     return float(f"{centre:.2g}")
+
+
+def _bundle(winner: Run, control: Run, usual: float | None) -> dict[str, dict[str, Any]]:
+    """The separate changes a winner makes to the control, when it makes more than one: change -> the override that
+    sets it back to the control's (a leave-one-out ablation), else {}.
+
+    A change is a section of the spec (``data``, ``lora``, ``model``), or one setting of ``optim`` (``lr``,
+    ``schedule``, ``grad_clip``). A change of method takes its adapter and its learning rate with it: LoRA and full
+    fine-tuning train at rates some 10x apart, so LoRA at a full fine-tune's rate would test neither. The learning
+    rate is no change of its own when the follow-up already runs the winner at the usual rate (``usual``), and
+    ``run``/``resources`` never are: steps are the follow-up's to set, and resources do not change results.
+    """
+    diff = differences(winner, control)
+    changes: dict[str, dict[str, Any]] = {}
+    for path, (_, value) in diff.items():
+        section, _, rest = path.partition(".")
+        if section in ("run", "resources"):
+            continue
+        if "method" in diff and (section == "lora" or path == "optim.lr"):
+            change = "method"
+        elif section == "optim":
+            change = rest.split(".")[0]
+            if change == "lr" and usual is not None:
+                continue
+        else:
+            change = section
+        set_path(changes.setdefault(change, {}), path.split("."), value)
+    return changes if len(changes) > 1 else {}
 
 
 # Below this many val documents a confirm does not split them into choosing and scoring halves: a few documents
@@ -285,6 +319,12 @@ def follow_up_spec(results) -> FollowUp | None:
             f"; its learning rate, {fmt_lr(top.spec.optim.lr)}, is outside the usual range, so it also runs at "
             f"{fmt_lr(usual)}, the prior's centre"
         )
+    bundle = _bundle(top, control_run, usual) if verdict.take is not None else {}
+    if bundle:
+        why += (
+            f"; it makes {len(bundle)} changes at once ({', '.join(bundle)}), so it also runs with each set back to "
+            "the control's in turn, to say which change carries the gain"
+        )
     control = base.variant  # the same name as in the sweep it follows, so the two reports read alike
     options: dict[str, Any] = {control: _overrides(control_run, top)}
     for v in chosen:
@@ -292,6 +332,11 @@ def follow_up_spec(results) -> FollowUp | None:
         if usual is not None:  # two variants, each on every seed: the winner as it ran, and at the usual lr
             confirm["optim"] = {"lr": [top.spec.optim.lr, usual]}
         options[_option_name(v.variant)] = deep_merge(_overrides(results.run(v.runs[0].run), top), confirm)
+    for change, reverted in bundle.items():  # on the winner's seeds, at its own rate
+        options[_option_name(f"{chosen[0].variant}-without-{change}")] = {
+            **reverted,
+            "run": {"seed": list(range(seeds))},
+        }
     spec = {
         "name": name,
         "control": control,
