@@ -364,11 +364,8 @@ def test_the_report_shows_each_search_its_chosen_lr_pruned_arms_and_cost(tmp_pat
     assert report.plot(results)[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def _fix_that_wins(tmp_path, base: str, fix: str):
-    """The results of a sweep of ``current`` (2 seeds) and ``fix`` (1 seed, clearly better), from their spec's
-    ``base`` and ``fix`` (YAML flow mappings) and synthetic per-document losses."""
-    from orchestrator.folder import ExperimentFolder
-    from orchestrator.results import report
+def _spec(tmp_path, base: dict, options: dict):
+    """The experiment and plan of a spec: a control ``current`` of 2 seeds and one seed of every other option."""
     from orchestrator.spec import deep_merge, load
 
     run = {"run": {"steps": 10, "eval_every": 10, "checkpoint_every": 10}}
@@ -380,16 +377,27 @@ def _fix_that_wins(tmp_path, base: str, fix: str):
                 "control": "current",
                 "control_seeds": 2,
                 "option_seeds": 1,
-                "base": deep_merge(yaml.safe_load(base), run),
-                "options": {"current": {}, "fix": yaml.safe_load(fix)},
+                "base": deep_merge(base, run),
+                "options": {"current": {}, **options},
             }
         )
     )
-    experiment, plan = load(str(spec))
-    records = _sweep(np.random.default_rng(4), -0.2)
-    results = report.Results(
-        ExperimentFolder(experiment.storage, "s"), experiment, plan, records, compare(records, "current", resamples=500)
-    )
+    return load(str(spec))
+
+
+def _results(experiment, plan, records):
+    from orchestrator.folder import ExperimentFolder
+    from orchestrator.results import report
+
+    comparisons = compare(records, "current", resamples=500)
+    return report.Results(ExperimentFolder(experiment.storage, "s"), experiment, plan, records, comparisons)
+
+
+def _fix_that_wins(tmp_path, base: str, fix: str):
+    """The results of a sweep of ``current`` (2 seeds) and ``fix`` (1 seed, clearly better), from their spec's
+    ``base`` and ``fix`` (YAML flow mappings) and synthetic per-document losses."""
+    experiment, plan = _spec(tmp_path, yaml.safe_load(base), {"fix": yaml.safe_load(fix)})
+    results = _results(experiment, plan, _sweep(np.random.default_rng(4), -0.2))
     assert results.comparisons.verdict.take == "fix"
     return results
 
@@ -434,3 +442,35 @@ def test_a_fix_that_bundles_changes_is_confirmed_with_each_set_back_in_turn(tmp_
         "fix-without-lr": {(16, 32, 2e-3)},  # the capacity alone
     }
     assert yaml.safe_load(text)["options"]["fix-without-lr"]["run"]["seed"] == [0, 1, 2]
+
+
+def test_each_change_is_weighed_against_the_variant_that_sets_it_back(tmp_path):
+    """``both`` is ``capacity`` with more context, and ``context`` with more capacity: each pair says what the change
+    it does not share is worth. Here the context carries the whole gain and the capacity none."""
+    from orchestrator.results import report
+
+    more_context = {"data": {"block_size": 256, "batch_size": 8}}
+    options = {"capacity": {"lora": {"rank": 16, "alpha": 32}}, "context": more_context}
+    experiment, plan = _spec(tmp_path, {}, {**options, "both": {**options["capacity"], **more_context}})
+    rng = np.random.default_rng(7)
+    tokens, difficulty = _docs(rng)
+    tokens = tokens.round()
+    shifts = {"current[seed=0]": 0.0, "current[seed=1]": 0.005, "capacity": 0.0, "context": -0.2, "both": -0.2}
+    records = [
+        _record(run.name, run.option, run.spec.run.seed, (difficulty + shifts[run.name]) * tokens, tokens)
+        for run in plan.runs
+    ]
+    results = _results(experiment, plan, records)
+    results.comparisons.ablate(report.leave_one_out(results), resamples=500)
+    rows = {(x.variant, x.without): x for x in results.comparisons.ablations}
+    assert set(rows) == {("both", "capacity"), ("both", "context")}  # capacity and context are no arm of each other
+    assert rows["both", "capacity"].changes == ["data.batch_size", "data.block_size"]
+    assert rows["both", "capacity"].delta.mean == pytest.approx(-0.2)
+    assert rows["both", "capacity"].effect == "they lower the loss"
+    assert rows["both", "context"].changes == ["lora.alpha", "lora.rank"]
+    assert rows["both", "context"].delta.mean == pytest.approx(0.0, abs=1e-9)
+    assert rows["both", "context"].effect == "not distinguishable"
+    section = "\n".join(report.ablation_section(results.comparisons))
+    assert "| both | capacity | data.batch_size, data.block_size | -0.2000 [" in section
+    assert "| both | context | lora.alpha, lora.rank | +0.0000 [" in section
+    assert sorted(a["without"] for a in report.summary(results)["ablations"]) == ["capacity", "context"]

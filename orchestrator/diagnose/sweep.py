@@ -23,7 +23,7 @@ from orchestrator.results.records import RunRecord, val_documents
 from orchestrator.results.stats import ALPHA
 from orchestrator.results.verdict import VariantResult
 from orchestrator.spec import Run, deep_merge, set_path
-from orchestrator.spec.plan import flatten
+from orchestrator.spec.plan import differences
 
 
 def run_log(record: RunRecord) -> RunLog:
@@ -51,24 +51,6 @@ def run_log(record: RunRecord) -> RunLog:
 def spec_dict(run: Run) -> dict[str, Any]:
     """A run's spec as a compact dict: what differs from the defaults (it validates back to the same spec)."""
     return run.spec.model_dump(mode="json", exclude_defaults=True)
-
-
-def differences(a: Run, b: Run) -> dict[str, tuple[Any, Any]]:
-    """The spec fields where ``a`` differs from ``b`` (seed excluded): field -> (a's value, b's value).
-
-    A block that is null on one side (``lora`` of a full fine-tune) is one difference, not one per field.
-    """
-    da, db = a.spec.model_dump(mode="json"), b.spec.model_dump(mode="json")
-    out: dict[str, tuple[Any, Any]] = {}
-    for section in sorted(set(da) | set(db)):
-        va, vb = da.get(section), db.get(section)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            fa, fb = flatten(va, f"{section}."), flatten(vb, f"{section}.")
-            out.update({k: (fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)})
-        elif va != vb:
-            out[section] = (va, vb)
-    out.pop("run.seed", None)
-    return out
 
 
 def _value(v: Any) -> str:

@@ -145,11 +145,57 @@ class Verdict:
 
 
 @dataclass
+class Ablation:
+    """An option against one that differs from it only in some of its changes set back to the control's (a
+    leave-one-out arm): what those changes are worth on top of the rest."""
+
+    variant: str
+    without: str  # the variant with ``changes`` set back to the control's
+    changes: list[str]  # the spec fields set back
+    delta: stats.Comparison  # ``variant`` minus ``without``: below 0, the changes lower the loss
+    p_holm: float | None = None
+
+    @property
+    def effect(self) -> str:
+        """In words, judged as an option against the control is."""
+        if _beats(self.delta, self.p_holm):
+            return "they lower the loss"
+        if self.p_holm is not None and self.p_holm < stats.ALPHA and self.delta.ci95[0] > 0:
+            return "they raise it"
+        return "not distinguishable"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "variant": self.variant,
+            "without": self.without,
+            "changes": self.changes,
+            "delta": _comparison_json(self.delta, self.p_holm),
+            "effect": self.effect,
+        }
+
+
+@dataclass
 class Comparisons:
     variants: list[VariantResult]  # control first, then by delta (best first)
     control: VariantResult | None
     verdict: Verdict
     noise: stats.SeedNoise = field(default_factory=lambda: stats.SeedNoise(None, 0, []))
+    scoring: np.ndarray | None = None  # [docs] bool: the val documents every comparison scores (None: no control)
+    tokens: np.ndarray | None = None  # [docs]: each document's scored tokens
+    ablations: list[Ablation] = field(default_factory=list)
+
+    def between(self, a: VariantResult, b: VariantResult, resamples: int = stats.RESAMPLES) -> stats.Comparison | None:
+        """``a`` against ``b`` as every variant is against the control: the same documents and seed noise."""
+        if self.scoring is None:
+            return None
+        return _bootstrap(a, _docs(b), self.scoring, self.tokens, self.noise, resamples)
+
+    def ablate(self, pairs: list[tuple[VariantResult, VariantResult, list[str]]], resamples: int = stats.RESAMPLES):
+        """Compare each (variant, the variant with ``changes`` set back, changes); p Holm-corrected over these."""
+        found = [(a.variant, b.variant, changes, self.between(a, b, resamples)) for a, b, changes in pairs]
+        self.ablations = [Ablation(a, b, changes, c) for a, b, changes, c in found if c is not None]
+        for ablation, p in zip(self.ablations, stats.holm([x.delta.p for x in self.ablations])):
+            ablation.p_holm = p
 
     @property
     def tuned_control(self) -> VariantResult | None:
@@ -172,6 +218,7 @@ class Comparisons:
             "answered": self.answered,
             "control_seed_std": self.control.seed_std if self.control else None,
             "seed_noise": asdict(self.noise),
+            "ablations": [x.to_json() for x in self.ablations],
             "variants": [
                 {
                     "variant": v.variant,
@@ -250,24 +297,16 @@ def compare(
     )
     tuned = next((v for v in others if v.search is not None and v.option == control), None)
     base_docs = _docs(base) if base else None
-    keep = None
+    keep = tokens = None
     if base_docs is not None:
         tokens = np.asarray(next(r.doc_tokens for r in base.runs if r.doc_tokens is not None), dtype=float)
         keep = np.asarray(scoring if scoring is not None else [True] * len(tokens), dtype=bool)
-
-        def bootstrap(v: VariantResult, reference: np.ndarray) -> stats.Comparison | None:
-            docs = _docs(v)
-            ended_badly = any(r.status in ("failed", "diverged") for r in v.runs)  # their last evaluation means nothing
-            if docs is None or ended_badly or (v.search is not None and v.search.chosen is None):
-                return None
-            return stats.paired_bootstrap(docs[:, keep], reference[:, keep], tokens[keep], noise, resamples)
-
         for v in others:
-            v.delta = bootstrap(v, base_docs)
+            v.delta = _bootstrap(v, base_docs, keep, tokens, noise, resamples)
         if tuned is not None and tuned.delta is not None:
             for v in others:
                 if v.search is not None and v is not tuned and v.delta is not None:
-                    v.vs_tuned = bootstrap(v, _docs(tuned))
+                    v.vs_tuned = _bootstrap(v, _docs(tuned), keep, tokens, noise, resamples)
         family = [(v, "p_holm", v.delta) for v in others if v.delta] + [
             (v, "vs_tuned_p_holm", v.vs_tuned) for v in others if v.vs_tuned
         ]
@@ -280,7 +319,23 @@ def compare(
     dropped = len(base.runs) - len(base.finished) if base else 0
     if dropped:
         verdict.reason += f" ({dropped} control seed(s) that did not finish cleanly are left out.)"
-    return Comparisons(variants=ordered, control=base, verdict=verdict, noise=noise)
+    return Comparisons(ordered, base, verdict, noise, keep, tokens)
+
+
+def _bootstrap(
+    v: VariantResult,
+    reference: np.ndarray | None,
+    keep: np.ndarray,
+    tokens: np.ndarray,
+    noise: stats.SeedNoise,
+    resamples: int,
+) -> stats.Comparison | None:
+    """``v``'s per-document losses against ``reference``'s [seeds, docs], on the ``keep`` documents."""
+    docs = _docs(v)
+    ended_badly = any(r.status in ("failed", "diverged") for r in v.runs)  # their last evaluation means nothing
+    if docs is None or reference is None or ended_badly or (v.search is not None and v.search.chosen is None):
+        return None
+    return stats.paired_bootstrap(docs[:, keep], reference[:, keep], tokens[keep], noise, resamples)
 
 
 def noise_text(noise: stats.SeedNoise) -> str:

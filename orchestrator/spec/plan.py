@@ -19,6 +19,24 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def differences(a: Run, b: Run) -> dict[str, tuple[Any, Any]]:
+    """The spec fields where ``a`` differs from ``b`` (seed excluded): field -> (a's value, b's value).
+
+    A block that is null on one side (``lora`` of a full fine-tune) is one difference, not one per field.
+    """
+    da, db = a.spec.model_dump(mode="json"), b.spec.model_dump(mode="json")
+    out: dict[str, tuple[Any, Any]] = {}
+    for section in sorted(set(da) | set(db)):
+        va, vb = da.get(section), db.get(section)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            fa, fb = flatten(va, f"{section}."), flatten(vb, f"{section}.")
+            out.update({k: (fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)})
+        elif va != vb:
+            out[section] = (va, vb)
+    out.pop("run.seed", None)
+    return out
+
+
 def batch_line(run: Run) -> str:
     """workers x micro-batch x accumulation steps = the effective batch."""
     spec = run.spec
