@@ -322,7 +322,8 @@ def test_the_report_shows_each_search_its_chosen_lr_pruned_arms_and_cost(tmp_pat
     spec.write_text(
         "name: s\ncontrol: current\ncontrol_seeds: 4\nevaluation: {selection_fraction: 0.5}\n"
         "lr_search: {factors: null, lrs: {current: [0.001, 0.01], fix: [0.001, 0.01, 0.1]}}\n"
-        "base: {run: {steps: 20, eval_every: 10, checkpoint_every: 10}}\noptions: {current: {}, fix: {}}\n"
+        "base: {run: {steps: 20, eval_every: 10, checkpoint_every: 10}}\n"
+        "options: {current: {}, fix: {lora: {rank: 16, alpha: 32}}}\n"
     )
     experiment, plan = load(str(spec))
     arms = {"current": {0.001: 0.0, 0.01: -0.2}, "fix": {0.001: 0.0, 0.01: -0.5, 0.1: 0.3}}
@@ -361,6 +362,8 @@ def test_the_report_shows_each_search_its_chosen_lr_pruned_arms_and_cost(tmp_pat
     assert "learning rate above the usual range: LoRA at lr 1e-2" in why and "prior's centre" not in why
     confirm = yaml.safe_load(follow_up_spec(results).text)
     assert confirm["base"]["optim"]["lr"] == 0.01 and "optim" not in confirm["options"]["fix_lr_0_01"]
+    # its rate was chosen by the search, so more capacity is its one change: no arm sets the rate back
+    assert [o for o in confirm["options"] if "-without-" in o] == []
     assert report.plot(results)[:8] == b"\x89PNG\r\n\x1a\n"
 
 

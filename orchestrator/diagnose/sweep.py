@@ -133,7 +133,8 @@ def sweep_diagnosis(results) -> str:
                 f"its learning rate is outside the usual range, so the follow-up also runs it at {fmt_lr(usual)}, the "
                 "prior's centre: a win that holds there does not rest on its unusual rate"
             )
-        bundle = _bundle(runs[r.run], runs[base.runs[0].run], usual) if v.variant == take and base else {}
+        settled = usual is not None or v.search is not None
+        bundle = _bundle(runs[r.run], runs[base.runs[0].run], settled) if v.variant == take and base else {}
         if bundle:
             body.append(
                 f"it makes {len(bundle)} changes at once ({', '.join(bundle)}), so the follow-up also runs it with "
@@ -160,15 +161,16 @@ def _usual_lr(findings: list[Finding], winner: Run, runs: list[Run]) -> float | 
     return float(f"{centre:.2g}")
 
 
-def _bundle(winner: Run, control: Run, usual: float | None) -> dict[str, dict[str, Any]]:
+def _bundle(winner: Run, control: Run, rate_settled: bool) -> dict[str, dict[str, Any]]:
     """The separate changes a winner makes to the control, when it makes more than one: change -> the override that
     sets it back to the control's (a leave-one-out ablation), else {}.
 
     A change is a section of the spec (``data``, ``lora``, ``model``), or one setting of ``optim`` (``lr``,
     ``schedule``, ``grad_clip``). A change of method takes its adapter and its learning rate with it: LoRA and full
     fine-tuning train at rates some 10x apart, so LoRA at a full fine-tune's rate would test neither. The learning
-    rate is no change of its own when the follow-up already runs the winner at the usual rate (``usual``), and
-    ``run``/``resources`` never are: steps are the follow-up's to set, and resources do not change results.
+    rate is no change of its own when it is settled otherwise (``rate_settled``: the follow-up also runs the winner
+    at the usual rate, or an LR search chose it), and ``run``/``resources`` never are: steps are the follow-up's to
+    set, and resources do not change results.
     """
     diff = differences(winner, control)
     changes: dict[str, dict[str, Any]] = {}
@@ -180,7 +182,7 @@ def _bundle(winner: Run, control: Run, usual: float | None) -> dict[str, dict[st
             change = "method"
         elif section == "optim":
             change = rest.split(".")[0]
-            if change == "lr" and usual is not None:
+            if change == "lr" and rate_settled:
                 continue
         else:
             change = section
@@ -301,7 +303,7 @@ def follow_up_spec(results) -> FollowUp | None:
             f"; its learning rate, {fmt_lr(top.spec.optim.lr)}, is outside the usual range, so it also runs at "
             f"{fmt_lr(usual)}, the prior's centre"
         )
-    bundle = _bundle(top, control_run, usual) if verdict.take is not None else {}
+    bundle = _bundle(top, control_run, usual is not None or chosen[0].search is not None) if verdict.take else {}
     if bundle:
         why += (
             f"; it makes {len(bundle)} changes at once ({', '.join(bundle)}), so it also runs with each set back to "
