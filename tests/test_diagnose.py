@@ -466,3 +466,20 @@ def test_bad_input_exits_2_naming_the_file_without_a_traceback(tmp_path, raw, ex
     assert out.returncode == 2
     assert f"error: {path}: " in out.stderr and expected in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(
+    "experiment, kind, follow_up",
+    [
+        ("default", "confirm", "default-confirm"),
+        ("default-confirm", "confirm", "default-confirm-2"),  # not default-confirm-confirm
+        ("default-confirm-2", "confirm", "default-confirm-3"),
+        ("default-confirm", "more-seeds", "default-confirm-more-seeds"),
+        ("default-more-seeds", "more-seeds", "default-more-seeds-2"),
+        ("x-confirmed", "confirm", "x-confirmed-confirm"),
+    ],
+)
+def test_a_follow_up_of_a_follow_up_is_numbered(experiment, kind, follow_up):
+    from orchestrator.diagnose.sweep import follow_up_name
+
+    assert follow_up_name(experiment, kind) == follow_up

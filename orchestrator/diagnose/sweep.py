@@ -253,14 +253,14 @@ def follow_up_spec(results) -> FollowUp | None:
     if verdict.take is not None:
         chosen = [next(v for v in candidates if v.variant == verdict.take)]
         seeds, steps_factor, why = 3, 2, f"confirm {verdict.take} with twice the steps and 3 seeds each"
-        name = f"{experiment.name}-confirm"
+        name = follow_up_name(experiment.name, "confirm")
     else:
         chosen = [v for v in candidates if v.delta.mean < 0][:2]
         if not chosen:
             return None
         seeds = min(max(verdict.seeds_needed or 5, 3), 10)  # the verdict's estimate, within reason for a next step
         steps_factor, why = 1, f"tell {', '.join(v.variant for v in chosen)} from the control with {seeds} seeds each"
-        name = f"{experiment.name}-more-seeds"
+        name = follow_up_name(experiment.name, "more-seeds")
     top = results.run(chosen[0].runs[0].run)
     control_run = results.run(base.runs[0].run)
     base_spec = spec_dict(top)
@@ -336,6 +336,15 @@ def follow_up_spec(results) -> FollowUp | None:
         f"#\n#   python -m orchestrator.launch {results.folder.as_argument(f'{name}.yaml')} --dry-run\n\n"
     )
     return FollowUp(f"{name}.yaml", header + yaml.safe_dump(spec, sort_keys=False, default_flow_style=None, width=120))
+
+
+def follow_up_name(experiment: str, kind: str) -> str:
+    """``default`` -> ``default-confirm``, and a follow-up of that -> ``default-confirm-2``, not
+    ``default-confirm-confirm``."""
+    stem, _, number = experiment.rpartition(f"-{kind}")
+    if stem and (number == "" or (number.startswith("-") and number[1:].isdigit())):
+        return f"{stem}-{kind}-{int(number[1:] or 1) + 1}"
+    return f"{experiment}-{kind}"
 
 
 def _option_name(variant: str) -> str:

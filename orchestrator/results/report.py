@@ -224,7 +224,9 @@ def protocol_line(protocol: EvalProtocol, records: list[RunRecord]) -> str:
         "context). "
         f"Compared: {compared}. Δ is the option's loss minus the control's (below 0 is better), with a 95% "
         "paired-bootstrap interval over documents and seeds, for that comparison alone; p is Holm-corrected over "
-        "all of them, and an option counts as distinguishable from the control only when both say so."
+        "all of them, and an option counts as distinguishable from the control only when both say so. A compared "
+        "loss's ± is the sd of that variant's own seeds; the intervals count the seed noise pooled over every "
+        "variant that ran several seeds (the verdict gives it)."
     )
 
 
