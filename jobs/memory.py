@@ -66,9 +66,9 @@ def fit_micro_batch(
 
 
 def _release(device: torch.device) -> None:
-    """Free what a try left: on a GPU, the allocator's cache; after an error, what its traceback's cycles held.
-    (After a try that fit on the CPU there is nothing to free: a full collection of a heap that holds torch and
-    transformers costs a quarter of a second of each run's start-up.)"""
+    """Free what a try left: on a GPU, the allocator's cache; after an out-of-memory error, the cycles the failed
+    try left. (After a try that fit on the CPU there is nothing to free: a full collection of a heap that holds
+    torch and transformers costs a quarter of a second of each run's start-up.)"""
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()

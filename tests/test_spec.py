@@ -2,6 +2,8 @@
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -316,3 +318,10 @@ def test_local_storage_is_refused_on_a_multi_node_cluster_unless_declared_shared
         check_storage_reaches(3, StorageSpec(path="/tmp/runs"))
     with pytest.raises(ValueError, match="storage.shared: every node reaches an s3:// path already"):
         StorageSpec(path="s3://bucket/sweeps", shared=True)
+
+
+def test_the_launcher_imports_neither_torch_nor_ray_until_it_runs_something():
+    """--help, --status and a spec's errors answer in a second: torch and Ray are imported where they are needed."""
+    code = "import sys, orchestrator.launch; print(sorted({'torch', 'ray'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]"

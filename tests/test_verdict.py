@@ -449,24 +449,33 @@ def test_a_fix_that_bundles_changes_is_confirmed_with_each_set_back_in_turn(tmp_
 
 def test_each_change_is_weighed_against_the_variant_that_sets_it_back(tmp_path):
     """``both`` is ``capacity`` with more context, and ``context`` with more capacity: each pair says what the change
-    it does not share is worth. Here the context carries the whole gain and the capacity none."""
+    it does not share is worth. Here the context carries the whole gain and the capacity none. ``full`` (no LoRA
+    block) is no arm of anything: its LoRA is not the control's r8, and capacity's r16 is not the control's either;
+    nor is ``faster``, which changes only how its runs execute."""
+    from orchestrator.folder import ExperimentFolder
     from orchestrator.results import report
 
     more_context = {"data": {"block_size": 256, "batch_size": 8}}
-    options = {"capacity": {"lora": {"rank": 16, "alpha": 32}}, "context": more_context}
+    options = {
+        "capacity": {"lora": {"rank": 16, "alpha": 32}},
+        "context": more_context,
+        "full": {"method": "full", "lora": None},
+        "faster": {"lora": {"rank": 16, "alpha": 32}, "compute": {"micro_batch_size": 8}},
+    }
     experiment, plan = _spec(tmp_path, {}, {**options, "both": {**options["capacity"], **more_context}})
     rng = np.random.default_rng(7)
     tokens, difficulty = _docs(rng)
     tokens = tokens.round()
     shifts = {"current[seed=0]": 0.0, "current[seed=1]": 0.005, "capacity": 0.0, "context": -0.2, "both": -0.2}
+    shifts |= {"full": -0.3, "faster": 0.0}
     records = [
         _record(run.name, run.option, run.spec.run.seed, (difficulty + shifts[run.name]) * tokens, tokens)
         for run in plan.runs
     ]
-    results = _results(experiment, plan, records)
-    results.comparisons.ablate(report.leave_one_out(results), resamples=500)
+    results = report.build(ExperimentFolder(experiment.storage, "s"), experiment, plan, records)
     rows = {(x.variant, x.without): x for x in results.comparisons.ablations}
-    assert set(rows) == {("both", "capacity"), ("both", "context")}  # capacity and context are no arm of each other
+    # capacity and context are no arm of each other; faster is capacity, and both is capacity and faster with context
+    assert set(rows) == {("both", "capacity"), ("both", "faster"), ("both", "context")}
     assert rows["both", "capacity"].changes == ["data.batch_size", "data.block_size"]
     assert rows["both", "capacity"].delta.mean == pytest.approx(-0.2)
     assert rows["both", "capacity"].effect == "they lower the loss"
@@ -476,4 +485,4 @@ def test_each_change_is_weighed_against_the_variant_that_sets_it_back(tmp_path):
     section = "\n".join(report.ablation_section(results.comparisons))
     assert "| both | capacity | data.batch_size, data.block_size | -0.2000 [" in section
     assert "| both | context | lora.alpha, lora.rank | +0.0000 [" in section
-    assert sorted(a["without"] for a in report.summary(results)["ablations"]) == ["capacity", "context"]
+    assert sorted(a["without"] for a in report.summary(results)["ablations"]) == ["capacity", "context", "faster"]

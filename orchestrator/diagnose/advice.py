@@ -36,8 +36,7 @@ from orchestrator.diagnose.rules import (
     trend_gain,
     val_size,
 )
-from orchestrator.spec import ExperimentSpec, SpecError, deep_merge, resolve_runs
-from orchestrator.spec.plan import flatten
+from orchestrator.spec import ExperimentSpec, SpecError, deep_merge, flatten, resolve_runs
 
 WEIGHT_DECAY = 0.1  # GPT-3 and nanoGPT train with AdamW weight decay 0.1
 LORA_DROPOUT = 0.1  # the LoRA paper's GPT-2 runs; QLoRA for models up to 13B

@@ -22,8 +22,7 @@ from orchestrator.diagnose.rules import Context, Finding, diagnose, fmt_lr, in_b
 from orchestrator.results.records import RunRecord, val_documents
 from orchestrator.results.stats import ALPHA
 from orchestrator.results.verdict import VariantResult
-from orchestrator.spec import Run, deep_merge, set_path
-from orchestrator.spec.plan import differences
+from orchestrator.spec import Run, deep_merge, differences, set_path
 
 
 def run_log(record: RunRecord) -> RunLog:
@@ -169,14 +168,13 @@ def _bundle(winner: Run, control: Run, rate_settled: bool) -> dict[str, dict[str
     ``schedule``, ``grad_clip``). A change of method takes its adapter and its learning rate with it: LoRA and full
     fine-tuning train at rates some 10x apart, so LoRA at a full fine-tune's rate would test neither. The learning
     rate is no change of its own when it is settled otherwise (``rate_settled``: the follow-up also runs the winner
-    at the usual rate, or an LR search chose it), and ``run``/``resources`` never are: steps are the follow-up's to
-    set, and resources do not change results.
+    at the usual rate, or an LR search chose it), and ``run`` settings never are: they are the follow-up's to set.
     """
     diff = differences(winner, control)
     changes: dict[str, dict[str, Any]] = {}
     for path, (_, value) in diff.items():
         section, _, rest = path.partition(".")
-        if section in ("run", "resources"):
+        if section == "run":
             continue
         if "method" in diff and (section == "lora" or path == "optim.lr"):
             change = "method"
@@ -253,14 +251,14 @@ def follow_up_spec(results) -> FollowUp | None:
     if verdict.take is not None:
         chosen = [next(v for v in candidates if v.variant == verdict.take)]
         seeds, steps_factor, why = 3, 2, f"confirm {verdict.take} with twice the steps and 3 seeds each"
-        name = follow_up_name(experiment.name, "confirm")
+        name = f"{experiment.name}-confirm"
     else:
         chosen = [v for v in candidates if v.delta.mean < 0][:2]
         if not chosen:
             return None
         seeds = min(max(verdict.seeds_needed or 5, 3), 10)  # the verdict's estimate, within reason for a next step
         steps_factor, why = 1, f"tell {', '.join(v.variant for v in chosen)} from the control with {seeds} seeds each"
-        name = follow_up_name(experiment.name, "more-seeds")
+        name = f"{experiment.name}-more-seeds"
     top = results.run(chosen[0].runs[0].run)
     control_run = results.run(base.runs[0].run)
     base_spec = spec_dict(top)
@@ -308,6 +306,7 @@ def follow_up_spec(results) -> FollowUp | None:
         why += (
             f"; it makes {len(bundle)} changes at once ({', '.join(bundle)}), so it also runs with each set back to "
             "the control's in turn, to say which change carries the gain"
+            + (" (at both rates where it keeps its method)" if usual is not None else "")
         )
     control = base.variant  # the same name as in the sweep it follows, so the two reports read alike
     options: dict[str, Any] = {control: _overrides(control_run, top)}
@@ -316,11 +315,11 @@ def follow_up_spec(results) -> FollowUp | None:
         if usual is not None:  # two variants, each on every seed: the winner as it ran, and at the usual lr
             confirm["optim"] = {"lr": [top.spec.optim.lr, usual]}
         options[_option_name(v.variant)] = deep_merge(_overrides(results.run(v.runs[0].run), top), confirm)
-    for change, reverted in bundle.items():  # on the winner's seeds, at its own rate
-        options[_option_name(f"{chosen[0].variant}-without-{change}")] = {
-            **reverted,
-            "run": {"seed": list(range(seeds))},
-        }
+    for change, reverted in bundle.items():  # on the winner's seeds, at its rates where it keeps its method
+        arm: dict[str, Any] = {"run": {"seed": list(range(seeds))}}
+        if usual is not None and "method" not in reverted:
+            arm["optim"] = {"lr": [top.spec.optim.lr, usual]}
+        options[f"{_option_name(chosen[0].variant)}-without-{change}"] = deep_merge(reverted, arm)
     spec = {
         "name": name,
         "control": control,
@@ -336,15 +335,6 @@ def follow_up_spec(results) -> FollowUp | None:
         f"#\n#   python -m orchestrator.launch {results.folder.as_argument(f'{name}.yaml')} --dry-run\n\n"
     )
     return FollowUp(f"{name}.yaml", header + yaml.safe_dump(spec, sort_keys=False, default_flow_style=None, width=120))
-
-
-def follow_up_name(experiment: str, kind: str) -> str:
-    """``default`` -> ``default-confirm``, and a follow-up of that -> ``default-confirm-2``, not
-    ``default-confirm-confirm``."""
-    stem, _, number = experiment.rpartition(f"-{kind}")
-    if stem and (number == "" or (number.startswith("-") and number[1:].isdigit())):
-        return f"{stem}-{kind}-{int(number[1:] or 1) + 1}"
-    return f"{experiment}-{kind}"
 
 
 def _option_name(variant: str) -> str:

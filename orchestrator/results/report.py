@@ -20,8 +20,7 @@ from contract.storage import is_s3
 from orchestrator.folder import ExperimentFolder
 from orchestrator.results.records import RunRecord, val_documents
 from orchestrator.results.verdict import Comparisons, VariantResult, compare
-from orchestrator.spec import ExperimentSpec, Plan, Run, dir_name
-from orchestrator.spec.plan import differences
+from orchestrator.spec import ExperimentSpec, Plan, Run, differences, dir_name, value_at
 
 
 @dataclass
@@ -55,7 +54,8 @@ def build(folder: ExperimentFolder, experiment: ExperimentSpec, plan: Plan, reco
 def leave_one_out(results: Results) -> list[tuple[VariantResult, VariantResult, list[str]]]:
     """Every (variant, another, the fields set back) where the other differs from the variant only in fields it sets
     back to the control's values: a leave-one-out arm, written by a confirm spec or built into a sweep whose
-    options share a base (``long_context`` is ``lora_capacity`` with more context)."""
+    options share a base (``long_context`` is ``lora_capacity`` with more context). An LR search's variants are
+    left out: each is at its own chosen rate, so no other variant sets a change of its back alone."""
     control = results.comparisons.control
     if control is None:
         return []
@@ -65,8 +65,8 @@ def leave_one_out(results: Results) -> list[tuple[VariantResult, VariantResult, 
     for v in others:
         for w in others:
             changes = differences(first[v.variant], first[w.variant])
-            back = differences(first[w.variant], first[control.variant])
-            if w is not v and changes and back and not set(changes) & set(back):
+            back = all(value_at(first[w.variant], p) == value_at(first[control.variant], p) for p in changes)
+            if w is not v and changes and back and differences(first[w.variant], first[control.variant]):
                 pairs.append((v, w, list(changes)))
     return pairs
 

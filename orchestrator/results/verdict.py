@@ -186,7 +186,7 @@ class Comparisons:
 
     def between(self, a: VariantResult, b: VariantResult, resamples: int = stats.RESAMPLES) -> stats.Comparison | None:
         """``a`` against ``b`` as every variant is against the control: the same documents and seed noise."""
-        if self.scoring is None:
+        if self.scoring is None or _ended_badly(b):
             return None
         return _bootstrap(a, _docs(b), self.scoring, self.tokens, self.noise, resamples)
 
@@ -322,6 +322,11 @@ def compare(
     return Comparisons(ordered, base, verdict, noise, keep, tokens)
 
 
+def _ended_badly(v: VariantResult) -> bool:
+    """A run of it failed or diverged: its last evaluation means nothing."""
+    return any(r.status in ("failed", "diverged") for r in v.runs)
+
+
 def _bootstrap(
     v: VariantResult,
     reference: np.ndarray | None,
@@ -332,8 +337,7 @@ def _bootstrap(
 ) -> stats.Comparison | None:
     """``v``'s per-document losses against ``reference``'s [seeds, docs], on the ``keep`` documents."""
     docs = _docs(v)
-    ended_badly = any(r.status in ("failed", "diverged") for r in v.runs)  # their last evaluation means nothing
-    if docs is None or reference is None or ended_badly or (v.search is not None and v.search.chosen is None):
+    if docs is None or reference is None or _ended_badly(v) or (v.search is not None and v.search.chosen is None):
         return None
     return stats.paired_bootstrap(docs[:, keep], reference[:, keep], tokens[keep], noise, resamples)
 

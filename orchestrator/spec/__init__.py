@@ -16,7 +16,18 @@ from orchestrator.spec.experiment import (
     json_schema,
 )
 from orchestrator.spec.file import DEFAULT_NAME, DEFAULT_SPEC, load, parse_sets, read_spec
-from orchestrator.spec.resolve import Plan, Run, Search, deep_merge, dir_name, resolve_runs, set_path
+from orchestrator.spec.resolve import (
+    Plan,
+    Run,
+    Search,
+    deep_merge,
+    differences,
+    dir_name,
+    flatten,
+    resolve_runs,
+    set_path,
+    value_at,
+)
 
 __all__ = [
     "DEFAULT_NAME",
@@ -31,7 +42,9 @@ __all__ = [
     "SpecError",
     "TrackingSpec",
     "deep_merge",
+    "differences",
     "dir_name",
+    "flatten",
     "format_validation_error",
     "json_schema",
     "load",
@@ -39,4 +52,5 @@ __all__ = [
     "read_spec",
     "resolve_runs",
     "set_path",
+    "value_at",
 ]

@@ -2,39 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from jobs.model import count_parameters
 from orchestrator.spec.experiment import ExperimentSpec
-from orchestrator.spec.resolve import Plan, Run
-
-
-def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def differences(a: Run, b: Run) -> dict[str, tuple[Any, Any]]:
-    """The spec fields where ``a`` differs from ``b`` (seed excluded): field -> (a's value, b's value).
-
-    A block that is null on one side (``lora`` of a full fine-tune) is one difference, not one per field.
-    """
-    da, db = a.spec.model_dump(mode="json"), b.spec.model_dump(mode="json")
-    out: dict[str, tuple[Any, Any]] = {}
-    for section in sorted(set(da) | set(db)):
-        va, vb = da.get(section), db.get(section)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            fa, fb = flatten(va, f"{section}."), flatten(vb, f"{section}.")
-            out.update({k: (fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)})
-        elif va != vb:
-            out[section] = (va, vb)
-    out.pop("run.seed", None)
-    return out
+from orchestrator.spec.resolve import Plan, Run, flatten
 
 
 def batch_line(run: Run) -> str:

@@ -352,3 +352,51 @@ def evaluation_protocol(evaluation: EvaluationSpec, runs: list[Run]) -> EvalProt
         )
     except Exception as err:
         raise SpecError(format_validation_error(err, "evaluation", EvalProtocol)) from None
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+# Fields that change how a run is executed, never what it learns (README, "Resources change speed, never results"):
+# no difference between two runs' results comes from them
+EXECUTION_ONLY = (
+    "resources.",
+    "compute.micro_batch_size",
+    "compute.attention",
+    "compute.compile",
+    "run.keep_checkpoints",
+    "run.max_failures",
+)
+
+
+def differences(a: Run, b: Run) -> dict[str, tuple[Any, Any]]:
+    """The spec fields where ``a`` differs from ``b`` that can change its results: field -> (a's value, b's value).
+
+    The seed is left out (a variant is its runs over seeds), and so are the :data:`EXECUTION_ONLY` fields. A block
+    that is null on one side (``lora`` of a full fine-tune) is one difference, not one per field.
+    """
+    da, db = a.spec.model_dump(mode="json"), b.spec.model_dump(mode="json")
+    out: dict[str, tuple[Any, Any]] = {}
+    for section in sorted(set(da) | set(db)):
+        va, vb = da.get(section), db.get(section)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            fa, fb = flatten(va, f"{section}."), flatten(vb, f"{section}.")
+            out.update({k: (fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)})
+        elif va != vb:
+            out[section] = (va, vb)
+    return {k: v for k, v in out.items() if k != "run.seed" and not k.startswith(EXECUTION_ONLY)}
+
+
+def value_at(run: Run, path: str) -> Any:
+    """The value of a dotted spec field (``data.block_size``, or a whole block: ``lora``), None where it is absent."""
+    value: Any = run.spec.model_dump(mode="json")
+    for key in path.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
