@@ -51,8 +51,7 @@ def fit_micro_batch(
             if not is_out_of_memory(err):
                 raise
             error = err
-        if error is not None or device.type == "cuda":
-            _release(device)
+        _release(device, failed=error is not None)
         failed = torch.tensor([0.0 if error is None else 1.0], device=device)
         if world > 1:  # every worker must train with the same micro-batch
             dist.all_reduce(failed, op=dist.ReduceOp.MAX)
@@ -65,11 +64,12 @@ def fit_micro_batch(
         micro = smaller
 
 
-def _release(device: torch.device) -> None:
+def _release(device: torch.device, failed: bool) -> None:
     """Free what a try left: on a GPU, the allocator's cache; after an out-of-memory error, the cycles the failed
     try left. (After a try that fit on the CPU there is nothing to free: a full collection of a heap that holds
     torch and transformers costs a quarter of a second of each run's start-up.)"""
-    gc.collect()
+    if failed or device.type == "cuda":
+        gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
 

@@ -132,8 +132,7 @@ def sweep_diagnosis(results) -> str:
                 f"its learning rate is outside the usual range, so the follow-up also runs it at {fmt_lr(usual)}, the "
                 "prior's centre: a win that holds there does not rest on its unusual rate"
             )
-        settled = usual is not None or v.search is not None
-        bundle = _bundle(runs[r.run], runs[base.runs[0].run], settled) if v.variant == take and base else {}
+        bundle = _bundle(runs[r.run], runs[base.runs[0].run], usual, v) if v.variant == take and base else {}
         if bundle:
             body.append(
                 f"it makes {len(bundle)} changes at once ({', '.join(bundle)}), so the follow-up also runs it with "
@@ -160,16 +159,17 @@ def _usual_lr(findings: list[Finding], winner: Run, runs: list[Run]) -> float | 
     return float(f"{centre:.2g}")
 
 
-def _bundle(winner: Run, control: Run, rate_settled: bool) -> dict[str, dict[str, Any]]:
+def _bundle(winner: Run, control: Run, usual: float | None, variant: VariantResult) -> dict[str, dict[str, Any]]:
     """The separate changes a winner makes to the control, when it makes more than one: change -> the override that
     sets it back to the control's (a leave-one-out ablation), else {}.
 
     A change is a section of the spec (``data``, ``lora``, ``model``), or one setting of ``optim`` (``lr``,
     ``schedule``, ``grad_clip``). A change of method takes its adapter and its learning rate with it: LoRA and full
     fine-tuning train at rates some 10x apart, so LoRA at a full fine-tune's rate would test neither. The learning
-    rate is no change of its own when it is settled otherwise (``rate_settled``: the follow-up also runs the winner
-    at the usual rate, or an LR search chose it), and ``run`` settings never are: they are the follow-up's to set.
+    rate is no change of its own when it is settled otherwise (the follow-up also runs the winner at the ``usual``
+    rate, or an LR search chose the ``variant``'s), and ``run`` settings never are: they are the follow-up's to set.
     """
+    rate_settled = usual is not None or variant.search is not None
     diff = differences(winner, control)
     changes: dict[str, dict[str, Any]] = {}
     for path, (_, value) in diff.items():
@@ -301,7 +301,7 @@ def follow_up_spec(results) -> FollowUp | None:
             f"; its learning rate, {fmt_lr(top.spec.optim.lr)}, is outside the usual range, so it also runs at "
             f"{fmt_lr(usual)}, the prior's centre"
         )
-    bundle = _bundle(top, control_run, usual is not None or chosen[0].search is not None) if verdict.take else {}
+    bundle = _bundle(top, control_run, usual, chosen[0]) if verdict.take else {}
     if bundle:
         why += (
             f"; it makes {len(bundle)} changes at once ({', '.join(bundle)}), so it also runs with each set back to "
@@ -310,16 +310,20 @@ def follow_up_spec(results) -> FollowUp | None:
         )
     control = base.variant  # the same name as in the sweep it follows, so the two reports read alike
     options: dict[str, Any] = {control: _overrides(control_run, top)}
+
+    def on_seeds(both_rates: bool) -> dict[str, Any]:
+        """Every seed; with a usual rate, two variants on each: the winner's rate, and the usual one."""
+        out: dict[str, Any] = {"run": {"seed": list(range(seeds))}}
+        if both_rates and usual is not None:
+            out["optim"] = {"lr": [top.spec.optim.lr, usual]}
+        return out
+
     for v in chosen:
-        confirm: dict[str, Any] = {"run": {"seed": list(range(seeds))}}
-        if usual is not None:  # two variants, each on every seed: the winner as it ran, and at the usual lr
-            confirm["optim"] = {"lr": [top.spec.optim.lr, usual]}
-        options[_option_name(v.variant)] = deep_merge(_overrides(results.run(v.runs[0].run), top), confirm)
-    for change, reverted in bundle.items():  # on the winner's seeds, at its rates where it keeps its method
-        arm: dict[str, Any] = {"run": {"seed": list(range(seeds))}}
-        if usual is not None and "method" not in reverted:
-            arm["optim"] = {"lr": [top.spec.optim.lr, usual]}
-        options[f"{_option_name(chosen[0].variant)}-without-{change}"] = deep_merge(reverted, arm)
+        options[_option_name(v.variant)] = deep_merge(_overrides(results.run(v.runs[0].run), top), on_seeds(True))
+    for change, reverted in bundle.items():  # an arm that sets the method back takes the control's rate
+        options[f"{_option_name(chosen[0].variant)}-without-{change}"] = deep_merge(
+            reverted, on_seeds("method" not in reverted)
+        )
     spec = {
         "name": name,
         "control": control,

@@ -60,13 +60,15 @@ def leave_one_out(results: Results) -> list[tuple[VariantResult, VariantResult, 
     if control is None:
         return []
     first = {v.variant: results.run(v.runs[0].run) for v in results.comparisons.variants}
+    reference = first[control.variant]
     others = [v for v in results.comparisons.variants if not v.is_control and v.search is None and v.delta is not None]
+    arms = [w for w in others if differences(first[w.variant], reference)]  # a variant that is the control is none
     pairs = []
     for v in others:
-        for w in others:
+        for w in arms:
             changes = differences(first[v.variant], first[w.variant])
-            back = all(value_at(first[w.variant], p) == value_at(first[control.variant], p) for p in changes)
-            if w is not v and changes and back and differences(first[w.variant], first[control.variant]):
+            back = all(value_at(first[w.variant], p) == value_at(reference, p) for p in changes)
+            if w is not v and changes and back:
                 pairs.append((v, w, list(changes)))
     return pairs
 
