@@ -75,6 +75,18 @@ from orchestrator.sweep import ray_workarounds
             "PlacementGroupCleanerCallback",
             "replaces a placement-group cleaner process per run by one per sweep",
         ),
+        (
+            "ray.train.v2._internal.execution.controller.controller",
+            "TrainController",
+            "worker_group_cls",
+            "saves a run of one worker the synchronization actor it does not need",
+        ),
+        (
+            "ray.train.v2._internal.execution.worker_group.worker_group",
+            None,
+            "SynchronizationActor",
+            "saves a run of one worker the synchronization actor it does not need",
+        ),
     ],
 )
 def test_a_moved_ray_internal_fails_the_check_naming_what_it_protected(monkeypatch, module, cls, attribute, says):
@@ -134,5 +146,49 @@ def test_the_janitor_frees_the_cpus_of_a_run_whose_trial_was_killed():
             while ray.available_resources().get("CPU", 0) < 1 and time.monotonic() < deadline:
                 time.sleep(0.1)
             assert ray.available_resources().get("CPU", 0) == 1
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.ray
+def test_only_a_run_of_several_workers_starts_a_synchronization_actor(monkeypatch, tmp_path):
+    """One worker meets every barrier on arrival, so it gets the stand-in and no actor; its broadcast and
+    its checkpoint's agreed folder work as before. Two workers keep Train's actor."""
+    import ray
+    import ray.train
+
+    from orchestrator.sweep import startup
+
+    monkeypatch.setenv(startup.OFF_ENV, "placement_group_janitor")  # no Tune trial here to hand the group to
+    for name, value in ray_workarounds.TRAIN_ENV.items():
+        monkeypatch.setenv(name, value)
+
+    def loop():
+        import ray.train.collective
+        from ray.train.v2._internal.execution.context import get_train_context
+
+        rank = ray.train.get_context().get_world_rank()
+        got = ray.train.collective.broadcast_from_rank_zero(f"from rank {rank}")
+        folder = tmp_path / f"ckpt-{rank}"
+        folder.mkdir(exist_ok=True)
+        synchronization = type(get_train_context().get_synchronization_actor()).__name__
+        ray.train.report({"synchronization": synchronization, "got": got}, checkpoint=ray.train.Checkpoint(folder))
+
+    @ray.remote(num_cpus=0)
+    class Trial:  # Train's controller runs in an actor, as in a Tune trial
+        def fit(self, workers):
+            result = ray_workarounds.TorchTrainer(
+                loop,
+                scaling_config=ray.train.ScalingConfig(num_workers=workers),
+                run_config=ray.train.RunConfig(name=f"w{workers}", storage_path=str(tmp_path / "runs")),
+            ).fit()
+            return result.metrics, result.checkpoint and result.checkpoint.path
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        for workers, synchronization in [(1, "SoloSynchronization"), (2, "ActorHandle")]:
+            metrics, checkpoint = ray.get(Trial.remote().fit.remote(workers))
+            assert metrics == {"synchronization": synchronization, "got": "from rank 0"}
+            assert checkpoint and checkpoint.startswith(str(tmp_path / "runs" / f"w{workers}"))
     finally:
         ray.shutdown()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import time
 
 import ray
@@ -52,6 +53,36 @@ HEAD_NODE_RESOURCE = "node:__internal_head__"
 #    its log deduplicator appends, which it colours always (ray/_private/ray_logging _color).
 
 
+# 6) Train starts a SynchronizationActor for every worker group, one more process per run, that only holds
+#    the barrier where the workers must agree (report()'s checkpoint folder, ray.train.collective). A group
+#    of one worker agrees with itself on arrival, so it gets a stand-in that answers in the caller's own
+#    process (SoloSynchronization); a group of several keeps the actor.
+
+
+class _Answered:
+    """One of the synchronization actor's methods, answered where it is called: ``.remote()`` returns a ready ref."""
+
+    def __init__(self, answer):
+        self.answer = answer
+
+    def remote(self, *args, **kwargs):
+        return ray.put(self.answer(*args, **kwargs))
+
+
+def _own_data(world_rank: int, world_size: int, data, **_):
+    if world_size != 1:  # a group that grew: never answer a barrier of several
+        raise RuntimeError(f"SoloSynchronization asked for a barrier of {world_size} workers (ray_workarounds, 6)")
+    return data
+
+
+class SoloSynchronization:
+    """Stands in for Train's SynchronizationActor in a worker group of one: each barrier is met on arrival."""
+
+    broadcast_from_rank_zero = _Answered(_own_data)
+    set_required_ranks = _Answered(lambda ranks: True)
+    reset = _Answered(lambda: None)
+
+
 class RayWorkaroundBroken(ImportError):
     """What a workaround relies on is gone from this Ray version."""
 
@@ -75,8 +106,11 @@ def _check() -> None:
     from ray.train.v2._internal.callbacks import datasets as train_datasets
     from ray.train.v2._internal.callbacks import placement_group_callback as pg_callback
     from ray.train.v2._internal.execution import callback as train_callback
-    from ray.train.v2._internal.execution import controller
+    from ray.train.v2._internal.execution import collective_impl, controller
+    from ray.train.v2._internal.execution import context as train_execution_context
     from ray.train.v2._internal.execution import storage as train_storage
+    from ray.train.v2._internal.execution.worker_group import state as group_state
+    from ray.train.v2._internal.execution.worker_group import worker_group
     from ray.train.v2.api import context as train_context
     from ray.train.v2.api import data_parallel_trainer
     from ray.tune.execution import class_cache
@@ -164,6 +198,28 @@ def _check() -> None:
         "or its run() is no longer a coroutine",
         "runs each Train controller in its trial's process",
     )
+    calls = {
+        method
+        for module in (collective_impl, train_execution_context, worker_group)
+        for method in re.findall(r"sync_actor\.(\w+)\.remote", inspect.getsource(module))
+    }
+    start_group = getattr(getattr(worker_group, "WorkerGroup", None), "_start_impl", None)
+    _require(
+        getattr(controller.TrainController, "worker_group_cls", None) is getattr(worker_group, "WorkerGroup", object)
+        and start_group is not None
+        and "SynchronizationActor.options" in inspect.getsource(start_group)
+        and hasattr(worker_group, "SynchronizationActor")
+        and list(inspect.signature(start_group).parameters) == ["self", "worker_group_state_builder"]
+        and "self._worker_group_context" in inspect.getsource(worker_group.WorkerGroup.__init__)
+        and calls == {name for name in vars(SoloSynchronization) if not name.startswith("_")}
+        and all(
+            "_shutdown_sync_actor" in shutdown.__code__.co_names
+            for shutdown in (group_state.WorkerGroupState.shutdown, group_state.WorkerGroupStateBuilder.shutdown)
+        ),
+        "Train's worker group no longer starts its SynchronizationActor in TrainController.worker_group_cls's "
+        "_start_impl, or calls methods of it that the stand-in does not answer",
+        "saves a run of one worker the synchronization actor it does not need",
+    )
     _require(
         isinstance(getattr(pg_callback, "PlacementGroupCleanerCallback", None), type)
         and "PlacementGroupCleanerCallback" in inspect.getsource(data_parallel_trainer.DataParallelTrainer)
@@ -178,7 +234,7 @@ _check()
 
 
 class TorchTrainer(ray.train.torch.TorchTrainer):
-    """Ray Train's TorchTrainer, with four processes fewer per run (docs/BENCHMARKS.md, section 2).
+    """Ray Train's TorchTrainer, with up to five processes fewer per run (docs/BENCHMARKS.md, section 2).
 
     - Without the DatasetsCallback when the run has no Ray Datasets: it starts a DatasetManager
       actor for every run, one more process that imports Ray Data, for nothing (this project's
@@ -189,6 +245,7 @@ class TorchTrainer(ray.train.torch.TorchTrainer):
       anyway, and a process of its own only imports Ray Train and torch again.
     - Its placement groups go to the sweep's janitor (5, below) instead of a
       PlacementGroupCleaner actor of its own.
+    - A run of one worker synchronizes with a stand-in instead of a SynchronizationActor (6, above).
     """
 
     def _create_default_callbacks(self):
@@ -209,8 +266,47 @@ class TorchTrainer(ray.train.torch.TorchTrainer):
         from ray.train.v2._internal.execution.controller import TrainController
 
         controller = TrainController(**controller_init_kwargs)
+        if startup.on("sync_actor"):
+            controller.worker_group_cls = _solo_worker_group()
         asyncio.run(controller.run())  # the loop Train's actor would have run it in, in this thread
         return controller.get_result()
+
+
+def _solo_worker_group():
+    """Train's WorkerGroup, which starts a group of one worker with a SoloSynchronization (6, above)."""
+    from ray.train.v2._internal.execution.worker_group import state, worker_group
+
+    shutdown = state._shutdown_sync_actor
+    if not getattr(shutdown, "passes_solo", False):
+
+        def shutdown_sync_actor(actor):
+            if not isinstance(actor, SoloSynchronization):  # ray.kill() takes actors only
+                shutdown(actor)
+
+        shutdown_sync_actor.passes_solo = True
+        state._shutdown_sync_actor = shutdown_sync_actor
+
+    class SoloActor:  # what _start_impl calls as SynchronizationActor.options(...).remote(...)
+        @staticmethod
+        def options(**_):
+            return SoloActor
+
+        @staticmethod
+        def remote(**_):
+            return SoloSynchronization()
+
+    class WorkerGroup(worker_group.WorkerGroup):
+        def _start_impl(self, worker_group_state_builder):
+            if self._worker_group_context.num_workers != 1:
+                return super()._start_impl(worker_group_state_builder)
+            worker_group.SynchronizationActor = SoloActor  # for this call only: the trial runs no other group
+            try:
+                return super()._start_impl(worker_group_state_builder)
+            finally:
+                worker_group.SynchronizationActor = SynchronizationActor
+
+    SynchronizationActor = worker_group.SynchronizationActor
+    return WorkerGroup
 
 
 # 5) A Train run's placement group outlives its controller when the controller dies without shutting its

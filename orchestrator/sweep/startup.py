@@ -4,8 +4,9 @@ As Ray ships them, every run starts a Tune trial, a Train controller, a queue be
 a placement-group cleaner, a DatasetManager, a PreemptionWatcher, a synchronization actor and
 its Train workers, each a fresh Python process that imports Ray (and most of them torch). On
 a GPU cluster that is a few seconds per run against hours of training; on a laptop's CPU,
-eight runs at once spend half the sweep importing. With the levers, a run starts three: its
-trial (with the controller in it), the synchronization actor and its workers.
+eight runs at once spend half the sweep importing. With the levers, a run starts its trial
+(with the controller in it) and its workers, and a synchronization actor only when it has
+more than one worker.
 The levers (measured one at a time by ``python -m bench.orchestration --ablate``,
 docs/BENCHMARKS.md section 2):
 
@@ -20,6 +21,9 @@ docs/BENCHMARKS.md section 2):
   releases it when Tune ends the run, instead of Ray Train's PlacementGroupCleaner actor per
   run, which cannot see a run end without Ray's dashboard
   (:class:`~orchestrator.sweep.ray_workarounds.PlacementGroupJanitor`).
+- ``sync_actor``: a run of one worker gets no SynchronizationActor, whose barriers a single
+  worker meets on arrival; a stand-in answers in the worker's own process
+  (:class:`~orchestrator.sweep.ray_workarounds.SoloSynchronization`). Needs ``controller_in_trial``.
 - ``preemption_watcher``: no PreemptionWatcher actor per run. It only reports node drains to
   training code that asks (``ray.train.get_preemption_info``), which ours does not; a
   drained node's workers are restarted from the latest checkpoint like any lost worker.
@@ -36,7 +40,14 @@ from __future__ import annotations
 
 import os
 
-LEVERS = ("concurrency", "dataset_manager", "preemption_watcher", "controller_in_trial", "placement_group_janitor")
+LEVERS = (
+    "concurrency",
+    "dataset_manager",
+    "preemption_watcher",
+    "controller_in_trial",
+    "placement_group_janitor",
+    "sync_actor",
+)
 OFF_ENV = "PLATEAU_STARTUP_OFF"
 
 
