@@ -87,6 +87,12 @@ from orchestrator.sweep import ray_workarounds
             "SynchronizationActor",
             "saves a run of one worker the synchronization actor it does not need",
         ),
+        (
+            "ray.train.v2._internal.execution.scaling_policy.autoscaling_coordinator_client",
+            None,
+            "get_or_create_autoscaling_coordinator",
+            "starts the autoscaling coordinator before the first runs wait for it",
+        ),
     ],
 )
 def test_a_moved_ray_internal_fails_the_check_naming_what_it_protected(monkeypatch, module, cls, attribute, says):

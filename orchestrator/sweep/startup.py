@@ -24,6 +24,9 @@ docs/BENCHMARKS.md section 2):
 - ``sync_actor``: a run of one worker gets no SynchronizationActor, whose barriers a single
   worker meets on arrival; a stand-in answers in the worker's own process
   (:class:`~orchestrator.sweep.ray_workarounds.SoloSynchronization`). Needs ``controller_in_trial``.
+- ``autoscaling_coordinator``: the driver starts the actor Train asks for resources through,
+  one per cluster, as soon as it is connected, instead of the first runs starting it and
+  waiting for it (:func:`~orchestrator.sweep.ray_workarounds.start_autoscaling_coordinator`).
 - ``preemption_watcher``: no PreemptionWatcher actor per run. It only reports node drains to
   training code that asks (``ray.train.get_preemption_info``), which ours does not; a
   drained node's workers are restarted from the latest checkpoint like any lost worker.
@@ -47,6 +50,7 @@ LEVERS = (
     "controller_in_trial",
     "placement_group_janitor",
     "sync_actor",
+    "autoscaling_coordinator",
 )
 OFF_ENV = "PLATEAU_STARTUP_OFF"
 

@@ -127,6 +127,7 @@ def connect(local: bool, plan: Plan, storage: StorageSpec, concurrency: int | No
         except SpecError:
             ray.shutdown()
             raise
+        ray_workarounds.start_autoscaling_coordinator()
         return
     # Logical CPUs for every run that goes at once (``concurrency`` of them, or all), however few cores there are
     demands = sorted((r.spec.resources.num_workers * r.spec.resources.cpus_per_worker for r in plan.runs), reverse=True)
@@ -135,6 +136,7 @@ def connect(local: bool, plan: Plan, storage: StorageSpec, concurrency: int | No
     ray.init(
         address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING
     )
+    ray_workarounds.start_autoscaling_coordinator()
 
 
 def check_storage_reaches(nodes: int, storage: StorageSpec) -> None:
