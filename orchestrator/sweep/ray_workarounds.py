@@ -308,13 +308,13 @@ def _solo_worker_group():
         def _start_impl(self, worker_group_state_builder):
             if self._worker_group_context.num_workers != 1:
                 return super()._start_impl(worker_group_state_builder)
-            worker_group.SynchronizationActor = SoloActor  # for this call only: the trial runs no other group
+            # for this call only (the trial runs no other worker group)
+            actor, worker_group.SynchronizationActor = worker_group.SynchronizationActor, SoloActor
             try:
                 return super()._start_impl(worker_group_state_builder)
             finally:
-                worker_group.SynchronizationActor = SynchronizationActor
+                worker_group.SynchronizationActor = actor
 
-    SynchronizationActor = worker_group.SynchronizationActor
     return WorkerGroup
 
 
