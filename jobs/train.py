@@ -59,6 +59,10 @@ class Setup:
     # the metrics saved with the checkpoint it resumed from, sent with the next report: the driver keeps that
     # evaluation in the run's history even if it died before it could record it
     restored: dict[str, Any] | None = None
+    # when the memory probe's try was the first step's whole forward and backward (fit_micro_batch): that
+    # step's loss, its gradients left in place, and the seconds it took
+    first_loss: torch.Tensor | None = None
+    first_compute_s: float = 0.0
 
     @property
     def spec(self) -> TrainSpec:
@@ -196,7 +200,11 @@ def _build(job: JobConfig, device: torch.device, checkpoint_dir: str | None = No
 def _setup_micro_batch(s: Setup) -> None:
     """Shrink the micro-batch until one step of it fits on every worker (jobs.memory)."""
     x = s.data.train[s.order.indices(s.start)].to(s.device)
-    fitted, tried = fit_micro_batch(s.model, s.optimizer, x, s.micro, s.world, s.spec.compute.precision == "bf16")
+    t0 = time.perf_counter()
+    fitted, tried, s.first_loss = fit_micro_batch(
+        s.model, s.optimizer, x, s.micro, s.world, s.spec.compute.precision == "bf16"
+    )
+    s.first_compute_s = time.perf_counter() - t0 if s.first_loss is not None else 0.0
     s.micro, s.memory_note = fitted, memory.fallback_note(tried, fitted, s.start)
     if s.memory_note:
         s.log(s.memory_note)
@@ -204,36 +212,50 @@ def _setup_micro_batch(s: Setup) -> None:
 
 def fit_micro_batch(
     model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, micro: int, world: int, bf16: bool
-) -> tuple[int, list[int]]:
-    """The micro-batch that fits, from ``micro`` down, tried on ``x`` (this worker's share of a real batch),
-    and the sizes that did not (jobs.memory.fit_micro_batch).
+) -> tuple[int, list[int], torch.Tensor | None]:
+    """The micro-batch that fits, from ``micro`` down, tried on ``x`` (this worker's share of the first step's
+    batch), the sizes that did not (jobs.memory.fit_micro_batch), and the first step's loss when the try was
+    that step's forward and backward (else None).
 
     Each try is one forward and backward (no gradient communication) and, on a fresh
     optimizer, the allocation of its state by a zero-lr step that is then undone: the
-    peak of a real step. The model, the optimizer and the random number generators are
-    left as they were: a resumed run must draw the same dropout masks as an unbroken one.
+    peak of a real step. The model and the optimizer are left as they were.
+
+    A single worker whose first try is its whole share in one micro-batch has just run the
+    first step's forward and backward: when it fits, its gradients stay in place and its
+    dropout masks stay drawn, and the first step uses them (``train_step(computed=...)``),
+    so the probe costs no step of its own. Otherwise the random number generators are
+    restored too: a resumed run must draw the same dropout masks as an unbroken one.
     """
     fresh = not optimizer.state
     rng = torch.get_rng_state(), (torch.cuda.get_rng_state_all() if x.device.type == "cuda" else None)
+    kept: torch.Tensor | None = None
 
     def try_step(m: int) -> None:
+        nonlocal kept
         try:
             with _no_sync(model):
-                _forward(model, x[:m], bf16).backward()
+                loss = _forward(model, x[:m], bf16)
+                loss.backward()
             if fresh:
                 _set_lr(optimizer, 0.0)
-                optimizer.step()
+                optimizer.step()  # reads the gradients, leaves them as they are
+            if world == 1 and m == len(x):
+                kept = loss.detach()
         finally:  # what a failed try allocated goes too
             if fresh:
                 optimizer.state.clear()
-            optimizer.zero_grad(set_to_none=True)
+            if kept is None:
+                optimizer.zero_grad(set_to_none=True)
 
     try:
-        return memory.fit_micro_batch(try_step, micro, len(x), world, x.device)
+        fitted, tried = memory.fit_micro_batch(try_step, micro, len(x), world, x.device)
     finally:
-        torch.set_rng_state(rng[0])
-        if rng[1] is not None:
-            torch.cuda.set_rng_state_all(rng[1])
+        if kept is None:
+            torch.set_rng_state(rng[0])
+            if rng[1] is not None:
+                torch.cuda.set_rng_state_all(rng[1])
+    return fitted, tried, kept
 
 
 # ------------------------------------------------------------------- one step
@@ -269,6 +291,7 @@ def train_step(
     lr: float,
     max_norm: float,
     bf16: bool = False,
+    computed: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step over this worker's share of the batch, as ``micro_batches``.
 
@@ -277,19 +300,24 @@ def train_step(
     across equal shares is the mean over the whole batch: the same step for any
     split into workers and micro-batches. Gradients are all-reduced on the last
     micro-batch only. Returns (mean loss, pre-clip gradient norm), left on the device.
+    ``computed``: the loss of this step's forward and backward, already run by the memory
+    probe (:func:`fit_micro_batch`), whose gradients are in place; the step only updates.
     """
     _set_lr(optimizer, lr)
-    total = torch.zeros((), device=micro_batches[0].device)
-    for i, x in enumerate(micro_batches):
-        last = i == len(micro_batches) - 1
-        with contextlib.nullcontext() if last else _no_sync(model):
-            loss = _forward(model, x, bf16)
-            (loss / len(micro_batches)).backward()
-        total += loss.detach()
+    mean = computed
+    if mean is None:
+        total = torch.zeros((), device=micro_batches[0].device)
+        for i, x in enumerate(micro_batches):
+            last = i == len(micro_batches) - 1
+            with contextlib.nullcontext() if last else _no_sync(model):
+                loss = _forward(model, x, bf16)
+                (loss / len(micro_batches)).backward()
+            total += loss.detach()
+        mean = total / len(micro_batches)
     norm = torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], max_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return total / len(micro_batches), norm
+    return mean, norm
 
 
 # ----------------------------------------------------------------------- loop
@@ -302,11 +330,11 @@ def _train(s: Setup, persist: Persist | None) -> None:
     bf16 = spec.compute.precision == "bf16"
     checkpointer = ckpt.Checkpointer(_unwrap(s.model), s.job, persist, s.tokenizer if spec.method == "full" else None)
     timers = Timers()
-    first_step_at = time.time()
+    first_step_at = time.time() - s.first_compute_s  # the first step began with the probe's try when it was one
     static = _static_metrics(s, first_step_at)
     if s.start == 0:
         _report(s, {"step": 0, **static, **_evaluate(s, bf16, timers)}, timers, checkpointer, save=False)
-    window = Window(s.start)
+    window = Window(s.start, tick=time.perf_counter() - s.first_compute_s)
 
     for step in range(s.start, run.steps):
         # 1) learning rate: a pure function of the step, so resume needs nothing else
@@ -321,7 +349,8 @@ def _train(s: Setup, persist: Persist | None) -> None:
 
         # 2) forward and backward over the micro-batches, clip (measuring the pre-clip norm), update
         x = s.data.train[s.order.indices(step)].to(s.device, non_blocking=True)
-        loss, norm = train_step(s.model, s.optimizer, list(x.split(s.micro)), lr, max_norm, bf16)
+        computed = s.first_loss if step == s.start else None
+        loss, norm = train_step(s.model, s.optimizer, list(x.split(s.micro)), lr, max_norm, bf16, computed)
         window.losses.append(loss)
         window.norms.append(norm)
 

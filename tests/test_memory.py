@@ -23,7 +23,7 @@ before = [p.detach().clone() for p in model.parameters()]
 x = torch.randint(0, 2048, (256, 256))
 used = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmData")) * 1024
 resource.setrlimit(resource.RLIMIT_DATA, (used + 300 * 2**20, used + 300 * 2**20))
-micro, tried = fit_micro_batch(model, optimizer, x, 256, 1, False)
+micro, tried, _ = fit_micro_batch(model, optimizer, x, 256, 1, False)
 note = fallback_note(tried, micro, 0)
 unchanged = all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 print(json.dumps({"micro": micro, "note": note, "unchanged": unchanged, "optimizer_state": len(optimizer.state)}))

@@ -5,7 +5,7 @@ import torch
 from contract.spec import StorageSpec, TrainSpec
 from jobs import data as data_lib
 from jobs.model import load_model, load_tokenizer
-from jobs.train import train_step
+from jobs.train import fit_micro_batch, train_step
 
 
 def _run(overrides: dict, clip: float, steps: int = 12) -> tuple[list[float], float]:
@@ -38,3 +38,33 @@ def test_loosening_a_clip_that_engages_changes_the_run():
     loose, _ = _run(full, clip=5.0)
     assert rate > 0  # full fine-tuning's norm is above 1.0
     assert tight[0] == loose[0] and tight[-1] != loose[-1]  # the same first loss (before any update), then apart
+
+
+def test_a_single_workers_memory_probe_is_its_first_step():
+    """A worker alone whose whole batch fits in one micro-batch keeps the probe's forward and backward as its
+    first step's: it trains exactly as with no probe at all (losses, weights, and the dropout masks after)."""
+    spec = TrainSpec.model_validate({"lora": {"rank": 8, "alpha": 16.0, "dropout": 0.1}, "optim": {"lr": 4e-3}})
+    data = data_lib.load(spec.data, StorageSpec(), load_tokenizer(spec, StorageSpec()))
+    order = data_lib.BatchOrder(len(data.train), 16, seed=0)
+
+    def run(probe: bool):
+        torch.manual_seed(0)
+        model = load_model(spec, StorageSpec()).train()
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=spec.optim.lr)
+        computed = None
+        if probe:
+            x = data.train[order.indices(0)]
+            micro, tried, computed = fit_micro_batch(model, optimizer, x, len(x), 1, False)
+            assert (micro, tried) == (len(x), []) and computed is not None
+        losses = [
+            train_step(
+                model, optimizer, [data.train[order.indices(step)]], 4e-3, 1.0, computed=computed if step == 0 else None
+            )[0].item()
+            for step in range(3)
+        ]
+        return losses, [p.detach().clone() for p in model.parameters()], torch.get_rng_state()
+
+    folded, unprobed = run(probe=True), run(probe=False)
+    assert folded[0] == unprobed[0]
+    assert all(torch.equal(a, b) for a, b in zip(folded[1], unprobed[1]))
+    assert torch.equal(folded[2], unprobed[2])
