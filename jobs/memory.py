@@ -7,9 +7,11 @@ the step count stay as the spec says.
 
 Every step has the same shapes (full blocks), so one trial step at the start shows
 whether a micro-batch fits; it runs on every worker, without gradient communication,
-and the workers agree on the outcome before training starts. An out-of-memory error
-later (fragmentation) fails the worker, and Ray Train restarts it from its last
-checkpoint, where the trial runs again.
+and the workers agree on the outcome before training starts. A single worker whose
+batch is one micro-batch tries the first step's own forward and backward, and keeps
+them when they fit (jobs.train.fit_micro_batch): its probe costs no extra step. An
+out-of-memory error later (fragmentation) fails the worker, and Ray Train restarts it
+from its last checkpoint, where the trial runs again.
 """
 
 from __future__ import annotations
