@@ -60,7 +60,7 @@ class Setup:
     # evaluation in the run's history even if it died before it could record it
     restored: dict[str, Any] | None = None
     # when the memory probe's try was the first step's whole forward and backward (fit_micro_batch): that
-    # step's loss, its gradients left in place, and the seconds it took
+    # step's loss, its gradients left in place, and the seconds they took (the first window's training time)
     first_loss: torch.Tensor | None = None
     first_compute_s: float = 0.0
 
@@ -200,11 +200,11 @@ def _build(job: JobConfig, device: torch.device, checkpoint_dir: str | None = No
 def _setup_micro_batch(s: Setup) -> None:
     """Shrink the micro-batch until one step of it fits on every worker (jobs.memory)."""
     x = s.data.train[s.order.indices(s.start)].to(s.device)
-    t0 = time.perf_counter()
-    fitted, tried, s.first_loss = fit_micro_batch(
+    fitted, tried, first = fit_micro_batch(
         s.model, s.optimizer, x, s.micro, s.world, s.spec.compute.precision == "bf16"
     )
-    s.first_compute_s = time.perf_counter() - t0 if s.first_loss is not None else 0.0
+    if first is not None:
+        s.first_loss, s.first_compute_s = first
     s.micro, s.memory_note = fitted, memory.fallback_note(tried, fitted, s.start)
     if s.memory_note:
         s.log(s.memory_note)
@@ -212,10 +212,10 @@ def _setup_micro_batch(s: Setup) -> None:
 
 def fit_micro_batch(
     model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, micro: int, world: int, bf16: bool
-) -> tuple[int, list[int], torch.Tensor | None]:
+) -> tuple[int, list[int], tuple[torch.Tensor, float] | None]:
     """The micro-batch that fits, from ``micro`` down, tried on ``x`` (this worker's share of the first step's
-    batch), the sizes that did not (jobs.memory.fit_micro_batch), and the first step's loss when the try was
-    that step's forward and backward (else None).
+    batch), the sizes that did not (jobs.memory.fit_micro_batch), and, when the try was the first step's
+    forward and backward, its loss and the seconds they took (else None).
 
     Each try is one forward and backward (no gradient communication) and, on a fresh
     optimizer, the allocation of its state by a zero-lr step that is then undone: the
@@ -229,19 +229,21 @@ def fit_micro_batch(
     """
     fresh = not optimizer.state
     rng = torch.get_rng_state(), (torch.cuda.get_rng_state_all() if x.device.type == "cuda" else None)
-    kept: torch.Tensor | None = None
+    kept: tuple[torch.Tensor, float] | None = None
 
     def try_step(m: int) -> None:
         nonlocal kept
         try:
+            t0 = time.perf_counter()
             with _no_sync(model):
                 loss = _forward(model, x[:m], bf16)
                 loss.backward()
+            seconds = time.perf_counter() - t0
             if fresh:
                 _set_lr(optimizer, 0.0)
                 optimizer.step()  # reads the gradients, leaves them as they are
             if world == 1 and m == len(x):
-                kept = loss.detach()
+                kept = loss.detach(), seconds
         finally:  # what a failed try allocated goes too
             if fresh:
                 optimizer.state.clear()

@@ -54,8 +54,8 @@ def test_a_single_workers_memory_probe_is_its_first_step():
         computed = None
         if probe:
             x = data.train[order.indices(0)]
-            micro, tried, computed = fit_micro_batch(model, optimizer, x, len(x), 1, False)
-            assert (micro, tried) == (len(x), []) and computed is not None
+            micro, tried, (computed, seconds) = fit_micro_batch(model, optimizer, x, len(x), 1, False)
+            assert (micro, tried) == (len(x), []) and seconds > 0
         losses = [
             train_step(
                 model, optimizer, [data.train[order.indices(step)]], 4e-3, 1.0, computed=computed if step == 0 else None
