@@ -66,9 +66,10 @@ def leave_one_out(results: Results) -> list[tuple[VariantResult, VariantResult, 
     pairs = []
     for v in others:
         for w in arms:
+            if w is v:
+                continue
             changes = differences(first[v.variant], first[w.variant])
-            back = all(value_at(first[w.variant], p) == value_at(reference, p) for p in changes)
-            if w is not v and changes and back:
+            if changes and all(value_at(first[w.variant], p) == value_at(reference, p) for p in changes):
                 pairs.append((v, w, list(changes)))
     return pairs
 

@@ -356,10 +356,11 @@ def start_autoscaling_coordinator() -> None:
     """In the driver, once connected: start the actor Train's runs ask for resources through (7)."""
     from ray.train.v2._internal.execution.scaling_policy import autoscaling_coordinator_client
 
+    if not startup.on("autoscaling_coordinator"):
+        return
     here = ray.get_runtime_context().get_node_id()
     # only where Train would start it: it is pinned to its creator's node, and trials run on the head
-    on_head = any(n["NodeID"] == here and HEAD_NODE_RESOURCE in n["Resources"] for n in ray.nodes() if n["Alive"])
-    if startup.on("autoscaling_coordinator") and on_head:
+    if any(n["NodeID"] == here and HEAD_NODE_RESOURCE in n["Resources"] for n in ray.nodes() if n["Alive"]):
         autoscaling_coordinator_client.get_or_create_autoscaling_coordinator()  # not waited for
 
 
