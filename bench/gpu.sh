@@ -18,8 +18,9 @@ if [[ $sections == *step* ]]; then
     $step --method both --block 128 --batch 16 --precision bf16 --no-fused
 fi
 if [[ $sections == *sweep* ]]; then
-    # one seed per option: the figure is how runs share the GPU, not the verdict
-    echo "== five best.yaml options sharing the GPU vs one after another (GPT-2 shapes, random init)"
+    # one seed per option (GPT-2 shapes, random init): the figures are how runs share the GPU and what
+    # the start-up levers do there, not the verdict
+    echo "== five best.yaml options sharing the GPU: as launched, with every start-up lever off, one after another"
     python -m bench.sweep_time --spec specs/best.yaml --only current --only lora_capacity --only lr_schedule \
         --only long_context --only full_finetune --set control_seeds=1 --set option_seeds=1 \
         --set model.init=random --set model.tokenizer=tiny-gpt2 --set compute.precision=bf16 \

@@ -128,7 +128,7 @@ def _sample_cpu(sweep: subprocess.Popen, every_s: float = 0.3) -> dict[str, list
     return used
 
 
-def _table(result: dict) -> None:
+def table(result: dict) -> None:
     print(
         f"{'run':<32}{'start-up':>9}{'in worker':>10}{'after 1st':>10}{'train':>8}{'eval':>7}{'ckpt':>7}{'report':>8}"
     )
@@ -139,7 +139,10 @@ def _table(result: dict) -> None:
         )
 
 
-def _summary_line(label: str, r: dict) -> str:
+SUMMARY_HEADER = f"{'':<28}{'wall':>9}{'1st step':>11}{'last 1st':>11}{'start-up':>10}"
+
+
+def summary_line(label: str, r: dict) -> str:
     return (
         f"{label:<28}{r['wall_s']:>7.1f} s{r['launch_to_first_step_s']:>9.1f} s"
         f"{r['launch_to_last_first_step_s']:>9.1f} s{r['startup_share_of_run_time']:>10.1%}"
@@ -165,15 +168,15 @@ def main() -> None:
         configurations += [("every lever off", ",".join(LEVERS))] + [(f"without {lever}", lever) for lever in LEVERS]
     results = {label: measure(args, off) for label, off in configurations}
     first = results["every lever on"]
-    _table(first)
+    table(first)
     if args.cpu:
         print(f"\nCPU seconds by process (every lever on; {first['wall_s']:.1f} s of wall time under the sampler):")
         for name, (count, cpu) in sorted(first["cpu_by_process"].items(), key=lambda kv: -kv[1][1]):
             print(f"  {cpu:8.1f} s  {count:3d} x {name}")
         print(f"  {sum(cpu for _, cpu in first['cpu_by_process'].values()):8.1f} s  in all")
-    print(f"\n{'':<28}{'wall':>9}{'1st step':>11}{'last 1st':>11}{'start-up':>10}")
+    print(f"\n{SUMMARY_HEADER}")
     for label, result in results.items():
-        print(_summary_line(label, result))
+        print(summary_line(label, result))
     if args.ablate:
         print("\nwhat each lever saves (wall time without it - with every lever):")
         for label, result in list(results.items())[2:]:

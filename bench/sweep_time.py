@@ -1,9 +1,12 @@
 """Sweep time: the runs of a spec all at once, as the launcher starts them, against one after another.
 
-Both through the same launcher on a local Ray instance, each in a fresh process;
+All through the same launcher on a local Ray instance, each in a fresh process;
 "one after another" is the same sweep with max_concurrent=1, what trying the options
 one by one costs (without even counting a human between runs). On a CPU-only machine
 the launcher already runs only as many at once as the cores hold (bench.orchestration).
+"levers off" is the sweep as launched with every start-up lever of
+orchestrator/sweep/startup.py off: on a GPU, where the levers were not tuned, whether
+they cost anything.
 
     python -m bench.sweep_time --set run.steps=30
 """
@@ -15,7 +18,8 @@ import os
 import platform
 import time
 
-from bench.orchestration import measure
+from bench.orchestration import SUMMARY_HEADER, measure, summary_line, table
+from orchestrator.sweep.startup import LEVERS
 
 
 def main() -> None:
@@ -25,12 +29,21 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[])
     args = parser.parse_args()
     print(f"machine: {platform.node()} | {platform.machine()}, {os.cpu_count()} cores | {time.strftime('%Y-%m-%d')}")
-    walls = {}
-    for label, extra in (("as launched", []), ("one by one", ["max_concurrent=1"])):
-        result = measure(argparse.Namespace(spec=args.spec, only=args.only, set=[*args.set, *extra]))
-        walls[label] = result["wall_s"]
-        print(f"{label:<12} {result['wall_s']:7.1f} s wall ({result['runs_n']} runs)")
+    results = {}
+    for label, extra, off in (
+        ("as launched", [], ""),
+        ("levers off", [], ",".join(LEVERS)),
+        ("one by one", ["max_concurrent=1"], ""),
+    ):
+        args_ = argparse.Namespace(spec=args.spec, only=args.only, set=[*args.set, *extra], cpu=False)
+        results[label] = measure(args_, off)
+        if label == "as launched":  # where its runs' time went, then each sweep's line as soon as it ends
+            table(results[label])
+            print(f"\n{SUMMARY_HEADER}")
+        print(summary_line(label, results[label]), flush=True)
+    walls = {label: r["wall_s"] for label, r in results.items()}
     print(f"one by one / as launched: {walls['one by one'] / walls['as launched']:.2f}x")
+    print(f"levers off / as launched: {walls['levers off'] / walls['as launched']:.2f}x")
 
 
 if __name__ == "__main__":
