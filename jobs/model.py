@@ -120,7 +120,15 @@ def _causal_lm_loss(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def load_model(spec: TrainSpec, storage: StorageSpec, checkpoint_dir: str | None = None) -> torch.nn.Module:
-    """The model to train: base weights (or fresh ones), then LoRA; from ``checkpoint_dir`` when resuming."""
+    """The model to train: base weights (or fresh ones), then LoRA; from ``checkpoint_dir`` when resuming.
+
+    In training mode: ``from_pretrained`` leaves a model in eval mode, and a run would otherwise train without
+    its dropout until its first evaluation switched it back (a resumed run's comes only at its next one).
+    """
+    return _load(spec, storage, checkpoint_dir).train()
+
+
+def _load(spec: TrainSpec, storage: StorageSpec, checkpoint_dir: str | None) -> torch.nn.Module:
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 

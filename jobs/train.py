@@ -182,9 +182,7 @@ def _build(job: JobConfig, device: torch.device, checkpoint_dir: str | None = No
     """The model on its device (DDP-wrapped when there are several workers, compiled if the spec says so) and its
     AdamW."""
     spec = job.spec
-    # from_pretrained leaves the base model in eval mode: dropout from the first step on, not only once the
-    # first evaluation has switched it back (a resumed run evaluates first only at its next evaluation)
-    model = load_model(spec, job.storage, checkpoint_dir=checkpoint_dir).train()
+    model = load_model(spec, job.storage, checkpoint_dir=checkpoint_dir)
     model = ray.train.torch.prepare_model(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(

@@ -44,6 +44,29 @@ def test_a_saved_folder_loads_through_the_same_path_as_a_hub_id(tmp_path):
     assert sum(p.numel() for p in lora.parameters() if p.requires_grad) == 1 * 8 * (32 + 3 * 32)
 
 
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_a_model_to_train_has_its_dropout_on_from_the_first_step_and_on_resume(tmp_path, method):
+    """from_pretrained returns a model in eval mode; the job trains what load_model returns, evaluating only
+    later (a resumed run, only at its next evaluation), so load_model must hand it over with dropout on."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tokenizer = load_tokenizer(TrainSpec(), StorageSpec())
+    base = tmp_path / "base"
+    GPT2LMHeadModel(
+        GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=1, n_head=2)
+    ).save_pretrained(base)  # GPT-2's dropouts: 0.1
+    tokenizer.save_pretrained(base)
+    overrides = {"method": "full", "lora": None} if method == "full" else {"lora": {"rank": 4, "dropout": 0.1}}
+    spec = TrainSpec.model_validate({"model": {"name": str(base)}, "data": {"block_size": 64}, **overrides})
+    x = torch.randint(0, len(tokenizer), (2, 16))
+    fresh = load_model(spec, StorageSpec())
+    fresh.save_pretrained(tmp_path / "checkpoint")  # what a checkpoint holds: the weights or the adapter
+    for model in (fresh, load_model(spec, StorageSpec(), checkpoint_dir=str(tmp_path / "checkpoint"))):
+        assert all(m.training for m in model.modules())
+        with torch.no_grad():
+            assert not torch.equal(model(input_ids=x).logits, model(input_ids=x).logits)  # dropout draws anew
+
+
 def test_an_uncached_hub_id_with_the_hub_unreachable_fails_naming_the_host_and_the_fix(monkeypatch):
     """Not offline mode: the probe really connects, to a port where nothing listens."""
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)

@@ -49,7 +49,7 @@ def test_a_single_workers_memory_probe_is_its_first_step():
 
     def run(probe: bool):
         torch.manual_seed(0)
-        model = load_model(spec, StorageSpec()).train()
+        model = load_model(spec, StorageSpec())
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=spec.optim.lr)
         computed = None
         if probe:
