@@ -1,6 +1,7 @@
 """compute.compile: a compiled run trains as the uncompiled one (docs/BENCHMARKS.md §12 advises it on a GPU)."""
 
 import pytest
+from torch._dynamo.utils import counters
 
 from bench.calibration import seeded_jobs, train_in_process
 from orchestrator.spec import load
@@ -11,8 +12,6 @@ def test_a_compiled_run_trains_as_the_uncompiled_one():
     other graphs). Ray Train's local mode runs it here and has no storage, so it writes no checkpoints;
     what a checkpoint of a compiled model holds is the model under the wrapper (jobs.train._unwrap)."""
     sets = ["method=full", "lora=null", "run.steps=4", "run.eval_every=2", "run.checkpoint_every=2"]
-    from torch._dynamo.utils import counters
-
     counters.clear()
     metrics = {}
     for compiled in (False, True):
