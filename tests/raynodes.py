@@ -48,6 +48,10 @@ def _node_ports() -> list[str]:
     ]
 
 
+class _NodeExited(AssertionError):
+    """A node's `ray start` process ended before the node joined."""
+
+
 class LocalCluster:
     def __init__(self) -> None:
         # short: Ray's socket paths must fit 107 characters
@@ -63,13 +67,31 @@ class LocalCluster:
         self.url = f"http://127.0.0.1:{self.dashboard}"
 
     def _start(self, name: str, args: list[str]) -> None:
-        self.nodes[name] = subprocess.Popen(
-            ["ray", "start", "--block", "--disable-usage-stats", "--node-ip-address=127.0.0.1", *_node_ports(), *args],
-            env=self.env,
-            start_new_session=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        with (Path(self.temp_dir) / f"{name}.out").open("ab") as out:  # what `ray start` says, for a failure
+            self.nodes[name] = subprocess.Popen(
+                [
+                    "ray",
+                    "start",
+                    "--block",
+                    "--disable-usage-stats",
+                    "--node-ip-address=127.0.0.1",
+                    *_node_ports(),
+                    *args,
+                ],
+                env=self.env,
+                start_new_session=True,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def _said(self, name: str) -> str:
+        """The end of what node ``name``'s `ray start` printed."""
+        return (Path(self.temp_dir) / f"{name}.out").read_text(errors="replace")[-3000:]
+
+    def _exited(self, name: str) -> str | None:
+        """None while node ``name``'s `ray start` runs; else its exit status and the end of its output."""
+        code = self.nodes[name].poll()
+        return None if code is None else f"`ray start` for node {name} exited with {code}:\n{self._said(name)}"
 
     def start_head(self, timeout: float = 120) -> None:
         """The head: GCS, dashboard and job server, no CPUs (nothing trains there)."""
@@ -88,7 +110,7 @@ class LocalCluster:
         )
         deadline = time.monotonic() + timeout
         while True:
-            assert self.nodes["head"].poll() is None, "ray start --head exited"
+            assert not (exited := self._exited("head")), exited
             try:
                 urllib.request.urlopen(f"{self.url}/api/version", timeout=2)
             except urllib.error.HTTPError:
@@ -105,16 +127,26 @@ class LocalCluster:
         # folder, and a node starting up clears the working dirs it does not know, the running job's included
         temp_dir = Path(self.temp_dir) / name
         temp_dir.mkdir()
-        self._start(
-            name,
-            [
-                f"--address=127.0.0.1:{self.gcs}",
-                f"--num-cpus={cpus}",
-                f"--resources={json.dumps(resources)}",
-                f"--temp-dir={temp_dir}",
-            ],
-        )
-        self.wait_for(lambda nodes: any(resources.items() <= n["Resources"].items() for n in nodes), f"node {name}")
+        for attempt in (1, 2):
+            self._start(
+                name,
+                [
+                    f"--address=127.0.0.1:{self.gcs}",
+                    f"--num-cpus={cpus}",
+                    f"--resources={json.dumps(resources)}",
+                    f"--temp-dir={temp_dir}",
+                ],
+            )
+            try:
+                return self.wait_for(
+                    lambda nodes: any(resources.items() <= n["Resources"].items() for n in nodes), f"node {name}", name
+                )
+            except _NodeExited:
+                # The ports _node_ports found free are free only until the node binds them; a Ray starting
+                # meanwhile elsewhere on this machine (the other xdist process's sweep) can take one first.
+                # Once more with new ones; a second exit is not that race.
+                if attempt == 2:
+                    raise
 
     def alive(self) -> list[dict]:
         """The alive nodes, as Ray's state API lists them."""
@@ -131,10 +163,14 @@ class LocalCluster:
             {"NodeID": n["node_id"], "Resources": n.get("resources_total", {})} for n in nodes if n["state"] == "ALIVE"
         ]
 
-    def wait_for(self, condition, what: str, timeout: float = 120) -> None:
+    def wait_for(self, condition, what: str, node: str | None = None, timeout: float = 120) -> None:
+        """Until ``condition`` holds of the alive nodes; fails at once if ``node``'s `ray start` exits first."""
         deadline = time.monotonic() + timeout
         while not condition(self.alive()):
-            assert time.monotonic() < deadline, f"{what} did not join the cluster"
+            if node is not None and (exited := self._exited(node)):
+                raise _NodeExited(exited)
+            said = f"; `ray start` said:\n{self._said(node)}" if node else ""
+            assert time.monotonic() < deadline, f"{what} did not join the cluster{said}"
             time.sleep(1)
 
     def kill(self, name: str) -> None:
