@@ -182,8 +182,7 @@ def _build(job: JobConfig, device: torch.device, checkpoint_dir: str | None = No
     """The model on its device (DDP-wrapped when there are several workers, compiled if the spec says so) and its
     AdamW."""
     spec = job.spec
-    model = load_model(spec, job.storage, checkpoint_dir=checkpoint_dir)
-    model = ray.train.torch.prepare_model(model)
+    model = ray.train.torch.prepare_model(load_model(spec, job.storage, checkpoint_dir=checkpoint_dir))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         params,

@@ -169,8 +169,9 @@ class LocalCluster:
         while not condition(self.alive()):
             if node is not None and (exited := self._exited(node)):
                 raise _NodeExited(exited)
-            said = f"; `ray start` said:\n{self._said(node)}" if node else ""
-            assert time.monotonic() < deadline, f"{what} did not join the cluster{said}"
+            assert time.monotonic() < deadline, f"{what} did not join the cluster" + (
+                f"; `ray start` said:\n{self._said(node)}" if node else ""  # read only when it fails
+            )
             time.sleep(1)
 
     def kill(self, name: str) -> None:
