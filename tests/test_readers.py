@@ -207,7 +207,7 @@ with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.St
 pd.DataFrame(raw.state.log_history).to_csv(f"{out}/raw.csv", index=False)
 trainer, data = run(nan_filter=True)
 pd.DataFrame(trainer.state.log_history).to_csv(f"{out}/log_history.csv")
-trainer.state.log_history.append(trainer.predict(data[:4]).metrics)
+trainer.state.log_history.append(trainer.predict(data[:4], metric_key_prefix="predict").metrics)
 trainer.state.save_to_json(f"{out}/trainer_state.json")
 """
 
