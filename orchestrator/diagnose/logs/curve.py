@@ -312,7 +312,7 @@ def build(rows: Rows, name: str, where: str) -> RunLog:
         found = ", ".join(keys[:30]) + (f", ... ({len(keys)} in all)" if len(keys) > 30 else "") or "none"
         raise LogError(
             f"{where}: no training or evaluation loss in this {rows.format}: keys found: {found}; expected "
-            f"{expected_names(rows.names)}"
+            f"{expected_names(rows.names)}: if one of the keys found is the loss, rename it to one of these"
         )
     loss_keys = [mapping[f] for f in ("train_loss", "val_loss") if f in mapping]
     carried = Counter(
