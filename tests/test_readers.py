@@ -212,6 +212,9 @@ trainer.state.save_to_json(f"{out}/trainer_state.json")
 """
 
 
+ONE_RUN = pytest.mark.xdist_group("diverged")  # one process runs the tests that read it, so the run happens once
+
+
 @pytest.fixture(scope="module")
 def diverged(tmp_path_factory):
     out = tmp_path_factory.mktemp("diverged")
@@ -227,6 +230,7 @@ def diverged(tmp_path_factory):
     return out
 
 
+@ONE_RUN
 def test_nan_gradient_norms_are_evidence_in_the_diagnosis_never_dropped(diverged, capsys, tmp_path):
     """The issue's CSV dropped 23 NaN gradient norms without a word. Here the Trainer logs a finite loss (its NaN
     filter writes 0) beside NaN norms and NaN evaluations, and pandas writes each NaN as an empty cell: the diagnosis
@@ -253,6 +257,7 @@ def test_nan_gradient_norms_are_evidence_in_the_diagnosis_never_dropped(diverged
     assert "(11 blank where rows of their kind have a value, as pandas writes NaN), steps 2 to 12" in printed
 
 
+@ONE_RUN
 def test_a_file_of_many_rows_with_fewer_than_three_points_is_not_called_healthy(diverged, capsys, tmp_path):
     """The same run with the NaN filter off: 16 rows, and only steps 1 and 2 have a finite loss."""
     out = tmp_path / "d.json"
@@ -266,6 +271,7 @@ def test_a_file_of_many_rows_with_fewer_than_three_points_is_not_called_healthy(
     assert "Keep training" not in printed and "The run is healthy" not in printed
 
 
+@ONE_RUN
 def test_predict_entries_without_a_step_are_left_and_the_rest_is_read(diverged):
     """The issue's third failure: a trainer_state.json refused whole for its step-less predict_* entry."""
     log = parse(str(diverged / "trainer_state.json"))
@@ -276,6 +282,7 @@ def test_predict_entries_without_a_step_are_left_and_the_rest_is_read(diverged):
     assert len(log.trains) == 12
 
 
+@ONE_RUN
 def test_a_console_log_under_buffered_stdout_gets_the_steps_trainer_state_records(diverged):
     """The issue's first failure: a console log was refused. This one is nohup-style (stdout buffered, tqdm's stderr
     not), in transformers 5's format (values as strings, 'nan'); its steps must be the ones log_history records."""
