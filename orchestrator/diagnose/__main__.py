@@ -3,14 +3,19 @@
     python -m orchestrator.diagnose [SOURCE] [--command CMD] [--intended-batch N] [--train-tokens N]
         [--emit-spec FILE] [--json FILE]
 
-SOURCE is a training log (a Hugging Face trainer_state.json, a nanoGPT-style log, CSV or
-JSONL of per-step metrics), a plateau-sweep spec, or an experiment's folder in storage
-(local or s3://; the endpoint comes from AWS_ENDPOINT_URL). --command imports the current
+SOURCE is a training log (a Hugging Face trainer_state.json, console log or log_history
+export; LLaMA-Factory's trainer_log.jsonl; Lightning's metrics.csv; a W&B export; TensorBoard
+event files, a file or a run directory; an MLflow run, runs:/RUN_ID with MLFLOW_TRACKING_URI;
+a nanoGPT-style log; CSV or JSONL of per-step metrics), a plateau-sweep spec, or an
+experiment's folder in storage (local or s3://; the endpoint comes from AWS_ENDPOINT_URL).
+The format is read from the content, and the diagnosis says what was read and what was left.
+--command imports the current
 configuration from a command in the seed's environment-variable form. The diagnosis is
 printed as markdown (--json writes it machine-readable); --emit-spec writes an experiment
 spec whose base and control are the current configuration, with one option per recommended
 fix, and refuses (exit 2, saying why) when there is no configuration to run or nothing to
-compare. Exit codes: 0 done, 2 bad input or no spec.
+compare. Exit codes: 0 done, 2 bad input (a log with no recognisable loss names the keys it
+found and the ones expected) or no spec.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from contract.spec import TrainSpec
 from orchestrator.diagnose import advice
 from orchestrator.diagnose.command import CommandError, import_command
 from orchestrator.diagnose.corpus import Corpus, corpus
-from orchestrator.diagnose.logs import FORMATS, LogError, RunLog, parse
+from orchestrator.diagnose.logs import FORMATS, LogError, RunLog, parse, tfevents
 from orchestrator.diagnose.rules import Context, diagnose, healthy, reference
 from orchestrator.spec import ExperimentSpec, SpecError, resolve_runs
 
@@ -57,6 +62,16 @@ def _our_sweep(source: str, run: str | None) -> tuple[RunLog, dict[str, Any], st
     return run_log(record), spec_dict(spec), f"run {chosen} of experiment {experiment.name}"
 
 
+def _is_sweep(source: str) -> bool:
+    """A spec of ours, or an experiment's folder; a directory of TensorBoard event files without our plan is a log."""
+    if source.endswith((".yaml", ".yml")) or source.startswith("s3://"):
+        return True
+    from orchestrator.folder import PLAN  # the folder's owner pulls in pyarrow: only for a directory
+
+    path = Path(source)
+    return path.is_dir() and ((path / PLAN).exists() or not tfevents.run_dirs(path))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m orchestrator.diagnose", description=__doc__.split("\n\n")[0])
     parser.add_argument("source", nargs="?", help=f"the training log or sweep: {FORMATS}")
@@ -73,7 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="tokens in the training data, when its file is not here (to count the epochs the log has seen)",
     )
-    parser.add_argument("--run", help="which run of a sweep to diagnose (default: the control's first seed)")
+    parser.add_argument(
+        "--run",
+        help="which run to diagnose where SOURCE holds several: a sweep's (default: the control's first seed), a W&B "
+        "chart export's, or a TensorBoard directory's (default: the first; the diagnosis names the others)",
+    )
     parser.add_argument(
         "--emit-spec",
         metavar="FILE",
@@ -93,14 +112,11 @@ def main(argv: list[str] | None = None) -> int:
         ours = False
         log, title = RunLog(name="command", points=[], source="command"), "the given command"
         if args.source is not None:
-            is_sweep = (
-                args.source.endswith((".yaml", ".yml")) or args.source.startswith("s3://") or Path(args.source).is_dir()
-            )
-            if is_sweep:
+            if _is_sweep(args.source):
                 log, config, title = _our_sweep(args.source, args.run)
                 ours = True
             else:
-                log = parse(args.source)
+                log = parse(args.source, args.run)
                 title = f"{args.source} ({log.source})"
         if args.command is not None:
             imported = import_command(args.command)
@@ -128,8 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     plan = advice.advise(ctx, log, findings, notes)
     print(advice.markdown(title, log, findings, ctx, plan, notes))
     if args.json:
+        out = advice.to_json(findings, plan)
+        if log.reading is not None:
+            out["reading"] = log.reading.to_json()
         try:
-            Path(args.json).write_text(json.dumps(advice.to_json(findings, plan), indent=2) + "\n")
+            Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
         except OSError as err:
             print(f"error: --json {args.json}: cannot write it ({err.strerror})", file=sys.stderr)
             return 2

@@ -368,7 +368,10 @@ def to_json(findings: list[Finding], advice: Advice) -> dict[str, Any]:
 
 def markdown(title: str, log: RunLog, findings: list[Finding], ctx: Context, advice: Advice, notes: list[str]) -> str:
     """The diagnosis, in the seed's structure: issues, causes, solutions, monitoring."""
-    parts = [f"# Training diagnosis: {title}", "", "## Current Issues Observed", ""]
+    parts = [f"# Training diagnosis: {title}", ""]
+    if log.reading is not None:
+        parts += ["## What was read", "", *log.reading.markdown(), ""]
+    parts += ["## Current Issues Observed", ""]
     ok = healthy(findings)
     if ok:
         parts += [f"**The run is healthy.** {_keep_training(log)}", ""]
@@ -381,6 +384,10 @@ def markdown(title: str, log: RunLog, findings: list[Finding], ctx: Context, adv
     parts += [f"   - {line}" for line in describe_config(ctx, log)] + [""]
     if notes:
         parts += ["Notes on the inputs:", ""] + [f"- {n}" for n in notes] + [""]
+    nonfinite = next((f for f in findings if f.rule == "numerics"), None)
+    if nonfinite is not None:
+        parts += ["## Before any sweep: make the numbers finite", ""]
+        parts += [f"- {check}" for check in nonfinite.data["checks"]] + [""]
     start = next((f for f in findings if f.rule == "baseline"), None)
     if start is not None:
         parts += ["## Before any sweep: check the starting point", ""]

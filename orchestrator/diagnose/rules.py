@@ -7,6 +7,10 @@ how many findings mention them; the others are symptoms (a plateau, a rise) or o
 that rule something out (eval noise, a clip that never engages). Rule ids are stable (``RULES``);
 the README's rule table says the same as this list.
 
+- evidence: the reader took fewer than three points of the curve from the log (a summary row, two evaluations):
+  the log cannot show the run's health, so it is not called healthy (``healthy`` null) and gets no projection.
+- numerics: NaN or infinite losses or gradient norms in the log: the update at that step is undefined; where they
+  start, how many, and whether every value after the first is non-finite (the weights are then likely NaN).
 - baseline: the first evaluation above ``BASELINE_FAR`` (1.5) times what the model scores on
   ordinary text: the starting point is wrong (weights, tokenizer, labels, resume). References:
   nanoGPT's README baselines, val loss on OpenWebText per GPT-2 BPE token: gpt2 3.12, gpt2-medium
@@ -66,10 +70,13 @@ from contract.presets import config_dict, local_folder
 from contract.spec import TrainSpec
 from orchestrator.diagnose.corpus import Corpus
 from orchestrator.diagnose.logs import RunLog
+from orchestrator.diagnose.logs.curve import MIN_POINTS
 from orchestrator.results.stats import ALPHA, paired_bootstrap
 
 # Stable rule ids, in the order findings of equal confidence are listed.
 RULES = (
+    "evidence",
+    "numerics",
     "baseline",
     "learning_rate",
     "overfit",
@@ -482,6 +489,8 @@ def diagnose(log: RunLog, ctx: Context) -> list[Finding]:
     curve = Curve.of(log)
     found: list[Finding] = []
     for rule in (
+        evidence,
+        numerics,
         baseline,
         overfit,
         regression,
@@ -499,7 +508,10 @@ def diagnose(log: RunLog, ctx: Context) -> list[Finding]:
     return sorted(found, key=lambda f: (CONFIDENCE.index(f.confidence), RULES.index(f.rule)))
 
 
-def healthy(findings: list[Finding]) -> bool:
+def healthy(findings: list[Finding]) -> bool | None:
+    """True, False, or None when the log cannot show it (rule ``evidence``)."""
+    if any(f.rule == "evidence" for f in findings):
+        return None
     return not any(f.problem for f in findings)
 
 
@@ -533,6 +545,84 @@ def _spiked(found: list[Finding]) -> bool:
 
 def _pct(a: float, b: float) -> str:
     return f"{(b - a) / a:+.1%}" if a else f"{b - a:+.4f}"
+
+
+def evidence(curve: Curve, ctx: Context, found: list[Finding]) -> list[Finding]:
+    reading = curve.log.reading
+    if reading is None or not reading.too_few:
+        return []
+    left = "; ".join(f"{len(s.where):,} skipped: {s.reason}" for s in reading.skipped)
+    return [
+        Finding(
+            "evidence",
+            f"The log cannot show the run's health: {reading.points} point{'s' * (reading.points != 1)} read from "
+            f"{reading.records:,} record{'s' * (reading.records != 1)}",
+            f"{reading.trains} train loss{'es' * (reading.trains != 1)} and {reading.evals} evaluation"
+            f"{'s' * (reading.evals != 1)} in the curve" + (f"; {left}" if left else "") + ". Log the train loss "
+            "every few steps and evaluate on held-out data as often (eval_strategy='steps'), then diagnose again",
+            f"fewer than {MIN_POINTS} points of the curve: two points fit any trend",
+            "high",
+        )
+    ]
+
+
+def numerics(curve: Curve, ctx: Context, found: list[Finding]) -> list[Finding]:
+    reading, log = curve.log.reading, curve.log
+    if reading is None or not reading.nonfinite:
+        return []
+    parts, persistent = [], True
+    for bad in reading.nonfinite:
+        first = bad.steps[0]
+        after = [p for p in log.points if p.step > first and getattr(p, bad.field) is not None]
+        before = [p for p in log.points if p.step < first and getattr(p, bad.field) is not None]
+        kinds = ", ".join(f"{n:,} {kind}" for kind, n in bad.kinds.items())
+        label = NUMERIC_LABELS[bad.field]
+        text = f"{label} (`{bad.key}`): {len(bad.steps):,} of {bad.logged:,} logged values are non-finite ({kinds}), "
+        text += f"steps {first:,} to {bad.steps[-1]:,}"
+        text += ", every one from its first on" if not after else f", with {len(after):,} finite ones after it"
+        if before:
+            text += f"; the last finite one {getattr(before[-1], bad.field):.4g} at step {before[-1].step:,}"
+        parts.append(text)
+        persistent = persistent and not after
+    first_step = min(bad.steps[0] for bad in reading.nonfinite)
+    losses = {bad.field for bad in reading.nonfinite} & {"train_loss", "val_loss"}
+    later = [p.train_loss for p in log.trains if p.step > first_step]
+    if later and all(loss == 0 for loss in later):
+        parts.append(
+            f"the train loss is logged as exactly 0 after step {first_step:,}: not a perfect fit, but what the "
+            "Hugging Face Trainer's logging_nan_inf_filter (on by default) writes when every step's loss is NaN"
+        )
+    elif "train_loss" not in losses and log.trains:
+        parts.append(
+            f"the train loss stays finite ({log.trains[-1].train_loss:.4g} at step {log.trains[-1].step:,}); the "
+            "Hugging Face Trainer's logging_nan_inf_filter (on by default) logs a window's mean in place of a NaN or "
+            "inf loss, so a finite logged loss does not show finite steps"
+        )
+    return [
+        Finding(
+            "numerics",
+            f"Non-finite values from step {first_step:,}"
+            + (": every value after is NaN or inf" if persistent else ": some steps are NaN or inf"),
+            "; ".join(parts),
+            "any NaN or infinite loss or gradient norm (a blank cell where the log's other rows of its kind have a "
+            "value counts: pandas writes NaN so): that step's update is undefined; when every value after the first "
+            "is non-finite the weights themselves are likely NaN, and later losses mean nothing. Isolated ones under "
+            "fp16 are the loss scaler calibrating (it skips those steps)",
+            "high" if persistent else "medium",
+            data={"checks": NUMERICS_CHECKS},
+        )
+    ]
+
+
+NUMERIC_LABELS = {"train_loss": "train loss", "val_loss": "eval loss", "grad_norm": "grad norm", "lr": "LR"}
+NUMERICS_CHECKS = [
+    "Find the first bad step: the batch there (an empty or fully masked target gives a 0 or NaN loss), and the LR "
+    "then (a warmup that ends too high).",
+    "Train in bf16 rather than fp16 where the hardware has it (no loss scaling to overflow), or keep fp16 with "
+    "gradient clipping (max_grad_norm 1.0).",
+    "Lower the LR, or warm up longer, and resume from the last checkpoint before the first bad step, not after it.",
+    "Set logging_nan_inf_filter=False while you look, so the Trainer logs the raw losses.",
+]
 
 
 def baseline(curve: Curve, ctx: Context, found: list[Finding]) -> list[Finding]:
