@@ -31,7 +31,7 @@ import jsonschema
 import pytest
 import yaml
 
-from orchestrator.deploy.check import PLACEHOLDER, check_files, cluster_problems, rayjob_problems
+from orchestrator.deploy.check import PLACEHOLDER, check_file, cluster_problems, rayjob_problems
 from orchestrator.deploy.kuberay import FEATURE_GATES, RELEASE, RULES, SCHEMA, operator_errors, schema_errors, strict
 
 RAYJOB = Path("deploy/kuberay/rayjob.yaml")  # tests run from the repository root (conftest)
@@ -803,7 +803,7 @@ def test_the_deploy_check_refuses_a_node_type_without_an_instance_profile():
     del config["available_node_types"]["gpu_worker"]["node_config"]["IamInstanceProfile"]
     (problem,) = cluster_problems(config)
     assert problem.startswith("available_node_types.gpu_worker.node_config.IamInstanceProfile: missing; Ray's AWS")
-    assert "cannot read or write the sweep's bucket" in problem
+    assert "could not read or write the sweep's bucket" in problem
 
 
 def test_the_deploy_check_refuses_what_rays_launcher_refuses(tmp_path):
@@ -812,7 +812,7 @@ def test_the_deploy_check_refuses_what_rays_launcher_refuses(tmp_path):
     config["head_node_type"] = "cpu_head"
     path = tmp_path / "cluster.yaml"
     path.write_text(yaml.safe_dump(config))
-    assert [p.split(":")[1].strip() for p in check_files(None, path)] == ["head_node_type", "max_workers"]
+    assert [p.split(":")[1].strip() for p in check_file(path)] == ["head_node_type", "max_workers"]
     config["worker_nodes"] = {}  # an unknown key (Ray's schema refuses them)
     assert any("'worker_nodes' was unexpected" in p for p in cluster_problems(config))
     assert PLACEHOLDER.findall("s3://YOUR-BUCKET/x YOUR-REGISTRY/img") == ["YOUR-BUCKET", "YOUR-REGISTRY"]

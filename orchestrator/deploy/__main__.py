@@ -6,21 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
-
-from orchestrator.deploy.check import check_files
+from orchestrator.deploy.check import check_file
 from orchestrator.deploy.kuberay import FEATURE_GATES, RELEASE
 
 EXIT_READY, EXIT_REFUSED = 0, 2
-
-
-def _kind(path: Path) -> str:
-    """ "rayjob" or "cluster", from what the file says it is (a RayJob names its kind; a launcher config does not)."""
-    try:
-        document = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return "rayjob" if path.suffix in (".yaml", ".yml") and "rayjob" in path.name.lower() else "cluster"
-    return "rayjob" if isinstance(document, dict) and document.get("kind") == "RayJob" else "cluster"
 
 
 def _gates(text: str) -> dict[str, bool]:
@@ -48,7 +37,8 @@ def _parser() -> argparse.ArgumentParser:
         help="check a RayJob manifest and/or a cluster.yaml",
         description=f"A RayJob against KubeRay {RELEASE}'s CRD schema and operator rules, plus what a sweep needs "
         "(an entrypoint); a cluster.yaml against Ray's own schema, plus an IAM instance profile per node type on "
-        "AWS; placeholders left in either (YOUR-REGISTRY, YOUR-BUCKET). Files are told apart by their content.",
+        "AWS; placeholders left in either (YOUR-REGISTRY, YOUR-BUCKET). A file with apiVersion or kind is checked "
+        "as a RayJob, any other as a cluster.yaml.",
         epilog=f"exit codes: {EXIT_READY} every file passes; {EXIT_REFUSED} a file has a problem or could not be read.",
     )
     check.add_argument("files", nargs="+", type=Path, metavar="FILE", help="a RayJob manifest or a cluster.yaml")
@@ -65,12 +55,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    problems = []
-    for path in args.files:
-        kind = _kind(path)
-        problems += check_files(
-            path if kind == "rayjob" else None, path if kind == "cluster" else None, args.feature_gates
-        )
+    problems = [line for path in args.files for line in check_file(path, args.feature_gates)]
     for line in problems:
         print(f"error: {line}", file=sys.stderr)
     if problems:

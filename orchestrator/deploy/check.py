@@ -102,32 +102,31 @@ def cluster_problems(config: Any) -> list[str]:
         for name, node in types.items():
             profile = node["node_config"].get("IamInstanceProfile") or {}
             if not (profile.get("Name") or profile.get("Arn")):
+                without = (
+                    "Ray gives the head its default role, which may not pass the workers' role to EC2 (iam:PassRole)"
+                    if name == config.get("head_node_type")
+                    else "Ray's AWS provider gives its default role to the head only: this node could not read or "
+                    "write the sweep's bucket"
+                )
                 errors.append(
-                    f"available_node_types.{name}.node_config.IamInstanceProfile: missing; Ray's AWS provider gives "
-                    "its default role to the head only, and without a profile of its own "
-                    + (
-                        "the head cannot launch workers that have one"
-                        if name == config.get("head_node_type")
-                        else "this node cannot read or write the sweep's bucket"
-                    )
-                    + ": set {Name: PROFILE} (README, Run on a cluster: the roles and their policies)"
+                    f"available_node_types.{name}.node_config.IamInstanceProfile: missing; {without}; set {{Name: "
+                    'PROFILE}, a profile made as README\'s "Run on a cluster" says'
                 )
     return errors + placeholders(config)
 
 
-def check_files(rayjob: Path | None, cluster: Path | None, gates: dict[str, bool] | None = None) -> list[str]:
-    """Every problem in these files, as ``FILE: FIELD: ...`` lines (empty: ready to deploy)."""
-    problems = []
-    for path, check in ((rayjob, lambda m: rayjob_problems(m, gates)), (cluster, cluster_problems)):
-        if path is None:
-            continue
-        try:
-            document = yaml.safe_load(path.read_text())
-        except OSError as err:
-            problems.append(f"{path}: cannot read it: {err.strerror}")
-            continue
-        except yaml.YAMLError as err:
-            problems.append(f"{path}: not valid YAML: {err}")
-            continue
-        problems += [f"{path}: {line}" for line in check(document)]
-    return problems
+def check_file(path: Path, gates: dict[str, bool] | None = None) -> list[str]:
+    """Every problem in this file, as ``FILE: FIELD: ...`` lines (empty: ready to deploy).
+
+    A Kubernetes manifest (``apiVersion``, ``kind``) is checked as a RayJob; anything else as a cluster
+    launcher config.
+    """
+    try:
+        document = yaml.safe_load(path.read_text())
+    except OSError as err:
+        return [f"{path}: cannot read it: {err.strerror}"]
+    except yaml.YAMLError as err:
+        return [f"{path}: not valid YAML: {err}"]
+    manifest = isinstance(document, dict) and ("apiVersion" in document or "kind" in document)
+    problems = rayjob_problems(document, gates) if manifest else cluster_problems(document)
+    return [f"{path}: {line}" for line in problems]

@@ -19,11 +19,10 @@ The operator's feature gates change which rules apply; :data:`FEATURE_GATES` hol
 """
 
 from orchestrator.deploy.kuberay.job import operator_errors
-from orchestrator.deploy.kuberay.rules import COMMIT, FEATURE_GATES, RELEASE, RULES, Problem
+from orchestrator.deploy.kuberay.rules import FEATURE_GATES, RELEASE, RULES, Problem
 from orchestrator.deploy.kuberay.schema import SCHEMA, schema_errors, strict
 
 __all__ = [
-    "COMMIT",
     "FEATURE_GATES",
     "RELEASE",
     "RULES",

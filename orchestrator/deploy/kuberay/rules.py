@@ -6,8 +6,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-RELEASE = "v1.7.0"  # ray-project/kuberay tag: the CRD schema in deploy/kuberay/schema/ and these rules
-COMMIT = "59d663aeec13760646da3db9c1cf8cfe883e30b7"  # what the tag points at
+# ray-project/kuberay's tag (commit 59d663aeec13760646da3db9c1cf8cfe883e30b7) of the CRD schema in
+# deploy/kuberay/schema/ and of these rules
+RELEASE = "v1.7.0"
 
 # ray-operator/pkg/features/features.go: the gates the rules read, at their v1.7.0 defaults.
 FEATURE_GATES = {
