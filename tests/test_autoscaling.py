@@ -100,7 +100,10 @@ def test_a_sweep_grows_the_cluster_and_trains_its_runs_at_once(s3_env, tmp_path)
     assert f"running {RUNS} run(s), all {RUNS} runs offered at once (on a cluster:" in out.stdout
     folder = ExperimentFolder(StorageSpec(**storage), "autoscaling")
     _, plan = folder.plan()
-    trained = most_at_once([_training(folder, run.name) for run in plan.runs])
-    print(f"worker nodes alive at once: {nodes}; runs trained at once: {trained}")
+    intervals = [_training(folder, run.name) for run in plan.runs]
+    trained = most_at_once(intervals)
+    zero = min(start for start, _ in intervals)
+    trains = ", ".join(f"{start - zero:.1f}-{end - zero:.1f} s" for start, end in intervals)
+    print(f"worker nodes alive at once: {nodes}; runs trained at once: {trained} ({trains})")
     assert nodes >= 2, f"the autoscaler brought up {nodes} worker node(s) at once"
     assert trained >= 2, f"at most {trained} run(s) trained at once"
