@@ -170,6 +170,7 @@ def run(experiment: ExperimentSpec, plan: Plan, *, local: bool = False, fresh: b
     preflight(experiment, plan)
     print(*notes, sep="\n")
 
+    from orchestrator.spec.plan import concurrency_line
     from orchestrator.sweep import trial as sweep  # Ray, only when a sweep runs: never for --status, --report, diagnose
 
     sweep.connect(local, plan, experiment.storage, concurrency)
@@ -180,8 +181,12 @@ def run(experiment: ExperimentSpec, plan: Plan, *, local: bool = False, fresh: b
             )
         except OSError as err:  # plan.json could not be read or written: nothing has started
             raise SpecError(f"storage: {err}; check storage.path, storage.endpoint_url and the credentials") from None
-        print(f"running {len(plan.runs)} run(s): {', '.join(r.name for r in plan.runs)}", flush=True)
-        sweep.run_sweep(experiment, plan, folder, resuming, concurrency)
+        print(
+            f"running {len(plan.runs)} run(s), {concurrency_line(experiment, plan, local, concurrency)}: "
+            f"{', '.join(r.name for r in plan.runs)}",
+            flush=True,
+        )
+        sweep.run_sweep(experiment, plan, folder, resuming, local, concurrency)
     finally:
         if local:  # we started this Ray instance, so we stop it
             sweep.disconnect()
@@ -299,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
                 here = localize(experiment, plan, gpus_here(), os.cpu_count() or 1)
                 plan, notes, concurrency = here.plan, here.notes, here.concurrency
             preflight(experiment, plan, write=False)
-            text = "\n".join([*notes, describe(experiment, plan, concurrency)])
+            text = "\n".join([*notes, describe(experiment, plan, concurrency, local=args.local)])
         elif args.report:
             results = report(*_stored(experiment))
         else:

@@ -20,6 +20,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 import psutil
@@ -62,13 +63,13 @@ class LocalCluster:
             "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         }
         self.env.pop("RAY_ADDRESS", None)
-        self.nodes: dict[str, subprocess.Popen] = {}
+        self.processes: dict[str, subprocess.Popen] = {}  # each node's `ray start`, by name
         self.gcs, self.dashboard, self.client = free_ports(3)
         self.url = f"http://127.0.0.1:{self.dashboard}"
 
     def _start(self, name: str, args: list[str]) -> None:
         with (Path(self.temp_dir) / f"{name}.out").open("ab") as out:  # what `ray start` says, for a failure
-            self.nodes[name] = subprocess.Popen(
+            self.processes[name] = subprocess.Popen(
                 [
                     "ray",
                     "start",
@@ -90,10 +91,15 @@ class LocalCluster:
 
     def _exited(self, name: str) -> str | None:
         """None while node ``name``'s `ray start` runs; else its exit status and the end of its output."""
-        code = self.nodes[name].poll()
+        code = self.processes[name].poll()
         return None if code is None else f"`ray start` for node {name} exited with {code}:\n{self._said(name)}"
 
-    def start_head(self, timeout: float = 120) -> None:
+    @property
+    def gcs_address(self) -> str:
+        """What a driver connects to (RAY_ADDRESS), as `ray job submit` sets it for the job's driver."""
+        return f"127.0.0.1:{self.gcs}"
+
+    def start_head(self, timeout: float = 120, extra: tuple[str, ...] = ()) -> None:
         """The head: GCS, dashboard and job server, no CPUs (nothing trains there)."""
         self._start(
             "head",
@@ -106,6 +112,7 @@ class LocalCluster:
                 f"--dashboard-port={self.dashboard}",
                 f"--ray-client-server-port={self.client}",
                 f"--temp-dir={self.temp_dir}",
+                *extra,
             ],
         )
         deadline = time.monotonic() + timeout
@@ -148,19 +155,27 @@ class LocalCluster:
                 if attempt == 2:
                     raise
 
-    def alive(self) -> list[dict]:
-        """The alive nodes, as Ray's state API lists them."""
+    def nodes(self) -> list[dict] | None:
+        """Every node that joined, alive or dead, as Ray's state API lists them (with ``state``, ``is_head_node``,
+        ``start_time_ms`` and ``end_time_ms``); None when the state API did not answer."""
         out = subprocess.run(
-            ["ray", "list", "nodes", f"--address=127.0.0.1:{self.gcs}", "--format=json", "--limit=100", "--detail"],
+            ["ray", "list", "nodes", f"--address={self.gcs_address}", "--format=json", "--limit=100", "--detail"],
             env=self.env,
             capture_output=True,
             text=True,
             timeout=300,  # the state API answers slowly while many processes start on two cores
         )
-        # (an empty cluster prints "No resource in the cluster", not a JSON list)
-        nodes = json.loads(out.stdout) if out.stdout.lstrip().startswith("[") else []
+        if out.stdout.lstrip().startswith("["):
+            return json.loads(out.stdout)
+        # an empty cluster prints this, not a JSON list; anything else is no answer, not an empty cluster
+        return [] if "No resource in the cluster" in out.stdout else None
+
+    def alive(self) -> list[dict]:
+        """The alive nodes, as Ray's state API lists them (none while it does not answer: callers ask again)."""
         return [
-            {"NodeID": n["node_id"], "Resources": n.get("resources_total", {})} for n in nodes if n["state"] == "ALIVE"
+            {"NodeID": n["node_id"], "Resources": n.get("resources_total", {})}
+            for n in self.nodes() or []
+            if n["state"] == "ALIVE"
         ]
 
     def wait_for(self, condition, what: str, node: str | None = None, timeout: float = 120) -> None:
@@ -176,7 +191,7 @@ class LocalCluster:
 
     def kill(self, name: str) -> None:
         """Lose a node: SIGKILL its raylet and everything it started, by PID, at once."""
-        root = psutil.Process(self.nodes.pop(name).pid)
+        root = psutil.Process(self.processes.pop(name).pid)
         tree = [root, *root.children(recursive=True)]
         for process in tree:
             try:
@@ -187,8 +202,8 @@ class LocalCluster:
 
     def stop(self) -> None:
         """Stop every node this cluster started (the head last), by PID."""
-        for name in [n for n in self.nodes if n != "head"] + (["head"] if "head" in self.nodes else []):
-            process = self.nodes.pop(name)
+        for name in [n for n in self.processes if n != "head"] + (["head"] if "head" in self.processes else []):
+            process = self.processes.pop(name)
             root = psutil.Process(process.pid)
             tree = [root, *root.children(recursive=True)]
             process.send_signal(signal.SIGTERM)  # `ray start --block` tears down what it started
@@ -199,3 +214,74 @@ class LocalCluster:
                 except psutil.NoSuchProcess:
                     pass
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+class AutoscalingCluster(LocalCluster):
+    """A head whose autoscaler starts and stops worker nodes on this machine as demand asks: Ray's fake multi-node
+    provider, the one Ray's own autoscaler tests use.
+
+    Not ``ray.cluster_utils.AutoscalingCluster``: its ``start()`` runs ``ray stop --force``, which ends every Ray
+    instance on the machine, and it reads a config template the wheel does not ship. The provider starts each node
+    (a raylet and its workers) from the head's autoscaler process, so every node is in the head's process tree and
+    :meth:`stop` ends them with it.
+    """
+
+    def start_head(
+        self, timeout: float = 120, extra: tuple[str, ...] = (), worker_types: dict[str, dict] | None = None
+    ) -> None:
+        """The head (no CPUs) with an autoscaler for ``worker_types``: name -> {resources, min_workers, max_workers}."""
+        workers = {name: {"node_config": {}, **spec} for name, spec in (worker_types or {}).items()}
+        config = {
+            "cluster_name": "fake-autoscaling",
+            "max_workers": sum(spec["max_workers"] for spec in workers.values()),
+            "provider": {
+                "type": "fake_multinode",
+                # Without it the provider joins new nodes to a GCS on port 6379 (and on the machine's IP).
+                "gcs_address": self.gcs_address,
+                "use_node_id_as_ip": True,
+                "disable_node_updaters": True,
+                "disable_launch_config_check": True,
+            },
+            "available_node_types": {
+                "ray.head.default": {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0},
+                **workers,
+            },
+            "head_node_type": "ray.head.default",
+            # long enough that no node goes idle between two runs of a short test and is replaced by another
+            "idle_timeout_minutes": 5,
+            "upscaling_speed": 1.0,
+            # the rest of what the monitor reads, empty (the fake provider runs no setup on its nodes)
+            "auth": {},
+            "docker": {},
+            "initialization_commands": [],
+            "setup_commands": [],
+            "head_setup_commands": [],
+            "worker_setup_commands": [],
+            "head_start_ray_commands": [],
+            "worker_start_ray_commands": [],
+            "file_mounts": {},
+            "cluster_synced_files": [],
+            "file_mounts_sync_continuously": False,
+            "rsync_exclude": [],
+            "rsync_filter": [],
+        }
+        path = Path(self.temp_dir) / "autoscaling.json"
+        path.write_text(json.dumps(config))
+        # the provider refuses to start without RAY_FAKE_CLUSTER; the autoscaler looks at demand every second
+        self.env.update(RAY_FAKE_CLUSTER="1", AUTOSCALER_UPDATE_INTERVAL_S="1")
+        super().start_head(timeout, (*extra, f"--autoscaling-config={path}"))
+
+    def most_workers_at_once(self) -> int:
+        """The most worker nodes alive at the same time, from Ray's own record of when each node started and ended."""
+        nodes = self.nodes()
+        assert nodes is not None, "Ray's state API did not list the nodes"
+        events = []
+        for node in nodes:
+            if not node["is_head_node"]:  # times as the state API prints them; a node alive now ended at the epoch
+                start, end = (datetime.fromisoformat(node[key]).timestamp() for key in ("start_time_ms", "end_time_ms"))
+                events += [(start, 1), (end if end > start else float("inf"), -1)]
+        alive = most = 0
+        for _, change in sorted(events, key=lambda e: (e[0], e[1])):  # an end before a start at the same instant
+            alive += change
+            most = max(most, alive)
+        return most

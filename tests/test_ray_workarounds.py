@@ -130,7 +130,7 @@ def test_the_janitor_frees_the_cpus_of_a_run_whose_trial_was_killed():
 
     import ray
 
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
         with ray_workarounds.placement_group_janitor():
 
@@ -190,7 +190,7 @@ def test_only_a_run_of_several_workers_starts_a_synchronization_actor(monkeypatc
             ).fit()
             return result.metrics, result.checkpoint and result.checkpoint.path
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         for workers, synchronization in [(1, "SoloSynchronization"), (2, "ActorHandle")]:
             metrics, checkpoint = ray.get(Trial.remote().fit.remote(workers))

@@ -104,15 +104,24 @@ def search_line(experiment: ExperimentSpec, plan: Plan) -> str:
     )
 
 
-def _concurrency(experiment: ExperimentSpec, local: int | None) -> str:
+def concurrency_line(experiment: ExperimentSpec, plan: Plan, local: bool, chosen: int | None) -> str:
+    """How many runs go at once, and how that was chosen. ``chosen``: what local mode chose from the cores."""
     if experiment.max_concurrent:
-        return str(experiment.max_concurrent)
+        return f"{experiment.max_concurrent} (the spec's max_concurrent)"
+    if chosen:
+        return f"{chosen} (local mode, from this machine's cores)"
     if local:
-        return f"{local} (local mode, from this machine's cores)"
-    return "as many runs as the cluster resources hold"
+        return "as many runs as this machine's resources hold"
+    # Not what the cluster holds at launch: on an autoscaling cluster that is the head alone. A run that the
+    # cluster cannot hold yet waits in its trial, and its Train workers' demand is what makes the autoscaler
+    # add the nodes it needs, up to the cluster's max_workers.
+    return (
+        f"all {len(plan.runs)} runs offered at once (on a cluster: each run's demand reaches the autoscaler, and "
+        "runs wait for nodes, not for each other; set max_concurrent to cap it)"
+    )
 
 
-def describe(experiment: ExperimentSpec, plan: Plan, concurrency: int | None = None) -> str:
+def describe(experiment: ExperimentSpec, plan: Plan, concurrency: int | None = None, local: bool = False) -> str:
     """The whole plan: experiment settings, then one block per run. ``concurrency``: what local mode chose."""
     es, ev = experiment.early_stopping, plan.evaluation
     compared = (
@@ -138,7 +147,7 @@ def describe(experiment: ExperimentSpec, plan: Plan, concurrency: int | None = N
             if es.enabled
             else "off"
         ),
-        f"concurrency  {_concurrency(experiment, concurrency)}",
+        f"concurrency  {concurrency_line(experiment, plan, local, concurrency)}",
         "tracking     TensorBoard event files in each run's folder"
         + (f"; MLflow at {experiment.tracking.mlflow_uri}" if experiment.tracking.mlflow_uri else ""),
         "",

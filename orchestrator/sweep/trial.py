@@ -76,7 +76,7 @@ def worker_resources(resources: ResourcesSpec) -> dict[str, float]:
 
 
 def max_concurrent(runs: list[Run], cluster: dict[str, float]) -> int:
-    """How many of these runs, in order, the cluster's resources hold at once (at least 1)."""
+    """How many of these runs, in order, these resources hold at once (at least 1)."""
     used: dict[str, float] = {}
     for fit, run in enumerate(runs):
         r = run.spec.resources
@@ -85,6 +85,29 @@ def max_concurrent(runs: list[Run], cluster: dict[str, float]) -> int:
             return max(1, fit)
         used.update(demand)
     return max(1, len(runs))
+
+
+def trials_at_once(experiment: ExperimentSpec, runs: list[Run], local: bool, concurrency: int | None) -> int | None:
+    """Tune's ``max_concurrent_trials``: the spec's ``max_concurrent``, else what local mode chose from the cores,
+    else in local mode what this machine's resources hold; on a cluster, None: every run is offered at once.
+
+    On a cluster, what it holds at launch is the wrong cap: on an autoscaling one (`ray up cluster.yaml`,
+    ``min_workers: 0``) that is the head alone, so one run at a time, and the autoscaler, which adds nodes only
+    for resources asked for, sees one run's demand at a time. Offered every run, Tune starts every trial (on the
+    head, with no CPU); each trial's TorchTrainer asks for its workers (a placement group, and a request through
+    Train's AutoscalingCoordinator, both demand the autoscaler acts on) and waits for them, retrying its worker
+    group every minute (Train's default controller_failure_limit retries without end). So the autoscaler sees the
+    whole sweep and adds nodes up to the cluster's max_workers; runs beyond that wait for a node, not for each
+    other. Ray 2.60 can also report the most a cluster can grow to
+    (``ray._private.state.state.get_max_resources_from_cluster_config()``, which Train reads to refuse a worker
+    group too large for the cluster), but only from a cluster config someone reported to the GCS; Ray's own
+    autoscaler (`ray up`, the fake provider in tests/test_autoscaling.py) reports none, so it cannot cap this.
+    """
+    if experiment.max_concurrent:
+        return experiment.max_concurrent
+    if concurrency:
+        return concurrency
+    return max_concurrent(runs, ray.cluster_resources()) if local else None
 
 
 def job_configs(experiment: ExperimentSpec, plan: Plan) -> list[dict[str, Any]]:
@@ -159,14 +182,19 @@ def disconnect() -> None:
 
 
 def run_sweep(
-    experiment: ExperimentSpec, plan: Plan, folder: ExperimentFolder, resuming: bool, concurrency: int | None = None
+    experiment: ExperimentSpec,
+    plan: Plan,
+    folder: ExperimentFolder,
+    resuming: bool,
+    local: bool,
+    concurrency: int | None = None,
 ) -> None:
     """Run every run as a Tune trial on the connected Ray cluster and wait for all of them.
 
     When ``resuming``, the Tune experiment is restored: finished and stopped runs are kept
-    as they are, unfinished and failed ones continue from their latest checkpoint. At most
-    ``experiment.max_concurrent`` runs go at once, else ``concurrency``, else as many as the
-    cluster's resources hold.
+    as they are, unfinished and failed ones continue from their latest checkpoint. How many
+    runs go at once: :func:`trials_at_once` (``local``: a Ray instance on this machine;
+    ``concurrency``: what local mode chose from the cores).
     """
     ray_workarounds.keep_credentials_out_of_ray_logs()
     runs = plan.runs
@@ -186,9 +214,7 @@ def run_sweep(
             param_space=param_space,
             tune_config=tune.TuneConfig(
                 scheduler=SweepScheduler(experiment.early_stopping, plan.searches, folder),
-                max_concurrent_trials=experiment.max_concurrent
-                or concurrency
-                or max_concurrent(runs, ray.cluster_resources()),
+                max_concurrent_trials=trials_at_once(experiment, runs, local, concurrency),
                 trial_name_creator=lambda t: dir_name(t.config["job"]["run_name"]),
                 trial_dirname_creator=lambda t: dir_name(t.config["job"]["run_name"]),
             ),
