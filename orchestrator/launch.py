@@ -292,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             folder, _, stored = _stored(experiment)
             text = show(folder, stored)
         elif args.dry_run:
+            from orchestrator.results.seed_prior import seed_notes
             from orchestrator.spec.plan import describe
 
             notes, concurrency = [], None
@@ -299,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
                 here = localize(experiment, plan, gpus_here(), os.cpu_count() or 1)
                 plan, notes, concurrency = here.plan, here.notes, here.concurrency
             preflight(experiment, plan, write=False)
-            text = "\n".join([*notes, describe(experiment, plan, concurrency)])
+            text = "\n".join([*notes, describe(experiment, plan, concurrency, seed_notes(plan, experiment.control))])
         elif args.report:
             results = report(*_stored(experiment))
         else:
