@@ -168,12 +168,16 @@ def draws(
             for groups in _partitions(rest, option_seeds, options):
                 out.append((control, groups))
         return out
-    out = []
-    for _ in range(limit):
-        order = rng.permutation(pool)
-        groups = [tuple(sorted(order[control_seeds + i * option_seeds :][:option_seeds])) for i in range(options)]
-        out.append((tuple(sorted(order[:control_seeds])), groups))
-    return out
+    return [drawn(pool, control_seeds, option_seeds, options, rng) for _ in range(limit)]
+
+
+def drawn(
+    pool: int, control_seeds: int, option_seeds: int, options: int, rng: np.random.Generator
+) -> tuple[tuple[int, ...], list[tuple[int, ...]]]:
+    """One way, drawn at random, to give the control and each option their seeds of ``pool``, never one seed twice."""
+    order = rng.permutation(pool)
+    groups = [tuple(sorted(order[control_seeds + i * option_seeds :][:option_seeds])) for i in range(options)]
+    return tuple(sorted(order[:control_seeds])), groups
 
 
 def _partitions(items: list[int], size: int, count: int, floor: tuple[int, ...] = ()) -> list[list[tuple[int, ...]]]:
@@ -280,7 +284,10 @@ def judge_all(
     finally:
         if checkout is not None:
             sys.path.remove(str(checkout))
-    return [j for part in parts for j in part]
+    out: list[Judged] = [None] * len(configurations)  # chunk i holds configurations i, i + jobs, i + 2 jobs, ...
+    for i, part in enumerate(parts):
+        out[i::jobs] = part
+    return out
 
 
 def _rates(judged: list[Judged]) -> dict[str, float | None]:
@@ -357,7 +364,8 @@ def calibrate(
             found = draws(len(control), control_seeds, option_seeds, options, limit, rng)
             plan.append(("aa", {"options": options, **shape}, [(c, g, None) for c, g in found]))
         for options in POWER_OPTIONS if len(effect) >= option_seeds else ():
-            found = draws(len(control), control_seeds, option_seeds, options - 1, limit, rng)
+            # drawn at random, the real fix's seeds with the rest: its pool is apart from the control's
+            found = [drawn(len(control), control_seeds, option_seeds, options - 1, rng) for _ in range(limit)]
             fixes = [tuple(sorted(rng.choice(len(effect), option_seeds, replace=False))) for _ in found]
             plan.append(("power", {"options": options, **shape}, [(c, g, f) for (c, g), f in zip(found, fixes)]))
     everything = [configuration for _, _, configurations in plan for configuration in configurations]
