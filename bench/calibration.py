@@ -424,15 +424,16 @@ def show(result: dict[str, Any]) -> str:
         "coverage and false takes ± their leave-one-seed-out standard errors; (firm): takes not marked provisional",
         "",
         "| control seeds | option seeds | A/A options | configurations | interval covers 0 | false takes (firm) | "
-        "covers 0 by quartile of the control's spread, 1 (quietest) / 2 / 3 / 4 |",
-        "|---|---|---|---|---|---|---|",
+        "by quartile of the control's spread, 1 (quietest) / 2 / 3 / 4: covers 0 | false takes |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in result["configurations"]:
-        quartiles = " / ".join(_pct(q["coverage"]) for q in r["by_control_spread"])
+        covers = " / ".join(_pct(q["coverage"]) for q in r["by_control_spread"])
+        takes = " / ".join(_pct(q["false_take_rate"]) for q in r["by_control_spread"])
         lines.append(
             f"| {r['control_seeds']} | {r['option_seeds']} | {r['options']} | {r['n']:,} | "
             f"{_pct(r['coverage'], r['coverage_se'])} | {_pct(r['false_take_rate'], r['false_take_rate_se'])} "
-            f"({_pct(r['firm_false_take_rate'])}) | {quartiles} |"
+            f"({_pct(r['firm_false_take_rate'])}) | {covers} | {takes} |"
         )
     if power["delta"] is not None:
         lines += [
