@@ -74,6 +74,10 @@ def test_the_verdict_covers_a_known_zero_even_when_the_control_draws_quiet_seeds
     assert {(r["control_seeds"], r["option_seeds"], r["options"]) for r in figures["configurations"]} == {
         (c, 1, o) for c in (1, 4) for o in (1, 2, 6)
     }
+    # a sweep with no stored calibration: (4, 1) rests on its own 3 degrees of freedom and the residual floor
+    alone = calibrate(control, [], tokens, [(4, 1)], 200, 1000, protocol)
+    for row in alone["configurations"]:
+        assert row["coverage"] >= 0.93 and row["by_control_spread"][0]["coverage"] >= 0.90, row
 
 
 def test_coverage_and_its_standard_error_count_every_configuration_and_the_seeds_they_share():

@@ -66,7 +66,7 @@ def test_the_dry_run_warns_when_the_verdict_could_take_no_fix_and_names_the_seed
     # a stored calibration of the control's configuration stands in, and the dry run says so
     seed_prior.store(plan.runs[0], plan.evaluation, [10, 20], SeedPrior(1e-5, 0.1, 23, "the test's seeds"), store)
     (label, text) = seed_prior.seed_notes(plan, "a", store)[0]
-    assert label == "" and text.startswith("and a stored calibration of the control's configuration, 23 more degrees")
+    assert label == "" and text.startswith("pooled with the stored calibration of the control's configuration: 23 ")
 
 
 def test_a_stored_calibration_applies_to_its_configuration_on_its_documents_only(tmp_path):

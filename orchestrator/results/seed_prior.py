@@ -91,8 +91,9 @@ def seed_notes(plan: Plan, control: str | None, path: Path | None = None) -> lis
         return [
             (
                 "",
-                f"and a stored calibration of the control's configuration, {found['df']} more degrees of freedom "
-                f"({found['source']}), if the val documents are the ones it was measured on (checked at the verdict)",
+                f"pooled with the stored calibration of the control's configuration: {found['df']} degrees of "
+                f"freedom ({found['source']}), if the val documents are the ones it was measured on (checked at the "
+                "verdict)",
             )
         ]
     if df >= MIN_DF:

@@ -66,7 +66,7 @@ def seeds_line(experiment: ExperimentSpec, plan: Plan) -> str:
             variants.setdefault(run.variant, []).append(run)
     df = sum(len(runs) - 1 for runs in variants.values())
     if not df:
-        return "1 per variant: these runs measure no seed noise (the verdict needs a stored calibration to take a fix)"
+        return "1 per variant: these runs measure no seed noise of their own"
     control = [r for r in plan.runs if r.option == experiment.control and r.search is None]
     others = [len(runs) for runs in variants.values() if runs[0].option != experiment.control]
     parts = [f"control {len(control)} ({_numbers([r.spec.run.seed for r in control])})"] if control else []
