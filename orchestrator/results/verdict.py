@@ -426,7 +426,9 @@ def noise_text(noise: stats.SeedNoise) -> str:
         )
     low, high = noise.sd_ci95
     own = (
-        f"{noise.measured_df} from the seeds of {', '.join(noise.variants)}" if noise.measured_df else "none of its own"
+        f"{noise.measured_df} from the seeds of {', '.join(noise.variants)}"
+        if noise.measured_df
+        else "none from these runs"
     )
     text = (
         f"the intervals count seed noise of sd {noise.sd:.4f} per run (95% CI [{low:.4f}, {high:.4f}]), on "
