@@ -112,7 +112,7 @@ def test_the_bench_trains_small_and_writes_its_figures(tmp_path):
     ]  # lr_schedule: 1 warmup step
     out = subprocess.run(
         [sys.executable, "-m", "bench.calibration", "--seeds", "3", "--effect-seeds", "1", "--configuration", "2,1"]
-        + [*tiny, "--resamples", "200", "--json", str(tmp_path / "c.json")],
+        + [*tiny, "--resamples", "200", "--max-configurations", "20", "--json", str(tmp_path / "c.json")],
         capture_output=True,
         text=True,
         timeout=600,
@@ -126,5 +126,6 @@ def test_the_bench_trains_small_and_writes_its_figures(tmp_path):
     assert sum(q["n"] for q in one["by_control_spread"]) == 3
     assert set(one["by_control_spread"][0]) >= {"quartile", "coverage", "false_take_rate"}
     assert [(r["options"], r["n"], r["coverage"]) for r in more] == [(2, 0, None), (6, 0, None)]  # 3 seeds: too few
-    assert figures["power"]["option"] == "lr_schedule" and figures["power"]["configurations"][0]["n"] == 3
+    # power: 20 draws of the control's seeds and the fix's (its own pool), at random
+    assert figures["power"]["option"] == "lr_schedule" and figures["power"]["configurations"][0]["n"] == 20
     assert "| 2 | 1 | 1 | 3 |" in out.stdout

@@ -441,7 +441,7 @@ def noise_text(noise: stats.SeedNoise) -> str:
     if noise.floored:
         text += (
             f"; the seeds spread by {noise.measured_sd:.4f}, less than their document-by-seed residual alone "
-            f"({noise.residual_sd:.4f}, on {noise.residual_df} degrees of freedom), which is its floor: a quiet draw"
+            f"({noise.residual_sd:.4f}, on {noise.residual_df} degrees of freedom), which is the floor it is held at"
         )
     return text
 
