@@ -426,10 +426,9 @@ def plot(results: Results) -> bytes:
     if base:
         ax = axes[0][1]
         ax.axhline(0, color="black", linewidth=0.8)
-        if base.seed_std is not None:  # the control's own seed noise, as a band around 0
-            ax.axhspan(
-                -base.seed_std, base.seed_std, color="grey", alpha=0.2, label=f"control seed sd ±{base.seed_std:.4f}"
-            )
+        noise = results.comparisons.noise
+        if noise.measured:  # the seed noise the intervals count (a run's), as a band around 0
+            ax.axhspan(-noise.sd, noise.sd, color="grey", alpha=0.2, label=f"seed noise counted, sd ±{noise.sd:.4f}")
         ax.set(
             xlabel="step",
             ylabel=f"val loss - {base.variant}",
