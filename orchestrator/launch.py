@@ -297,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
             folder, _, stored = _stored(experiment)
             text = show(folder, stored)
         elif args.dry_run:
+            from orchestrator.results.seed_prior import seed_notes
             from orchestrator.spec.plan import describe
 
             notes, concurrency = [], None
@@ -304,7 +305,14 @@ def main(argv: list[str] | None = None) -> int:
                 here = localize(experiment, plan, gpus_here(), os.cpu_count() or 1)
                 plan, notes, concurrency = here.plan, here.notes, here.concurrency
             preflight(experiment, plan, write=False)
-            text = "\n".join([*notes, describe(experiment, plan, concurrency, local=args.local)])
+            text = "\n".join(
+                [
+                    *notes,
+                    describe(
+                        experiment, plan, concurrency, local=args.local, seed_notes=seed_notes(plan, experiment.control)
+                    ),
+                ]
+            )
         elif args.report:
             results = report(*_stored(experiment))
         else:

@@ -140,8 +140,9 @@ BEHAVIOUR = {
         "diverge": {"method": "full", "lora": None, "optim": {"lr": 1.0e8, "grad_clip": None}},
         "broken": {"lora": {"target_modules": ["no_such_module"]}, "run": {"max_failures": 0}},
         "long_context": {"data": {"block_size": 256, "batch_size": 8}},
-        "micro_batches": {"compute": {"micro_batch_size": 8}},  # 2 x 8 accumulated
-        "two_workers": {"resources": {"num_workers": 2}},  # 2 x 8, data parallel (gloo)
+        # on the control's first seed, which they must equal: every other variant runs seeds of its own
+        "micro_batches": {"compute": {"micro_batch_size": 8}, "run": {"seed": 0}},  # 2 x 8 accumulated
+        "two_workers": {"resources": {"num_workers": 2}, "run": {"seed": 0}},  # 2 x 8, data parallel (gloo)
     },
 }
 
@@ -245,7 +246,8 @@ def multinode(local_cluster, s3_server, tmp_path_factory):
         "storage": storage,
         "options": {
             "current": {"resources": {"custom": {"node_a": 1}}},
-            "two_workers": {"resources": {"num_workers": 2, "custom": {"node_b": 0.5}}},
+            # on current's seed, which it must end at: every other variant runs a seed of its own
+            "two_workers": {"resources": {"num_workers": 2, "custom": {"node_b": 0.5}}, "run": {"seed": 0}},
         },
     }
     spec_file.write_text(yaml.safe_dump(spec, sort_keys=False))

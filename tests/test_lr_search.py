@@ -41,5 +41,10 @@ def test_a_search_prunes_its_worse_arm_at_the_rung_and_reports_the_lr_it_chose(t
     search = next(v for v in summary(folder.parent, "search")["variants"] if v["option"] == "lora")
     assert search["variant"] == "lora[lr=0.002]" and search["lr_search"]["chosen_lr"] == 0.002
     assert search["lr_search"]["at_edge"] and search["lr_search"]["pruned_at"] == {"10": 1}
+    # chosen at the edge on one seed: two seeds of it before a range above or below is worth trying
+    assert search["lr_search"]["edge_check"].startswith("run lr 0.002 on 2 seeds (an option with optim.lr: 0.002")
+    # one control seed and one-seed arms, no stored calibration of 20 steps: no seed noise measured, and no take
+    verdict = summary(folder.parent, "search")["verdict"]
+    assert verdict["take"] is None and "seed noise is not measured" in verdict["reason"]
     assert json.loads((folder / "lr_search.json").read_text())["pruned"].keys() == {"lora[lr=0.1]"}
     assert "## Learning-rate search" in (folder / "report.md").read_text()

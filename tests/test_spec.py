@@ -39,9 +39,14 @@ def test_best_yaml_is_the_seeds_plan():
         "loose_clipping[grad_clip=5.0]",
         "full_finetune",
     ]
-    seeded = [f"{v[:-1]},seed={s}]" if v.endswith("]") else f"{v}[seed={s}]" for v in variants for s in (0, 1)]
-    assert sorted(by) == sorted(["current[seed=0]", "current[seed=1]", *seeded])  # 2 seeds each by default
-    by = {r.variant: r.spec for r in plan.runs if r.spec.run.seed == 0}
+    # 2 seeds each by default, every variant its own: the control 0 and 1, then the options in the spec's order
+    seeded = [
+        f"{v[:-1]},seed={s}]" if v.endswith("]") else f"{v}[seed={s}]"
+        for i, v in enumerate(variants)
+        for s in (2 + 2 * i, 3 + 2 * i)
+    ]
+    assert sorted(by) == sorted(["current[seed=0]", "current[seed=1]", *seeded])
+    by = {r.variant: r.spec for r in plan.runs}
     base = by["lora_capacity"]
     assert (base.model.name, base.lora.rank, base.lora.alpha, base.optim.lr, base.run.steps) == (
         "gpt2",
@@ -221,8 +226,9 @@ def test_seeds_expand_into_runs_of_one_variant_and_the_control_gets_its_seeds():
     assert [r.spec.run.seed for r in plan.runs] == [7, 8, 9]
     _, plan = load("specs/smoke.yaml", ["control_seeds=1"], ["current"])
     assert [r.name for r in plan.runs] == ["current"]
-    _, plan = load("specs/smoke.yaml", ["option_seeds=3"], ["lr_schedule"])  # every other option: option_seeds
-    assert [(r.name, r.variant) for r in plan.runs] == [(f"lr_schedule[seed={s}]", "lr_schedule") for s in range(3)]
+    # every other option: option_seeds, after the control's 4 and lora_capacity's 3, whether --only keeps them or not
+    _, plan = load("specs/smoke.yaml", ["option_seeds=3"], ["lr_schedule"])
+    assert [(r.name, r.variant) for r in plan.runs] == [(f"lr_schedule[seed={s}]", "lr_schedule") for s in (7, 8, 9)]
 
 
 def test_an_lr_search_gives_every_variant_arms_and_the_control_keeps_its_own_seeds(tmp_path):
@@ -251,7 +257,9 @@ def test_an_lr_search_gives_every_variant_arms_and_the_control_keeps_its_own_see
         5.0,
     )
     assert arm.overrides == {"optim": {"grad_clip": 5.0, "lr": 0.006}}
-    assert runs["current[lr=0.002]"].spec.run.seed == 0  # the control's arms run its first seed
+    # every arm on a seed of its own, after the control's: the control's 3, then each variant's in turn
+    assert [runs[f"current[lr={lr}]"].spec.run.seed for lr in (0.001, 0.002, 0.006)] == [2, 3, 4]
+    assert len({r.spec.run.seed for r in plan.runs}) == len(plan.runs)
 
 
 def test_set_overrides_every_run_and_experiment_fields():
@@ -278,11 +286,12 @@ def test_dry_run_prints_the_plan_and_starts_nothing(hub_cache):
     assert out.returncode == 0, out.stderr
     assert "experiment   best: 14 run(s), control current" in out.stdout
     assert (
-        "seeds        control 2 (0, 1), other variants 2 each: the seed noise every interval counts, pooled over 7 "
-        "variant(s) with 7 degree(s) of freedom; 7 extra run(s), 50% of the sweep's training tokens" in out.stdout
+        "seeds        control 2 (0, 1), other variants 2 each (2-13): the seed noise every interval counts, pooled "
+        "over 7 variant(s) with 7 degree(s) of freedom; 7 extra run(s), 50% of the sweep's training tokens"
+        in out.stdout
     )
     assert "evaluation   every run scored on the same val tokens: windows of 256 tokens every 128" in out.stdout
-    assert "== loose_clipping[grad_clip=5.0,seed=1]  (option loose_clipping)" in out.stdout
+    assert "== loose_clipping[grad_clip=5.0,seed=11]  (option loose_clipping)" in out.stdout
     lora = 36_864 * 16  # (768 in + 2,304 out) x rank 16 on c_attn, in 12 layers
     assert f"-> trainable params     {lora:,} of {124_439_808 + lora:,} (" in out.stdout
     assert "-> effective batch      16 sequences = 1 worker x micro-batch 16 x 1 accumulation step" in out.stdout

@@ -101,7 +101,7 @@ def test_a_stopped_trial_frees_its_slot_for_a_queued_one(behaviour):
 def test_the_report_explains_each_run_and_writes_the_next_experiment(behaviour):
     folder = behaviour[1]
     report = (folder / "report.md").read_text()
-    assert "| # | option | seeds | status | val at step 0 → compared | Δ vs control [95% CI] |" in report
+    assert "| # | option | seeds | status | val at step 0 → compared | Δ vs control [95% CI, unadjusted] |" in report
     assert "## Why each run won or lost" in report
     assert re.search(
         r"- \*\*full\*\* changes lora \{\.\.\.\} → null, method lora → full, optim.lr 0.002 → 0.0005: Δ -\d\.\d{4} "

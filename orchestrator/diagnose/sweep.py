@@ -21,7 +21,7 @@ from orchestrator.diagnose.logs import Point, RunLog
 from orchestrator.diagnose.rules import Context, Finding, diagnose, fmt_lr, in_band
 from orchestrator.results.records import RunRecord, val_documents
 from orchestrator.results.stats import ALPHA
-from orchestrator.results.verdict import VariantResult
+from orchestrator.results.verdict import CONFIRM_SEEDS, VariantResult
 from orchestrator.spec import Run, deep_merge, differences, set_path
 
 
@@ -191,6 +191,20 @@ def _bundle(winner: Run, control: Run, usual: float | None, variant: VariantResu
 # Below this many val documents a confirm does not split them into choosing and scoring halves: a few documents
 # per half would make both the choice and the document bootstrap of the comparison noise.
 SELECT_MIN_DOCUMENTS = 10
+# The share of the val documents that chooses a memorising winner's best evaluation in its confirm: half, so that the
+# choosing and the scoring halves have as many documents each (README, "Which evaluation is compared").
+SELECTION_FRACTION = 0.5
+# A confirm trains twice the steps: a gain that holds at twice the length is more than where the sweep stopped (the
+# question a plateau asks), and early stopping still ends it where it turns.
+CONFIRM_STEPS_FACTOR = 2
+# A more-seeds spec runs the seeds the verdict estimated, at least CONFIRM_SEEDS; with no estimate (the seed noise
+# was not measured) MORE_SEEDS, 4 degrees of freedom per variant, where the t's 97.5% point is 2.78 (4.30 at 2); and
+# at most MAX_SEEDS: past 10, one more seed narrows the seed noise's share of an interval by under 5%.
+MORE_SEEDS = 5
+MAX_SEEDS = 10
+# Patience of a memorising winner's confirm: one noisy evaluation never stops it (as the diagnosis advises for a
+# log's own early stopping, orchestrator.diagnose.advice).
+MEMORISING_PATIENCE = 2
 
 
 def _confirm_cadence(run: Run) -> int:
@@ -250,13 +264,14 @@ def follow_up_spec(results) -> FollowUp | None:
     candidates = [v for v in comparisons.variants if not v.is_control and v.delta is not None and v.eligible]
     if verdict.take is not None:
         chosen = [next(v for v in candidates if v.variant == verdict.take)]
-        seeds, steps_factor, why = 3, 2, f"confirm {verdict.take} with twice the steps and 3 seeds each"
+        seeds, steps_factor = CONFIRM_SEEDS, CONFIRM_STEPS_FACTOR
+        why = f"confirm {verdict.take} with {steps_factor}x the steps and {seeds} seeds each"
         name = f"{experiment.name}-confirm"
     else:
         chosen = [v for v in candidates if v.delta.mean < 0][:2]
         if not chosen:
             return None
-        seeds = min(max(verdict.seeds_needed or 5, 3), 10)  # the verdict's estimate, within reason for a next step
+        seeds = min(max(verdict.seeds_needed or MORE_SEEDS, CONFIRM_SEEDS), MAX_SEEDS)
         steps_factor, why = 1, f"tell {', '.join(v.variant for v in chosen)} from the control with {seeds} seeds each"
         name = f"{experiment.name}-more-seeds"
     top = results.run(chosen[0].runs[0].run)
@@ -278,14 +293,14 @@ def follow_up_spec(results) -> FollowUp | None:
         for section in ("evaluation", "storage", "tracking")
     }
     if memorising:
-        early_stopping.update(enabled=True, patience=max(2, early_stopping["patience"]))
+        early_stopping.update(enabled=True, patience=max(MEMORISING_PATIENCE, early_stopping["patience"]))
         why += "; it is memorising, so every evaluation is checkpointed and early stopping keeps the best"
         # runs stopped at different steps, each past its best: scoring their last evaluations would compare
         # overfit points, and count the spread of the stopping steps as seed noise
         documents = val_documents(results.records)
         evaluation = settings["evaluation"]
         if evaluation.get("selection_fraction") is None and documents >= SELECT_MIN_DOCUMENTS:
-            evaluation["selection_fraction"] = 0.5
+            evaluation["selection_fraction"] = SELECTION_FRACTION
         if evaluation.get("selection_fraction") is not None:
             why += (
                 f"; each run is compared at its best evaluation (chosen on {evaluation['selection_fraction']:.0%} of "
@@ -311,23 +326,22 @@ def follow_up_spec(results) -> FollowUp | None:
     control = base.variant  # the same name as in the sweep it follows, so the two reports read alike
     options: dict[str, Any] = {control: _overrides(control_run, top)}
 
-    def on_seeds(both_rates: bool) -> dict[str, Any]:
-        """Every seed; with a usual rate, two variants on each: the winner's rate, and the usual one."""
-        out: dict[str, Any] = {"run": {"seed": list(range(seeds))}}
-        if both_rates and usual is not None:
-            out["optim"] = {"lr": [top.spec.optim.lr, usual]}
-        return out
+    def rates(both_rates: bool) -> dict[str, Any]:
+        """With a usual rate, two variants: the winner's rate, and the usual one (each on seeds of its own)."""
+        return {"optim": {"lr": [top.spec.optim.lr, usual]}} if both_rates and usual is not None else {}
 
     for v in chosen:
-        options[_option_name(v.variant)] = deep_merge(_overrides(results.run(v.runs[0].run), top), on_seeds(True))
+        options[_option_name(v.variant)] = deep_merge(_overrides(results.run(v.runs[0].run), top), rates(True))
     for change, reverted in bundle.items():  # an arm that sets the method back takes the control's rate
         options[f"{_option_name(chosen[0].variant)}-without-{change}"] = deep_merge(
-            reverted, on_seeds("method" not in reverted)
+            reverted, rates("method" not in reverted)
         )
     spec = {
         "name": name,
         "control": control,
         "control_seeds": seeds,
+        "option_seeds": seeds,
+        **({"follows": _follows(results, chosen[0])} if verdict.take is not None else {}),
         "early_stopping": early_stopping,
         **{section: values for section, values in settings.items() if values},
         "base": base_spec,
@@ -339,6 +353,19 @@ def follow_up_spec(results) -> FollowUp | None:
         f"#\n#   python -m orchestrator.launch {results.folder.as_argument(f'{name}.yaml')} --dry-run\n\n"
     )
     return FollowUp(f"{name}.yaml", header + yaml.safe_dump(spec, sort_keys=False, default_flow_style=None, width=120))
+
+
+def _follows(results, taken: VariantResult) -> dict[str, Any]:
+    """What the sweep took, for the confirm's verdict to read with its own (ExperimentSpec.follows)."""
+    d = taken.delta
+    return {
+        "experiment": results.experiment.name,
+        "take": taken.variant,
+        "option": _option_name(taken.variant),
+        "delta": [round(d.mean, 6), round(d.ci95[0], 6), round(d.ci95[1], 6)],
+        "seeds": len(taken.finished),
+        "provisional": results.comparisons.verdict.provisional,
+    }
 
 
 def _option_name(variant: str) -> str:

@@ -119,7 +119,7 @@ def record(
     steps = int(last.get("step", 0))
     status, reason = _status(run, last, steps, error, stop_reason, pruned)
     best = min(evals, key=lambda r: r["val_loss"]) if evals else None
-    compared = _compared(evals, protocol)
+    compared = _compared(evals, protocol, status)
     doc_tokens = next((r["doc_tokens"] for r in rows if r.get("doc_tokens")), None)
     norms = [n for r in rows for n in (r.get("grad_norms") or []) if finite(n) is not None]
     checkpointed = [r for r in evals if isinstance(r.get("checkpoint_path"), str)]
@@ -245,11 +245,14 @@ def _status(
     )
 
 
-def _compared(evals: list[dict[str, Any]], protocol: EvalProtocol) -> dict[str, Any] | None:
-    """The final evaluation, or with a selection share the best by val loss (which is measured on that share only)."""
+def _compared(evals: list[dict[str, Any]], protocol: EvalProtocol, status: str) -> dict[str, Any] | None:
+    """The evaluation a run is compared at: the final one; with a selection share, the best by val loss (which is
+    measured on that share only); and an early-stopped run's best, never the regressed evaluation that stopped it
+    (without a selection share its best is chosen on the documents that also score it: early stopping stops a run
+    at least min_delta past its best, so the choice is rarely close)."""
     evals = [r for r in evals if r.get("doc_nll")]
     if not evals:
         return None
-    if protocol.selection_fraction is None:
+    if protocol.selection_fraction is None and status != "early_stopped":
         return evals[-1]
     return min(evals, key=lambda r: (r["val_loss"], r["step"]))

@@ -18,8 +18,9 @@ import numpy as np
 from contract.spec import EvalProtocol
 from contract.storage import is_s3
 from orchestrator.folder import ExperimentFolder
+from orchestrator.results import seed_prior
 from orchestrator.results.records import RunRecord, val_documents
-from orchestrator.results.verdict import Comparisons, VariantResult, compare
+from orchestrator.results.verdict import Comparisons, VariantResult, compare, read_with_sweep
 from orchestrator.spec import ExperimentSpec, Plan, Run, differences, dir_name, value_at
 
 
@@ -46,8 +47,12 @@ def build(folder: ExperimentFolder, experiment: ExperimentSpec, plan: Plan, reco
     arms."""
     n_docs = val_documents(records)
     scoring = plan.evaluation.share(n_docs, "score") if n_docs else None
-    results = Results(folder, experiment, plan, records, compare(records, experiment.control, scoring))
+    doc_tokens = next((r.doc_tokens for r in records if r.doc_tokens), None)
+    prior = seed_prior.prior(plan, experiment.control, doc_tokens)
+    results = Results(folder, experiment, plan, records, compare(records, experiment.control, scoring, prior=prior))
     results.comparisons.ablate(leave_one_out(results))
+    if experiment.follows is not None:
+        read_with_sweep(results.comparisons, experiment.follows)
     return results
 
 
@@ -112,7 +117,7 @@ def table(results: Results) -> str:
     variant's chosen LR and its Δ against the control at its best LR."""
     searched = bool(results.plan.searches)
     head = (
-        "| # | option | seeds | status | val at step 0 → compared | Δ vs control [95% CI] | p (Holm) | "
+        "| # | option | seeds | status | val at step 0 → compared | Δ vs control [95% CI, unadjusted] | p (Holm) | "
         + ("LR (chosen of arms) | Δ vs control at best LR [95% CI], p (Holm) | " if searched else "")
         + "compared at | clipped | grad-norm p90 | tok/s | MFU |"
     )
@@ -173,12 +178,7 @@ def search_section(results: Results) -> list[str]:
             f"{n} pruned at rung {rungs[s.name].index(step) + 1 if step in rungs[s.name] else '?'} (step {step})"
             for step, n in s.pruned_at.items()
         )
-        edge = (
-            f"; **at the edge of its range**: try `lr_search.lrs.{v.option}: "
-            f"[{', '.join(f'{lr:g}' for lr in s.next_lrs)}]`"
-            if s.at_edge
-            else ""
-        )
+        edge = f"; **at the edge of its range**: {s.edge_check}" if s.at_edge else ""
         lines.append(
             f"- **{s.name}**{' (the control at its best LR)' if v.option == results.experiment.control else ''}"
             f": {chosen}; {pruned or 'none pruned'}{edge}."
@@ -229,7 +229,8 @@ def protocol_line(protocol: EvalProtocol, records: list[RunRecord]) -> str:
         "paired-bootstrap interval over documents and seeds, for that comparison alone; p is Holm-corrected over "
         "all of them, and an option counts as distinguishable from the control only when both say so. A compared "
         "loss's ± is the sd of that variant's own seeds; the intervals count the seed noise pooled over every "
-        "variant that ran several seeds (the verdict gives it)."
+        "variant that ran several seeds, and a stored calibration of the control's configuration where there is one "
+        "(the verdict gives it, with its interval)."
     )
 
 
@@ -425,10 +426,9 @@ def plot(results: Results) -> bytes:
     if base:
         ax = axes[0][1]
         ax.axhline(0, color="black", linewidth=0.8)
-        if base.seed_std is not None:  # the control's own seed noise, as a band around 0
-            ax.axhspan(
-                -base.seed_std, base.seed_std, color="grey", alpha=0.2, label=f"control seed sd ±{base.seed_std:.4f}"
-            )
+        noise = results.comparisons.noise
+        if noise.measured:  # the seed noise the intervals count (a run's), as a band around 0
+            ax.axhspan(-noise.sd, noise.sd, color="grey", alpha=0.2, label=f"seed noise counted, sd ±{noise.sd:.4f}")
         ax.set(
             xlabel="step",
             ylabel=f"val loss - {base.variant}",

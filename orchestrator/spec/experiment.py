@@ -111,6 +111,19 @@ class TrackingSpec(Strict):
     )
 
 
+class FollowsSpec(Strict):
+    """The sweep a confirm run follows, and what that sweep took: the confirm's verdict reads the two together."""
+
+    experiment: str = Field(description="The name of the sweep this one confirms.")
+    take: str = Field(description="The variant that sweep took.")
+    option: str = Field(description="The option of this experiment that runs the taken variant again.")
+    delta: tuple[float, float, float] = Field(description="The take's Δ vs the control there: mean, 95% interval.")
+    seeds: int = Field(gt=0, description="The seeds of the taken variant there.")
+    provisional: bool = Field(
+        False, description="The take rested on one seed and did not hold with twice the control's seed variance."
+    )
+
+
 class ExperimentSpec(Strict):
     name: str = Field(
         "default",
@@ -123,15 +136,16 @@ class ExperimentSpec(Strict):
     control_seeds: int = Field(
         2,
         gt=0,
-        description="Seeds the control runs with (run.seed, run.seed + 1, ...) unless its option lists run.seed "
-        "itself: their spread is the noise a fix must beat.",
+        description="Seeds the control runs with: the first seeds of the experiment (run.seed, run.seed + 1, ...), "
+        "unless its option lists run.seed itself. Their spread is the noise a fix must beat; with fewer than 2 degrees "
+        "of freedom of seed noise in the whole plan and no stored calibration, the verdict takes no fix.",
     )
     option_seeds: int = Field(
         2,
         gt=0,
-        description="Seeds every other option runs with (run.seed, run.seed + 1, ...) unless it lists run.seed itself "
-        "(an LR search's arms run one each). Every variant's seeds join the seed noise each interval counts; with one "
-        "seed per option the A/A calibration misses its targets (docs/BENCHMARKS.md).",
+        description="Seeds every other variant runs with, each its own: the seeds after the control's, variant by "
+        "variant in the spec's order (an LR search's arms run one each), unless its option lists run.seed itself. "
+        "Every variant's seeds join the seed noise each interval counts.",
     )
     max_concurrent: int | None = Field(
         None, gt=0, description="Runs at once; null runs as many as the cluster's resources fit."
@@ -142,6 +156,11 @@ class ExperimentSpec(Strict):
     tracking: TrackingSpec = TrackingSpec()
     lr_search: LrSearchSpec | None = Field(
         None, description="Search each option's learning rate (see LrSearchSpec); null runs each at its own optim.lr."
+    )
+    follows: FollowsSpec | None = Field(
+        None,
+        description="Set in a confirm spec written by a sweep's report: the sweep it confirms, read with this one's "
+        "verdict; null for a sweep of its own.",
     )
     base: dict[str, Any] = Field(default_factory=dict, description="The run every option starts from (a TrainSpec).")
     options: dict[str, dict[str, Any] | None] = Field(
@@ -161,6 +180,15 @@ class ExperimentSpec(Strict):
     def _control_exists(self) -> ExperimentSpec:
         if self.control is not None and self.control not in self.options:
             raise ValueError(f"control: {self.control!r} is not an option; choose one of {sorted(self.options)}")
+        return self
+
+    @model_validator(mode="after")
+    def _follows_an_option(self) -> ExperimentSpec:
+        if self.follows is not None and self.follows.option not in self.options:
+            raise ValueError(
+                f"follows.option: {self.follows.option!r} is not an option; name the option that runs "
+                f"{self.follows.take!r} again, one of {sorted(self.options)}"
+            )
         return self
 
     @model_validator(mode="after")

@@ -49,6 +49,14 @@ def describe_run(run: Run) -> str:
     return "\n".join(lines)
 
 
+def _numbers(seeds: list[int]) -> str:
+    return (
+        f"{seeds[0]}-{seeds[-1]}"
+        if seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 2
+        else (", ".join(map(str, seeds)))
+    )
+
+
 def seeds_line(experiment: ExperimentSpec, plan: Plan) -> str:
     """How many seeds each variant runs, what they measure (the seed noise every interval counts) and what that costs
     (an LR search's arms run one seed each and are left out)."""
@@ -58,13 +66,16 @@ def seeds_line(experiment: ExperimentSpec, plan: Plan) -> str:
             variants.setdefault(run.variant, []).append(run)
     df = sum(len(runs) - 1 for runs in variants.values())
     if not df:
-        return "1 per variant: seed noise is not measured, so the intervals count documents only; the verdict says so"
+        return "1 per variant: these runs measure no seed noise of their own"
     control = [r for r in plan.runs if r.option == experiment.control and r.search is None]
     others = [len(runs) for runs in variants.values() if runs[0].option != experiment.control]
-    parts = [f"control {len(control)} ({', '.join(str(r.spec.run.seed) for r in control)})"] if control else []
+    parts = [f"control {len(control)} ({_numbers([r.spec.run.seed for r in control])})"] if control else []
     if others:
+        other_seeds = sorted(r.spec.run.seed for r in plan.runs if r.option != experiment.control or r.search)
         parts.append(
-            f"other variants {min(others)}" + (f"-{max(others)}" if max(others) > min(others) else "") + " each"
+            f"other variants {min(others)}"
+            + (f"-{max(others)}" if max(others) > min(others) else "")
+            + f" each ({_numbers(other_seeds)})"
         )
     extra = [r for runs in variants.values() for r in runs[1:]]
     share = sum(tokens(r) for r in extra) / sum(tokens(r) for r in plan.runs)
@@ -72,6 +83,24 @@ def seeds_line(experiment: ExperimentSpec, plan: Plan) -> str:
         f"{', '.join(parts)}: the seed noise every interval counts, pooled over "
         f"{sum(len(runs) > 1 for runs in variants.values())} variant(s) with {df} degree(s) of freedom; "
         f"{len(extra)} extra run(s), {share:.0%} of the sweep's training tokens"
+    )
+
+
+def shared_seeds(plan: Plan) -> str | None:
+    """A warning when runs of different variants share a seed number (a seed listed by hand): they start from the same
+    initialisation and data order, a correlation the interval does not count."""
+    by_seed: dict[int, list[str]] = {}
+    for run in plan.runs:
+        by_seed.setdefault(run.spec.run.seed, []).append(run.variant)
+    shared = {seed: sorted(set(v)) for seed, v in by_seed.items() if len(set(v)) > 1}
+    if not shared:
+        return None
+    seed, names = next(iter(sorted(shared.items())))
+    return (
+        f"{', '.join(names)} share seed {seed}"
+        + (f" ({len(shared) - 1} more seed(s) shared)" if len(shared) > 1 else "")
+        + ": their runs start alike, a correlation the intervals do not count; drop run.seed from the options to give "
+        "each variant seeds of its own"
     )
 
 
@@ -121,8 +150,20 @@ def concurrency_line(experiment: ExperimentSpec, plan: Plan, local: bool, chosen
     )
 
 
-def describe(experiment: ExperimentSpec, plan: Plan, concurrency: int | None = None, local: bool = False) -> str:
-    """The whole plan: experiment settings, then one block per run. ``concurrency``: what local mode chose."""
+def describe(
+    experiment: ExperimentSpec,
+    plan: Plan,
+    concurrency: int | None = None,
+    local: bool = False,
+    seed_notes: list[tuple[str, str]] = (),
+) -> str:
+    """The whole plan: experiment settings, then one block per run. ``concurrency``: what local mode chose;
+    ``seed_notes``: (label, text) lines after the seeds, from the verdict's side (what stands in for unmeasured seed
+    noise, or a warning that nothing does)."""
+    notes = list(seed_notes)
+    shared = shared_seeds(plan)
+    if shared:
+        notes.append(("warning", shared))
     es, ev = experiment.early_stopping, plan.evaluation
     compared = (
         "each run's final evaluation"
@@ -134,6 +175,7 @@ def describe(experiment: ExperimentSpec, plan: Plan, concurrency: int | None = N
         f"experiment   {experiment.name}: {len(plan.runs)} run(s)"
         + (f", control {experiment.control}" if experiment.control else ""),
         f"seeds        {seeds_line(experiment, plan)}",
+        *(f"{label:<13}{text}" for label, text in notes),
         f"lr search    {search_line(experiment, plan)}",
         f"evaluation   every run scored on the same val tokens: windows of {ev.context} tokens every {ev.stride} "
         f"(at least {ev.context - ev.stride} tokens of "

@@ -154,12 +154,8 @@ def _expand(
 
 
 def _with_seeds(merged: dict[str, Any], count: int) -> dict[str, Any]:
-    """An option's merged dict with ``count`` consecutive seeds, unless it lists seeds itself."""
-    seed = (
-        merged.get("run", {}).get("seed", TrainSpec.model_fields["run"].default.seed)
-        if isinstance(merged.get("run", {}), dict)
-        else None
-    )
+    """An option's merged dict with ``count`` consecutive seeds from its own, unless it lists seeds itself."""
+    seed = _seed(merged)
     if count == 1 or not isinstance(seed, int):
         return merged
     out = copy.deepcopy(merged)
@@ -167,44 +163,93 @@ def _with_seeds(merged: dict[str, Any], count: int) -> dict[str, Any]:
     return out
 
 
+def _seed(data: dict[str, Any]) -> Any:
+    """The run.seed a merged dict gives: its own, else the default's."""
+    run = data.get("run", {})
+    return run.get("seed", TrainSpec.model_fields["run"].default.seed) if isinstance(run, dict) else None
+
+
+def _lists_seed(override: dict[str, Any] | None) -> bool:
+    return isinstance((override or {}).get("run"), dict) and "seed" in override["run"]
+
+
+class _Seeds:
+    """Seed numbers handed out in turn from the experiment's first seed, so that no two variants share one: a shared
+    seed starts two runs from the same initialisation and data order, and the interval assumes independent seeds."""
+
+    def __init__(self, first: int):
+        self.next = first
+
+    def take(self, count: int) -> list[int]:
+        out = list(range(self.next, self.next + count))
+        self.next += count
+        return out
+
+
+def _seeded_points(
+    option: str, merged: dict[str, Any], overrides: dict[str, Any], count: int, seeds: _Seeds | None
+) -> list[tuple[str, str, dict[str, Any], dict[str, Any]]]:
+    """(name, variant, run dict, overrides) for every point of the option's sweep axes, each on its seeds: the next
+    ``count`` of ``seeds``, or (None: the option chose them) its own."""
+    if seeds is None:
+        return _expand(option, _with_seeds(merged, count), overrides)
+    points = []
+    for _, variant, run, run_overrides in _expand(option, merged, overrides):
+        for seed in seeds.take(count):
+            seeded, seeded_overrides = copy.deepcopy(run), copy.deepcopy(run_overrides)
+            set_path(seeded, SEED, seed)
+            if count > 1:  # a sweep over seeds, as a list of them would be: the run's name and overrides say it
+                set_path(seeded_overrides, SEED, seed)
+            name = variant if count == 1 else _with_label(variant, f"seed={seed}")
+            points.append((name, variant, seeded, seeded_overrides))
+    return points
+
+
+def _with_label(variant: str, label: str) -> str:
+    return f"{variant[:-1]},{label}]" if variant.endswith("]") else f"{variant}[{label}]"
+
+
 def resolve_runs(experiment: ExperimentSpec, sets: dict[str, Any] | None = None, only: list[str] | None = None) -> Plan:
     """Expand an experiment into validated runs and its evaluation protocol.
 
     Raises :class:`SpecError` naming the option and the field.
 
-    ``sets`` (from ``--set``) applies to every run after its option; ``only`` keeps those options.
+    ``sets`` (from ``--set``) applies to every run after its option; ``only`` keeps those options. Seeds are handed
+    out over every option, kept or not, so that ``--only`` never changes a run's seed: the control takes the first
+    ``control_seeds`` from the experiment's run.seed, then each variant of each other option, in the spec's order, its
+    ``option_seeds`` (an LR search's arms one each). An option that lists run.seed itself, or a list of seeds given
+    to every run, keeps those.
     """
     options = experiment.options or {"base": {}}
     unknown = sorted(set(only or ()) - set(options))
     if unknown:
         raise SpecError(f"--only {', '.join(unknown)}: no such option; choose from {', '.join(options)}")
-    runs: list[Run] = []
-    searches: list[Search] = []
-    for option, override in options.items():
-        if only and option not in only:
-            continue
-        overrides = deep_merge(override or {}, sets or {})
+    first = _seed(deep_merge(experiment.base, sets or {}))
+    seeds = _Seeds(first) if isinstance(first, int) else None
+    runs: dict[str, list[Run]] = {}
+    searches: dict[str, list[Search]] = {}
+    for option in sorted(options, key=lambda o: o != experiment.control):  # the control first, then the spec's order
+        overrides = deep_merge(options[option] or {}, sets or {})
         merged = deep_merge(experiment.base, overrides)
+        own = None if _lists_seed(options[option]) and not _lists_seed(sets) else seeds
         lrs = _search_lrs(option, merged, experiment.lr_search)
-        points = (
-            []
-            if lrs and option != experiment.control
-            else _expand(option, _seeds(experiment, option, merged), overrides)
-        )
-        runs += [_validated(option, *point) for point in points]
-        if lrs:
-            for variant, arms in _arms(option, merged, overrides, lrs, option == experiment.control).items():
-                arms = [_validated(option, *arm, search=variant) for arm in arms]
-                runs += arms
-                searches.append(_search(variant, option, arms, experiment.lr_search))
-    _check_distinct(runs, experiment.control)
-    _check_comparable(runs, experiment.control)
-    return Plan(runs=runs, evaluation=evaluation_protocol(experiment.evaluation, runs), searches=searches)
-
-
-def _seeds(experiment: ExperimentSpec, option: str, merged: dict[str, Any]) -> dict[str, Any]:
-    count = experiment.control_seeds if option == experiment.control else experiment.option_seeds
-    return _with_seeds(merged, count)
+        count = experiment.control_seeds if option == experiment.control else experiment.option_seeds
+        points = [] if lrs and option != experiment.control else _seeded_points(option, merged, overrides, count, own)
+        runs[option] = [_validated(option, *point) for point in points]
+        searches[option] = []
+        for variant, arms in _arms(option, merged, overrides, lrs, option == experiment.control, own).items():
+            arms = [_validated(option, *arm, search=variant) for arm in arms]
+            runs[option] += arms
+            searches[option].append(_search(variant, option, arms, experiment.lr_search))
+    kept = [option for option in options if not only or option in only]
+    plan_runs = [run for option in kept for run in runs[option]]
+    _check_distinct(plan_runs, experiment.control)
+    _check_comparable(plan_runs, experiment.control)
+    return Plan(
+        runs=plan_runs,
+        evaluation=evaluation_protocol(experiment.evaluation, plan_runs),
+        searches=[search for option in kept for search in searches[option]],
+    )
 
 
 def _validated(
@@ -241,25 +286,33 @@ def _search_lrs(option: str, merged: dict[str, Any], search: LrSearchSpec | None
 
 
 def _arms(
-    option: str, merged: dict[str, Any], overrides: dict[str, Any], lrs: list[float], control: bool
+    option: str,
+    merged: dict[str, Any],
+    overrides: dict[str, Any],
+    lrs: list[float],
+    control: bool,
+    seeds: _Seeds | None,
 ) -> dict[str, list[tuple[str, str, dict[str, Any], dict[str, Any]]]]:
-    """Per variant of the option, one arm per learning rate: (name, variant, run dict, overrides), on one seed
-    (the control's arms on its first)."""
+    """Per variant of the option, one arm per learning rate: (name, variant, run dict, overrides), each on one seed:
+    the next of ``seeds``, or (None: the option chose its seeds) its own (the control's arms on its first)."""
     seed = merged.get("run", {}).get("seed") if isinstance(merged.get("run"), dict) else None
     if isinstance(seed, list) and control and seed:
         merged = deep_merge(merged, {"run": {"seed": seed[0]}})
-    elif isinstance(seed, list):
+    elif isinstance(seed, list) and lrs:
         raise SpecError(
             f"option {option!r}: run.seed lists {len(seed)} seeds, but in an LR search each arm runs one seed (its "
             "comparison counts the seed noise of the variants that run several, the control's); give one seed"
         )
     out: dict[str, list[tuple[str, str, dict[str, Any], dict[str, Any]]]] = {}
-    for _, variant, run, run_overrides in _expand(option, merged, overrides):
+    for _, variant, run, run_overrides in _expand(option, merged, overrides) if lrs else []:
         for lr in lrs:
             arm, arm_overrides = copy.deepcopy(run), copy.deepcopy(run_overrides)
             set_path(arm, LR, lr)
             set_path(arm_overrides, LR, lr)
-            name = f"{variant[:-1]},lr={lr}]" if variant.endswith("]") else f"{variant}[lr={lr}]"
+            if seeds is not None:
+                (seed,) = seeds.take(1)
+                set_path(arm, SEED, seed)
+            name = _with_label(variant, f"lr={lr}")
             out.setdefault(variant, []).append((name, name, arm, arm_overrides))
     return out
 
