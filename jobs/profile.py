@@ -15,8 +15,9 @@ the GPU was over the wall time of the steps (the rest it waited for the CPU); on
 operator time. Each kernel is put in a category by the operator that launched it:
 
 1. the scopes the loop marks (``plateau.data``, ``plateau.optimizer``);
-2. then by name (:data:`CATEGORIES`), where an operator with an input of the vocabulary's
-   size (the head's product, the chunked loss's softmax) belongs to the LM head.
+2. then by name (:data:`CATEGORIES`), where an operator with an input whose last
+   dimension is the vocabulary (the head's product, the logits of a chunked loss) belongs
+   to the LM head.
 """
 
 from __future__ import annotations
@@ -47,8 +48,9 @@ CATEGORIES: list[tuple[str, re.Pattern]] = [
 ORDER = ["matmul", "attention", LM_HEAD, "elementwise", "optimizer", "host sync", "data", "other"]
 SCOPES = {DATA: "data", OPTIMIZER: "optimizer"}
 _EMBEDDING = re.compile(r"embedding", re.IGNORECASE)
-# What counts as one host sync: on a GPU the runtime's waits (an .item() is a copy and a stream sync), on the CPU the
-# operator that reads a tensor's value into Python
+# What counts as one host sync: on a GPU the runtime's waits (an .item() is a copy and a stream sync); on the CPU the
+# operator that reads a tensor's value into Python, outside the data and the optimizer scopes, whose reads are of
+# tensors that stay on the CPU in a GPU run too (the batch order's permutation, unfused AdamW's step counters)
 SYNCS = {True: re.compile(r"Synchronize|^cudaMemcpy$"), False: re.compile(r"_local_scalar_dense")}
 
 
@@ -62,7 +64,7 @@ def category(name: str, op: FunctionEvent | None, vocab: int | None) -> str:
     for label, pattern in CATEGORIES[:2]:  # syncs and the loss, before a size says "LM head" for a sync
         if pattern.search(name) or (op is not None and pattern.search(op.name)):
             return label
-    if vocab and op is not None and not _EMBEDDING.search(op.name) and _has_dim(op.input_shapes, vocab):
+    if vocab and op is not None and not _EMBEDDING.search(op.name) and _last_dim_is(op.input_shapes, vocab):
         return LM_HEAD
     for label, pattern in CATEGORIES[2:]:
         if pattern.search(name) or (op is not None and pattern.search(op.name)):
@@ -70,11 +72,23 @@ def category(name: str, op: FunctionEvent | None, vocab: int | None) -> str:
     return "other"
 
 
-def _has_dim(shapes, size: int) -> bool:
-    """Whether a (nested) list of input shapes holds a dimension of ``size``."""
-    if isinstance(shapes, int):
-        return shapes == size
-    return isinstance(shapes, (list, tuple)) and any(_has_dim(s, size) for s in shapes)
+def _under(event: FunctionEvent, prefix: tuple[str, ...]) -> bool:
+    while event is not None:
+        if event.name.startswith(prefix):
+            return True
+        event = event.cpu_parent
+    return False
+
+
+def _last_dim_is(shapes, size: int) -> bool:
+    """Whether an input of a (nested) list of shapes has ``size`` as its last dimension: the head's weight in its
+    product, the logits and their gradient (the vocabulary is their last dimension; a product of activations has it
+    there only when a micro-batch holds exactly as many tokens)."""
+    if not isinstance(shapes, (list, tuple)) or not shapes:
+        return False
+    if all(isinstance(d, int) for d in shapes):
+        return shapes[-1] == size
+    return any(_last_dim_is(s, size) for s in shapes)
 
 
 def breakdown(events: list[FunctionEvent], cuda: bool, vocab: int | None) -> tuple[dict[str, float], int]:
@@ -84,7 +98,7 @@ def breakdown(events: list[FunctionEvent], cuda: bool, vocab: int | None) -> tup
     for e in events:
         if e.device_type != torch.autograd.DeviceType.CPU:
             continue
-        syncs += bool(SYNCS[cuda].search(e.name))
+        syncs += bool(SYNCS[cuda].search(e.name)) and (cuda or not _under(e, (DATA, "Optimizer.step#")))
         if cuda:
             for kernel in e.kernels:
                 totals[category(kernel.name, e, vocab)] += kernel.duration
