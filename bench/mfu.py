@@ -13,6 +13,8 @@ first step and of its first window, and its profile's table when it has one.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -50,12 +52,28 @@ def main() -> None:
     parser.add_argument("--only", action="append", required=True)
     parser.add_argument("--set", action="append", default=[])
     parser.add_argument("--spec", default=SPEC)
+    parser.add_argument("--storage", default=None, help="where the runs go (default: a fresh temporary folder)")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="seconds for the sweep; then it is stopped and the runs that finished a window are shown",
+    )
     args = parser.parse_args()
-    storage = tempfile.mkdtemp(prefix="bench-mfu-")
+    storage = args.storage or tempfile.mkdtemp(prefix="bench-mfu-")
     sets = [*args.set, f"storage.path={storage}"]
     command = [sys.executable, "-m", "orchestrator.launch", args.spec, "--local"]
     command += [a for name in args.only for a in ("--only", name)] + [a for s in sets for a in ("--set", s)]
-    subprocess.run(command)  # no verdict without a control (exit 3): the figures are in the histories
+    sweep = subprocess.Popen(command, start_new_session=True)  # its own group: stopping it stops its Ray
+    try:
+        sweep.wait(timeout=args.budget)  # no verdict without a control (exit 3): the figures are in the histories
+    except subprocess.TimeoutExpired:
+        print(f"bench.mfu: the sweep ran past its {args.budget:g} s; stopping it", flush=True)
+        os.killpg(sweep.pid, signal.SIGINT)  # the launcher stops Ray on Ctrl-C
+        try:
+            sweep.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(sweep.pid, signal.SIGKILL)
     experiment, plan = load(args.spec, sets, args.only)
     folder = ExperimentFolder(experiment.storage, experiment.name)
     print(table(folder, plan.runs), flush=True)
