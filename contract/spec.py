@@ -297,7 +297,8 @@ class TrainSpec(Strict):
         }[c.loss]
         share = self.resources.gpus_per_worker
         if c.micro_batch_size != "auto":
-            memory, memory_why = None, f"micro_batch_size {c.micro_batch_size} set in the spec"
+            size = "null" if c.micro_batch_size is None else c.micro_batch_size
+            memory, memory_why = None, f"micro_batch_size {size} set in the spec"
         elif 0 < share < 1:
             memory, memory_why = share, f"auto: the run's share of its GPU (resources.gpus_per_worker {share:g})"
         else:
