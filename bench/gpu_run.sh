@@ -33,8 +33,9 @@ python -c "import liger_kernel, triton; print('liger-kernel', liger_kernel.__nam
 } 2>&1 | tee "$OUT/env.txt"
 
 # sec CAP TITLE COMMAND...: run under min(CAP, the time to the deadline), or say it was skipped
-sec() { local cap=$1 title=$2; shift 2; local left=$(( DEADLINE - ($(date +%s) - start) ))
-    (( left < cap )) && cap=$left; (( cap < 20 )) && { el "== $title: SKIPPED, no time left"; return; }
+capped() { local left=$(( DEADLINE - ($(date +%s) - start) )); echo $(( $1 < left ? $1 : left )); }
+sec() { local cap; cap=$(capped "$1"); local title=$2; shift 2
+    (( cap < 20 )) && { el "== $title: SKIPPED, no time left"; return; }
     el "== $title (cap ${cap}s)"; timeout -k 10 "$cap" "$@"; el "rc=$?"; }
 # the runs' folders (histories, profiles' tables and traces; no checkpoints) as one file per section
 keep() { [[ -d $T/$1 ]] || return 0; tar -C "$T" --exclude='step_*' -czf "$OUT/$1.tgz" "$1"
@@ -52,8 +53,9 @@ else  # the rehearsal: the tiny preset, a few steps, every profile at step 3
     short=(--set run.steps=4 --set run.eval_every=2 --set run.checkpoint_every=4 --set model.name=tiny-gpt2)
     step=(--shape tiny --precision fp32 --rounds 1 --steps 2 --warmup 1); long=128
 fi
-mfu() { local name=$1 cap=$2; shift 2
-    sec "$cap" "MFU through the sweep: $name" python -m bench.mfu --storage "$T/$name" --budget $(( cap - 15 )) \
+# bench.mfu stops its sweep 45 s before the cap, to print the table of the runs that finished a window
+mfu() { local name=$1 cap; cap=$(capped "$2"); shift 2
+    sec "$cap" "MFU through the sweep: $name" python -m bench.mfu --storage "$T/$name" --budget $(( cap - 45 )) \
         "${shape[@]}" "${steps[@]}" "$@"; keep "$name"; }
 
 for s in $sections; do case $s in

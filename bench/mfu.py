@@ -13,7 +13,6 @@ first step and of its first window, and its profile's table when it has one.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import subprocess
 import sys
@@ -64,16 +63,16 @@ def main() -> None:
     sets = [*args.set, f"storage.path={storage}"]
     command = [sys.executable, "-m", "orchestrator.launch", args.spec, "--local"]
     command += [a for name in args.only for a in ("--only", name)] + [a for s in sets for a in ("--set", s)]
-    sweep = subprocess.Popen(command, start_new_session=True)  # its own group: stopping it stops its Ray
+    sweep = subprocess.Popen(command)
     try:
         sweep.wait(timeout=args.budget)  # no verdict without a control (exit 3): the figures are in the histories
     except subprocess.TimeoutExpired:
         print(f"bench.mfu: the sweep ran past its {args.budget:g} s; stopping it", flush=True)
-        os.killpg(sweep.pid, signal.SIGINT)  # the launcher stops Ray on Ctrl-C
+        sweep.send_signal(signal.SIGINT)  # as Ctrl-C: the launcher stops its runs and Ray
         try:
-            sweep.wait(timeout=20)
+            sweep.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(sweep.pid, signal.SIGKILL)
+            sweep.kill()
     experiment, plan = load(args.spec, sets, args.only)
     folder = ExperimentFolder(experiment.storage, experiment.name)
     print(table(folder, plan.runs), flush=True)
