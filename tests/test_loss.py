@@ -13,7 +13,7 @@ from jobs.model import load_model, load_tokenizer
 from jobs.train import _forward, train_step
 
 
-def _train(overrides: dict, wrap: bool, bf16: bool = False, steps: int = 3):
+def _train(overrides: dict, wrap: bool, bf16: bool = False, steps: int = 2):
     """(losses, the first step's gradients) of ``steps`` steps with two micro-batches each, the head's loss chunked if
     ``wrap``."""
     spec = TrainSpec.model_validate(overrides)
@@ -45,9 +45,9 @@ def _train(overrides: dict, wrap: bool, bf16: bool = False, steps: int = 3):
     ids=["full", "lora"],
 )
 def test_the_chunked_loss_trains_as_the_models_own(overrides, monkeypatch):
-    """Chunks smaller than a batch (2,048 tokens in chunks of 300: the last one partial) give the model's own
+    """Chunks smaller than a micro-batch (1,024 tokens in chunks of 400: the last one partial) give the model's own
     gradients and losses, to float32 rounding: only the order of the sums differs."""
-    monkeypatch.setattr(loss_lib, "CHUNK_TOKENS", 300)
+    monkeypatch.setattr(loss_lib, "CHUNK_TOKENS", 400)
     own, own_grads = _train(overrides, wrap=False)
     chunked, chunked_grads = _train(overrides, wrap=True)
     assert sum(g.abs().sum() for g in own_grads) > 0  # (LoRA's A gets none before B leaves zero)
