@@ -6,7 +6,7 @@
 #   a second call for what the deadline skipped:  OUT=$OUT bash bench/gpu_run.sh levers step
 # Rehearsal on a CPU (tiny shapes, a few steps; the bundle for this machine's Python, a venv with only what the device
 # image has): PYV=3.11 DEST=/tmp/gpu-cpu bash bench/gpu_bundle.sh
-#   DEV=cpu DEADLINE=3000 CARRY=/tmp/gpu-cpu PY=/tmp/devlike/bin/python OUT=/tmp/gpu-out bash bench/gpu_run.sh
+#   DEV=cpu CAPX=4 DEADLINE=3000 CARRY=/tmp/gpu-cpu PY=/tmp/devlike/bin/python OUT=/tmp/gpu-out bash bench/gpu_run.sh
 # Sections: full (block 1024 full fine-tune: eager with its profile, then compiled with the chunked loss and its
 # profile), lora (the seed's shape: eager, then CUDA graphs, each profiled), five (best.yaml's five options sharing the
 # GPU, one after another, and as five HF Trainer runs one after another), levers (each remaining lever alone), step
@@ -15,6 +15,7 @@ set -uo pipefail
 export PYTHONUNBUFFERED=1
 cd "$(dirname "$0")/.."
 DEV=${DEV:-cuda}; PY=${PY:-$(command -v python3)}; DEADLINE=${DEADLINE:-540}; CARRY=${CARRY:-.gpu}
+CAPX=${CAPX:-1}  # every cap times this: a rehearsal on 2 CPU cores compiles far slower than the device
 OUT=${OUT:?set OUT to the folder whose files come back}; T=${T:-/tmp/gpurun}
 sections=${*:-full lora five levers step tests}
 mkdir -p "$T/bin" "$OUT"
@@ -33,7 +34,8 @@ python -c "import liger_kernel, triton; print('liger-kernel', liger_kernel.__nam
 } 2>&1 | tee "$OUT/env.txt"
 
 # sec CAP TITLE COMMAND...: run under min(CAP, the time to the deadline), or say it was skipped
-capped() { local left=$(( DEADLINE - ($(date +%s) - start) )); echo $(( $1 < left ? $1 : left )); }
+capped() { local cap=$(( $1 * CAPX )) left=$(( DEADLINE - ($(date +%s) - start) ))
+    echo $(( cap < left ? cap : left )); }
 sec() { local cap; cap=$(capped "$1"); local title=$2; shift 2
     (( cap < 20 )) && { el "== $title: SKIPPED, no time left"; return; }
     el "== $title (cap ${cap}s)"; timeout -k 10 "$cap" "$@"; el "rc=$?"; }
@@ -46,16 +48,16 @@ if [[ $DEV == cuda ]]; then
     shape=(); steps=(); short=(--set run.steps=200 --set run.eval_every=100 --set run.checkpoint_every=100)
     step=(--shape gpt2 --precision bf16 --rounds 3 --steps 20); long=1024
 else  # the rehearsal: the tiny preset, a few steps, every profile at step 3
-    shape=(--set model.name=tiny-gpt2 --set resources.gpus_per_worker=0 --set resources.cpus_per_worker=1
-        --set compute.precision=fp32)
+    shape=(--set model.name=tiny-gpt2 --set data.block_size=128 --set resources.gpus_per_worker=0
+        --set resources.cpus_per_worker=1 --set compute.precision=fp32)
     steps=(--set run.steps=6 --set run.eval_every=2 --set run.checkpoint_every=6 --set data.batch_size=8
         --set compute.profile.start_step=3 --set compute.profile.steps=1)
-    short=(--set run.steps=4 --set run.eval_every=2 --set run.checkpoint_every=4 --set model.name=tiny-gpt2)
+    short=(--set run.steps=20 --set run.eval_every=10 --set run.checkpoint_every=20 --set model.name=tiny-gpt2)
     step=(--shape tiny --precision fp32 --rounds 1 --steps 2 --warmup 1); long=128
 fi
 # bench.mfu stops its sweep 45 s before the cap, to print the table of the runs that finished a window
-mfu() { local name=$1 cap; cap=$(capped "$2"); shift 2
-    sec "$cap" "MFU through the sweep: $name" python -m bench.mfu --storage "$T/$name" --budget $(( cap - 45 )) \
+mfu() { local name=$1 nominal=$2 cap; cap=$(capped "$2"); shift 2
+    sec "$nominal" "MFU through the sweep: $name" python -m bench.mfu --storage "$T/$name" --budget $(( cap - 45 )) \
         "${shape[@]}" "${steps[@]}" "$@"; keep "$name"; }
 
 for s in $sections; do case $s in
