@@ -43,7 +43,11 @@ CATEGORIES: list[tuple[str, re.Pattern]] = [
     ("attention", re.compile(r"flash|fmha|attention|sdpa|softmax", re.IGNORECASE)),
     ("matmul", re.compile(r"gemm|gemv|nvjet|xmma|cublas|cutlass|aten::(mm|addmm|bmm|baddbmm|matmul|linear)$")),
     ("optimizer", re.compile(r"Optimizer\.|adam|_foreach_|multi_tensor|clip_grad", re.IGNORECASE)),
-    ("elementwise", re.compile(r"^aten::|elementwise|vectorized|reduce_kernel|triton_|layer_?norm", re.IGNORECASE)),
+    # compiled: Triton kernels on a GPU; on the CPU, inductor's fused C++ kernels run as the graph call's own time
+    (
+        "elementwise",
+        re.compile(r"^aten::|elementwise|vectorized|reduce_kernel|triton_|layer_?norm|CompiledFxGraph", re.I),
+    ),
 ]
 ORDER = ["matmul", "attention", LM_HEAD, "elementwise", "optimizer", "host sync", "data", "other"]
 SCOPES = {DATA: "data", OPTIMIZER: "optimizer"}
