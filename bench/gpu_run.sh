@@ -14,7 +14,7 @@
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 cd "$(dirname "$0")/.."
-DEV=${DEV:-cuda}; PY=${PY:-$(command -v python3)}; DEADLINE=${DEADLINE:-540}; CARRY=${CARRY:-.gpu}
+DEV=${DEV:-cuda}; PY=${PY:-$(command -v python3)}; DEADLINE=${DEADLINE:-560}; CARRY=${CARRY:-.gpu}
 CAPX=${CAPX:-1}  # every cap times this: a rehearsal on 2 CPU cores compiles far slower than the device
 OUT=${OUT:?set OUT to the folder whose files come back}; T=${T:-/tmp/gpurun}
 sections=${*:-full lora five levers step tests}
