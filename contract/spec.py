@@ -8,7 +8,7 @@ errors that name the field and the fix; they never rewrite the user's values.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -135,6 +135,24 @@ class RunSpec(Strict):
     seed: int = Field(0, description="Seeds init, dropout and data order.")
 
 
+# A torch.compile of GPT-2 takes about 30 s per run, and a compiled step at the seed's shape (block 128, batch 16) is
+# 1.7-2.1x faster than an uncompiled one of ~25 ms on an H200 (docs/BENCHMARKS.md §12): about 13 ms saved a step, so
+# the compile pays for itself after ~2,300 steps. `compute.compile: auto` turns it on for GPU runs at least this long.
+COMPILE_PAYS_AFTER_STEPS = 2_500
+
+
+class ProfileSpec(Strict):
+    start_step: int = Field(
+        10,
+        ge=1,
+        description="The first step profiled, counted from 0 like `run.steps`. Step 0 runs the memory probe, and a "
+        "compiled run compiles in its first steps: start after them.",
+    )
+    steps: int = Field(
+        3, gt=0, le=50, description="Steps profiled. A GPU trace holds thousands of kernels a step: keep it short."
+    )
+
+
 class ComputeSpec(Strict):
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="`bf16` runs forward and loss under bf16 autocast (weights and optimizer stay fp32)."
@@ -144,14 +162,61 @@ class ComputeSpec(Strict):
         description="Attention kernel: PyTorch scaled_dot_product_attention (flash/memory-efficient on GPU) "
         "or the eager reference.",
     )
-    compile: bool = Field(False, description="torch.compile the model (first steps are slower while it compiles).")
-    micro_batch_size: int | None = Field(
-        None,
-        gt=0,
-        description="Sequences per forward/backward on one worker; gradients accumulate until the worker's share "
-        "of `data.batch_size` is done. null is the whole share (no accumulation). Changes memory, not results "
-        "(exactly so with dropout off; dropout masks depend on the split); halved automatically if it does not fit.",
+    compile: bool | Literal["auto"] = Field(
+        "auto",
+        description="torch.compile the model together with its loss (first steps are slower while it compiles). "
+        f"`auto`: on for a run on a GPU of at least {COMPILE_PAYS_AFTER_STEPS:,} steps, where the ~30 s it takes "
+        "pays back (docs/BENCHMARKS.md §12); off on the CPU.",
     )
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = Field(
+        "default",
+        description="torch.compile's mode when compiling. `reduce-overhead` replays each step's kernels as CUDA "
+        "graphs: one launch instead of hundreds, for small steps that leave the GPU waiting on the CPU (the seed's "
+        "block 128, batch 16). It needs `compile` on.",
+    )
+    loss: Literal["model", "chunked", "liger"] = Field(
+        "model",
+        description="How the LM head and its cross-entropy are computed. `model`: the model's own, full logits "
+        "(50,257 a token for GPT-2: 3.3 GB in fp32 at block 1024, batch 16, and as much for their gradient). "
+        "`chunked`: the same loss a chunk of tokens at a time, each chunk's gradient computed in the forward pass, "
+        "so the full logits never exist (plain PyTorch, any device, compiled with the model). `liger`: liger-kernel's "
+        "fused Triton kernel for the same (a GPU only; the `gpu` extra: pip install 'plateau-sweep[gpu]').",
+    )
+    micro_batch_size: Annotated[int, Field(gt=0)] | Literal["auto"] | None = Field(
+        "auto",
+        description="Sequences per forward/backward on one worker; gradients accumulate until the worker's share "
+        "of `data.batch_size` is done. `auto`: the largest micro-batch, from the whole share down, whose step fits "
+        "in this worker's memory; on a GPU shared by fractions (`resources.gpus_per_worker` < 1) that is its "
+        "fraction of the GPU's memory, so runs sharing a GPU cannot crowd each other out. null: the whole share, "
+        "against the whole GPU. A number: that size. Changes memory, not results (exactly so with dropout off; "
+        "dropout masks depend on the split); halved automatically if it does not fit.",
+    )
+    profile: ProfileSpec | None = Field(
+        None,
+        description="Profile these steps of the run with torch.profiler on rank 0: a Chrome/TensorBoard trace and a "
+        "table of where the time went (matmuls, attention, LM head and cross-entropy, elementwise, optimizer, "
+        "host syncs, data) in the run's folder, `profile/`. null: no profiling.",
+    )
+
+
+class Levers(Strict):
+    """How a run computes, with every `auto` of its spec's `compute` resolved, and why each lever is as it is."""
+
+    compile: bool
+    compile_mode: str
+    loss: str
+    memory_share: float | None = Field(description="The share of the GPU's memory the run may use; None: all of it.")
+    reasons: dict[str, str]
+
+    def describe(self) -> list[str]:
+        """One line per lever: its setting and why (the dry run prints them)."""
+        compiled = f"on ({self.compile_mode})" if self.compile else "off"
+        memory = "the whole device" if self.memory_share is None else f"{self.memory_share:g} of the GPU's memory"
+        return [
+            f"compile {compiled}: {self.reasons['compile']}",
+            f"loss {self.loss}: {self.reasons['loss']}",
+            f"micro-batch sized to {memory}: {self.reasons['memory']}",
+        ]
 
 
 class ResourcesSpec(Strict):
@@ -206,7 +271,45 @@ class TrainSpec(Strict):
 
     @property
     def micro_batch(self) -> int:
-        return self.compute.micro_batch_size or self.worker_batch
+        """The micro-batch the memory probe tries first (it may shrink it)."""
+        micro = self.compute.micro_batch_size
+        return micro if isinstance(micro, int) else self.worker_batch
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.resources.gpus_per_worker > 0
+
+    def levers(self) -> Levers:
+        """The `compute` levers this run uses, `auto` resolved by where it runs (a GPU or not) and how long."""
+        c, steps = self.compute, self.run.steps
+        if c.compile != "auto":
+            compile_, why = c.compile, "set in the spec"
+        elif not self.on_gpu:
+            compile_, why = False, "auto, and the run is on the CPU"
+        elif steps >= COMPILE_PAYS_AFTER_STEPS:
+            compile_, why = True, f"auto: a GPU run of {steps:,} steps, where the ~30 s compile pays back"
+        else:
+            compile_, why = False, f"auto: {steps:,} steps on a GPU are too few for the ~30 s compile to pay back"
+        loss_why = {
+            "model": "the model's own cross-entropy over full logits",
+            "chunked": "a chunk of tokens at a time, never the full logits",
+            "liger": "liger-kernel's fused Triton kernel",
+        }[c.loss]
+        share = self.resources.gpus_per_worker
+        if c.micro_batch_size != "auto":
+            size = "null" if c.micro_batch_size is None else c.micro_batch_size
+            memory, memory_why = None, f"micro_batch_size {size} set in the spec"
+        elif 0 < share < 1:
+            memory, memory_why = share, f"auto: the run's share of its GPU (resources.gpus_per_worker {share:g})"
+        else:
+            memory, memory_why = None, "auto: the run has its device to itself"
+        return Levers(
+            compile=compile_,
+            compile_mode=c.compile_mode,
+            loss=c.loss,
+            memory_share=memory,
+            reasons={"compile": why, "loss": loss_why, "memory": memory_why},
+        )
 
     @property
     def accumulation_steps(self) -> int:
@@ -241,7 +344,27 @@ class TrainSpec(Strict):
                 f"{self.warmup_steps} warmup steps; it must be at least 1 and shorter than the run"
             )
         self._check_batch_split()
+        self._check_compute()
         return self
+
+    def _check_compute(self) -> None:
+        c = self.compute
+        if c.compile is False and c.compile_mode != "default":
+            raise ValueError(
+                f"compute.compile_mode: {c.compile_mode!r} is a mode of torch.compile, but compute.compile is false; "
+                "set compile: true (or auto) or remove compile_mode"
+            )
+        if c.loss == "liger" and not self.on_gpu:
+            raise ValueError(
+                "compute.loss: 'liger' runs Triton kernels on a GPU only, and resources.gpus_per_worker is 0; "
+                "use loss: chunked (the same algorithm in plain PyTorch) or give the run a GPU"
+            )
+        if c.profile is not None and c.profile.start_step + c.profile.steps > self.run.steps:
+            last = c.profile.start_step + c.profile.steps - 1
+            raise ValueError(
+                f"compute.profile: steps {c.profile.start_step}-{last} go past the run's last step "
+                f"{self.run.steps - 1}; start earlier or profile fewer steps"
+            )
 
     def _check_batch_split(self) -> None:
         batch, workers = self.data.batch_size, self.resources.num_workers
@@ -253,7 +376,7 @@ class TrainSpec(Strict):
                 "workers"
             )
         micro = self.compute.micro_batch_size
-        if micro is not None and self.worker_batch % micro:
+        if isinstance(micro, int) and self.worker_batch % micro:
             share = self.worker_batch
             fits = (
                 f"one of {[d for d in range(1, share + 1) if share % d == 0]}"

@@ -33,7 +33,9 @@ from jobs import checkpoint as ckpt
 from jobs import data as data_lib
 from jobs import evaluate as eval_lib
 from jobs import memory, perf
+from jobs.loss import LMWithLoss
 from jobs.model import load_model, load_tokenizer
+from jobs.profile import DATA, OPTIMIZER, StepProfiler
 from jobs.schedule import lr_at
 
 
@@ -122,6 +124,9 @@ def _setup(job: JobConfig, entered: float) -> Setup:
     torch.manual_seed(job.spec.run.seed)
     random.seed(job.spec.run.seed)
     notes: list[str] = []
+    levers = job.spec.levers()
+    if levers.compile or levers.loss != "model" or levers.memory_share:  # say what runs other than the plain step
+        notes.append("compute: " + "; ".join(levers.describe()))
     tokenizer = load_tokenizer(job.spec, job.storage)
     data, evalset = _setup_data(job, tokenizer, notes)
     model, optimizer, start, restored = _setup_model_and_optimizer(job, device, notes)
@@ -179,10 +184,16 @@ def _setup_model_and_optimizer(job: JobConfig, device: torch.device, notes: list
 
 
 def _build(job: JobConfig, device: torch.device, checkpoint_dir: str | None = None):
-    """The model on its device (DDP-wrapped when there are several workers, compiled if the spec says so) and its
-    AdamW."""
+    """The model on its device (with the LM head's loss the spec chooses, DDP-wrapped when there are several workers,
+    compiled with its loss if the levers say so) and its AdamW."""
     spec = job.spec
-    model = ray.train.torch.prepare_model(load_model(spec, job.storage, checkpoint_dir=checkpoint_dir))
+    levers = spec.levers()
+    if levers.loss == "liger" and device.type != "cuda":
+        raise ValueError(f"compute.loss: 'liger' runs on a GPU only, and this worker's device is {device}")
+    model = load_model(spec, job.storage, checkpoint_dir=checkpoint_dir)
+    if levers.loss != "model":
+        model = LMWithLoss(model, levers.loss)
+    model = ray.train.torch.prepare_model(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         params,
@@ -191,11 +202,16 @@ def _build(job: JobConfig, device: torch.device, checkpoint_dir: str | None = No
         weight_decay=spec.optim.weight_decay,
         fused=device.type == "cuda",  # one kernel for all parameters on GPU
     )
-    return (torch.compile(model) if spec.compute.compile else model), optimizer
+    return (torch.compile(model, mode=levers.compile_mode) if levers.compile else model), optimizer
 
 
 def _setup_micro_batch(s: Setup) -> None:
-    """Shrink the micro-batch until one step of it fits on every worker (jobs.memory)."""
+    """Shrink the micro-batch until one step of it fits on every worker (jobs.memory), in the share of the GPU's
+    memory the run may use: the process's allocator is capped at it, so a run sharing a GPU can neither crowd the
+    others out nor be crowded out later."""
+    share = s.spec.levers().memory_share
+    if share is not None and s.device.type == "cuda":
+        torch.cuda.set_per_process_memory_fraction(share, s.device)
     x = s.data.train[s.order.indices(s.start)].to(s.device)
     fitted, tried, first = fit_micro_batch(
         s.model, s.optimizer, x, s.micro, s.world, s.spec.compute.precision == "bf16"
@@ -239,8 +255,8 @@ def fit_micro_batch(
             if fresh:
                 _set_lr(optimizer, 0.0)
                 optimizer.step()  # reads the gradients, leaves them as they are
-            if world == 1 and m == len(x):
-                kept = loss.detach(), seconds
+            if world == 1 and m == len(x):  # a copy: under CUDA graphs the loss is a buffer the next replay reuses
+                kept = loss.detach().clone(), seconds
         finally:  # what a failed try allocated goes too
             if fresh:
                 optimizer.state.clear()
@@ -261,9 +277,10 @@ def fit_micro_batch(
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The model under torch.compile and DDP wrappers (what save_pretrained needs)."""
+    """The model under torch.compile, DDP and loss wrappers (what save_pretrained needs)."""
     model = getattr(model, "_orig_mod", model)
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    model = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    return model.lm if isinstance(model, LMWithLoss) else model
 
 
 def _no_sync(model: torch.nn.Module):
@@ -313,10 +330,22 @@ def train_step(
                 (loss / len(micro_batches)).backward()
             total += loss.detach()
         mean = total / len(micro_batches)
-    norm = torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], max_norm)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    with torch.profiler.record_function(OPTIMIZER):
+        # no error_if_nonfinite: that check reads the norm on the host, a sync every step; a non-finite loss is
+        # found at the next evaluation instead (_window_metrics)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
     return mean, norm
+
+
+def _batch(s: Setup, step: int) -> torch.Tensor:
+    """This worker's share of step ``step``'s batch, on its device. On a GPU through pinned memory, so the copy is
+    asynchronous: from pageable memory CUDA first waits for the GPU's queue to drain, a host sync every step."""
+    with torch.profiler.record_function(DATA):
+        x = s.data.train[s.order.indices(step)]
+        return (x.pin_memory() if s.device.type == "cuda" else x).to(s.device, non_blocking=True)
 
 
 # ----------------------------------------------------------------------- loop
@@ -334,6 +363,7 @@ def _train(s: Setup, persist: Persist | None) -> None:
     if s.start == 0:
         _report(s, {"step": 0, **static, **_evaluate(s, bf16, timers)}, timers, checkpointer, save=False)
     window = Window(s.start, tick=time.perf_counter() - s.first_compute_s)
+    profiler = _profiler(s, persist)
 
     for step in range(s.start, run.steps):
         # 1) learning rate: a pure function of the step, so resume needs nothing else
@@ -347,9 +377,10 @@ def _train(s: Setup, persist: Persist | None) -> None:
         )
 
         # 2) forward and backward over the micro-batches, clip (measuring the pre-clip norm), update
-        x = s.data.train[s.order.indices(step)].to(s.device, non_blocking=True)
+        x = _batch(s, step)
         computed = s.first_loss if step == s.start else None
         loss, norm = train_step(s.model, s.optimizer, list(x.split(s.micro)), lr, max_norm, bf16, computed)
+        profiler.step(step)
         window.losses.append(loss)
         window.norms.append(norm)
 
@@ -371,7 +402,21 @@ def _train(s: Setup, persist: Persist | None) -> None:
         due = done % run.checkpoint_every == 0 or done == run.steps
         _report(s, metrics, timers, checkpointer, save=persist is not None and due)
         window = Window(done)
+    profiler.close()
     checkpointer.wait()
+
+
+def _profiler(s: Setup, persist: Persist | None) -> StepProfiler:
+    """compute.profile's profiler: its folder goes into the run's storage beside the checkpoints (here, without
+    storage: Ray Train's local mode)."""
+
+    def publish(folder) -> str:
+        if persist is None:
+            return str(folder)
+        return persist(ray.train.Checkpoint.from_directory(str(folder)), "profile").path
+
+    vocab = _unwrap(s.model).config.vocab_size
+    return StepProfiler(s.spec.compute.profile, s.start, s.rank, s.device, vocab, publish, s.log)
 
 
 def _static_metrics(s: Setup, first_step_at: float) -> dict[str, Any]:

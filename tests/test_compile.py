@@ -1,4 +1,5 @@
-"""compute.compile: a compiled run trains as the uncompiled one (docs/BENCHMARKS.md §12 advises it on a GPU)."""
+"""compute.compile: a compiled run, its loss compiled with the model, trains as the uncompiled one (docs/BENCHMARKS.md
+§12 advises it on a GPU)."""
 
 import pytest
 from torch._dynamo.utils import counters
@@ -9,13 +10,17 @@ from orchestrator.spec import load
 
 def test_a_compiled_run_trains_as_the_uncompiled_one():
     """The whole loop under torch.compile: the memory probe, the steps, the evaluations (other shapes, so
-    other graphs). Ray Train's local mode runs it here and has no storage, so it writes no checkpoints;
-    what a checkpoint of a compiled model holds is the model under the wrapper (jobs.train._unwrap)."""
+    other graphs). The compiled run takes the LM head's loss out of the model (compute.loss: chunked), so the model
+    and the loss compile as one graph, against the model's own uncompiled loss: both levers at once, in one compile
+    (each alone: tests/test_loss.py for the loss). Ray Train's local mode runs it here and has no storage, so it
+    writes no checkpoints; what a checkpoint of a compiled model holds is the model under the wrappers
+    (jobs.train._unwrap)."""
     sets = ["method=full", "lora=null", "run.steps=4", "run.eval_every=2", "run.checkpoint_every=2"]
     counters.clear()
     metrics = {}
     for compiled in (False, True):
-        experiment, plan = load(None, [*sets, f"compute.compile={str(compiled).lower()}"], ["current"])
+        levers = ["compute.compile=true", "compute.loss=chunked"] if compiled else ["compute.compile=false"]
+        experiment, plan = load(None, [*sets, *levers], ["current"])
         metrics[compiled] = train_in_process(seeded_jobs(experiment, plan, "current", [0])[0])
     assert metrics[True]["step"] == 4
     assert metrics[True]["train_loss"] == pytest.approx(metrics[False]["train_loss"], abs=1e-4)

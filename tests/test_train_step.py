@@ -1,9 +1,17 @@
-"""The training step on the demo model, without Ray: what loosening the clip can and cannot change."""
+"""The training step on the demo model, without Ray: what loosening the clip can and cannot change, and what it reads
+back to the host."""
 
+import os
+import traceback
+from pathlib import Path
+
+import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from contract.spec import StorageSpec, TrainSpec
 from jobs import data as data_lib
+from jobs.loss import LMWithLoss
 from jobs.model import load_model, load_tokenizer
 from jobs.train import fit_micro_batch, train_step
 
@@ -68,3 +76,39 @@ def test_a_single_workers_memory_probe_is_its_first_step():
     assert folded[0] == unprobed[0]
     assert all(torch.equal(a, b) for a, b in zip(folded[1], unprobed[1]))
     assert torch.equal(folded[2], unprobed[2])
+
+
+class _HostReads(TorchDispatchMode):
+    """Where each read of a tensor's value into Python (.item(), bool(t), float(t)) comes from: the innermost frame's
+    file and function outside torch. On a GPU each such read is a host sync."""
+
+    def __init__(self):
+        super().__init__()
+        self.sources: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default:
+            stack = traceback.extract_stack()[:-1]  # less this frame
+            frame = next(f for f in reversed(stack) if f"{os.sep}torch{os.sep}" not in f.filename)
+            self.sources.append(f"{Path(frame.filename).name}:{frame.name}")
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("loss", ["model", "chunked"])
+def test_a_step_reads_nothing_back_to_the_host(loss):
+    """train_step, with accumulation over two micro-batches and clipping, returns its loss and gradient norm as
+    tensors and reads no value back on the way: on a GPU, no host sync of ours. (Fused AdamW, as on a GPU: the
+    unfused one reads its step counters, which are CPU tensors there.) transformers' eager GPT-2 forward reads one,
+    checking the position ids for packed sequences; torch.compile traces that check away."""
+    spec = TrainSpec.model_validate({"method": "full", "lora": None})
+    torch.manual_seed(0)
+    model = load_model(spec, StorageSpec())
+    if loss == "chunked":
+        model = LMWithLoss(model, "chunked")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+    x = torch.randint(0, 2048, (8, 64))
+    with _HostReads() as reads:
+        mean, norm = train_step(model, optimizer, list(x.split(4)), 1e-3, 1.0)
+    assert isinstance(mean, torch.Tensor) and isinstance(norm, torch.Tensor)
+    assert [s for s in reads.sources if s != "masking_utils.py:find_packed_sequence_indices"] == []
+    assert len(reads.sources) == 2  # transformers' check, once a micro-batch: the mode sees every read

@@ -45,6 +45,7 @@ def describe_run(run: Run) -> str:
         f"   -> trainable params     {params_text}",
         f"   -> resources            {r.num_workers} worker(s) x ({r.cpus_per_worker:g} CPU, {r.gpus_per_worker:g} "
         "GPU)",
+        *(f"   -> {'compute' if i == 0 else '':<20} {line}" for i, line in enumerate(spec.levers().describe())),
     ]
     return "\n".join(lines)
 

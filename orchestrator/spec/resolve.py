@@ -424,6 +424,9 @@ EXECUTION_ONLY = (
     "compute.micro_batch_size",
     "compute.attention",
     "compute.compile",
+    "compute.compile_mode",
+    "compute.loss",
+    "compute.profile",
     "run.keep_checkpoints",
     "run.max_failures",
 )
