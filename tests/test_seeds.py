@@ -36,6 +36,10 @@ def test_every_variant_of_the_default_job_runs_seeds_of_its_own():
     assert _seeds(alone) == {"full_finetune": [9]}
     _, later = load(None, ["run.seed=100", "option_seeds=2"], only=["current", "lr_schedule"])
     assert _seeds(later) == {"current": [100, 101, 102, 103], "lr_schedule": [106, 107]}
+    # an option --only leaves out takes its seeds but is not validated: 4 steps are too few for lr_schedule's warmup,
+    # and refusing them would refuse a run of the control alone
+    _, short = load(None, ["run.steps=4", "run.eval_every=2", "run.checkpoint_every=2"], only=["current"])
+    assert _seeds(short) == {"current": [0, 1, 2, 3]}
 
 
 def test_seeds_an_option_lists_are_kept_and_shared_ones_are_named(tmp_path):

@@ -226,6 +226,7 @@ def resolve_runs(experiment: ExperimentSpec, sets: dict[str, Any] | None = None,
         raise SpecError(f"--only {', '.join(unknown)}: no such option; choose from {', '.join(options)}")
     first = _seed(deep_merge(experiment.base, sets or {}))
     seeds = _Seeds(first) if isinstance(first, int) else None
+    kept = [option for option in options if not only or option in only]
     runs: dict[str, list[Run]] = {}
     searches: dict[str, list[Search]] = {}
     for option in sorted(options, key=lambda o: o != experiment.control):  # the control first, then the spec's order
@@ -235,13 +236,15 @@ def resolve_runs(experiment: ExperimentSpec, sets: dict[str, Any] | None = None,
         lrs = _search_lrs(option, merged, experiment.lr_search)
         count = experiment.control_seeds if option == experiment.control else experiment.option_seeds
         points = [] if lrs and option != experiment.control else _seeded_points(option, merged, overrides, count, own)
+        arms = _arms(option, merged, overrides, lrs, option == experiment.control, own)
+        if option not in kept:  # its seeds are taken above; a run --only leaves out is not validated (nor refused)
+            continue
         runs[option] = [_validated(option, *point) for point in points]
         searches[option] = []
-        for variant, arms in _arms(option, merged, overrides, lrs, option == experiment.control, own).items():
-            arms = [_validated(option, *arm, search=variant) for arm in arms]
-            runs[option] += arms
-            searches[option].append(_search(variant, option, arms, experiment.lr_search))
-    kept = [option for option in options if not only or option in only]
+        for variant, variant_arms in arms.items():
+            validated = [_validated(option, *arm, search=variant) for arm in variant_arms]
+            runs[option] += validated
+            searches[option].append(_search(variant, option, validated, experiment.lr_search))
     plan_runs = [run for option in kept for run in runs[option]]
     _check_distinct(plan_runs, experiment.control)
     _check_comparable(plan_runs, experiment.control)
