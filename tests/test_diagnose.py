@@ -175,7 +175,13 @@ def test_each_log_fires_the_rules_its_numbers_show_and_no_others(tmp_path, capsy
 
 def test_the_json_is_the_documented_shape_with_causes_in_rank_order(tmp_path):
     _, diagnosis = _diagnosis(tmp_path, SEED_LOG, SEED_CURRENT, "--intended-batch", "32")
-    assert set(diagnosis) == {"healthy", "findings", "causes", "options", "reading"}
+    assert set(diagnosis) == {"healthy", "findings", "causes", "options", "reading", "curve"}
+    # the curve as logged: the lowest val and the last, raw (the seed's log: 6.71 at step 500 ... 6.67 at step 2,500)
+    log = parse(SEED_LOG)
+    lowest = min(log.evals, key=lambda p: p.val_loss)
+    assert (diagnosis["curve"]["best_val_step"], diagnosis["curve"]["best_val"]) == (lowest.step, lowest.val_loss)
+    assert diagnosis["curve"]["last_val"] == log.evals[-1].val_loss
+    assert diagnosis["curve"]["evaluations"] == len(log.evals)
     assert diagnosis["reading"]["mapping"] == {"step": "step", "train_loss": "train_loss", "val_loss": "val_loss"}
     assert all(set(f) == {"rule", "title", "evidence", "threshold", "confidence"} for f in diagnosis["findings"])
     assert {f["rule"] for f in diagnosis["findings"]} <= set(RULES)
@@ -279,7 +285,9 @@ def test_one_rise_is_a_regression_only_when_per_document_losses_show_it_beyond_n
     log = RunLog("hot_lr", [Point(0, None, 4.39), Point(10, 5.1, 4.61)], "plateau-sweep run", doc_tokens=list(tokens))
     log.doc_losses = [(0, list(before)), (10, list(before + 0.22 * tokens + rng.normal(0, 5, 19)))]
     (rise,) = [f for f in diagnose(log, Context({})) if f.rule == "regression"]
-    assert rise.title == "Loss increased at step 10" and rise.evidence.startswith("val 4.39 → 4.61")
+    assert rise.title == "Loss increased at step 10" and rise.evidence.startswith(
+        "val 4.39 (its lowest, step 0) → 4.61"
+    )
     assert "paired bootstrap over val documents" in rise.threshold
     same = before + rng.normal(0, 5, 19)  # the same model, scored again: no rise beyond noise
     log.doc_losses[1] = (10, list(same))

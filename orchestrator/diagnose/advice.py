@@ -31,8 +31,10 @@ from orchestrator.diagnose.rules import (
     healthy,
     logged_schedule,
     lr_prior,
+    noted,
     rank_causes,
     reference,
+    summary,
     trend_gain,
     val_size,
 )
@@ -348,7 +350,8 @@ def _early_stopping(log: RunLog, findings: list[Finding]) -> dict[str, Any]:
     """Patience 2, so one spike never stops a run; min_delta above the eval noise the log shows (1% of the loss
     when it cannot be measured)."""
     last = log.evals[-1].val_loss if log.evals else None
-    measured = next((f.data["min_delta"] for f in findings if f.rule == "noise" and "min_delta" in f.data), 0.0)
+    curve = Curve.of(log)
+    measured = curve.threshold(float(min(curve.val)))[0] if curve.sigma is not None else 0.0
     floor = 0.01 * last if last else 0.05
     return {"min_delta": round(max(floor, measured), 3), "patience": PATIENCE, "grace_evals": 1}
 
@@ -356,14 +359,33 @@ def _early_stopping(log: RunLog, findings: list[Finding]) -> dict[str, Any]:
 # ------------------------------------------------------------------ the diagnosis, as markdown and JSON
 
 
-def to_json(findings: list[Finding], advice: Advice) -> dict[str, Any]:
-    """The machine-readable diagnosis: healthy, findings, causes in rank order, options with dotted changes."""
+def to_json(findings: list[Finding], advice: Advice, log: RunLog) -> dict[str, Any]:
+    """The machine-readable diagnosis: healthy, findings, causes in rank order, options with dotted changes, and the
+    curve's raw best and last evaluations."""
     return {
         "healthy": healthy(findings),
         "findings": [f.to_json() for f in findings],
         "causes": [{"rule": f.rule, "evidence": evidence} for f, evidence in rank_causes(findings)],
         "options": [o.to_json() for o in advice.options],
+        "curve": summary(log),
     }
+
+
+def _curve_lines(log: RunLog) -> list[str]:
+    """The curve as logged: its best and last evaluations (raw), and the one estimate, named as one."""
+    c = summary(log)
+    if c["best_val_step"] is None:
+        return [f"- {c['evaluations']} evaluation{'s' * (c['evaluations'] != 1)} of a loss or a selection metric."]
+    lines = [
+        f"- Best evaluation: `{c['metric']}` {c['best_val']:.6g} at step {c['best_val_step']:,}, as logged "
+        f"({c['chosen_by']}); the last: {c['last_val']:.6g}; {c['evaluations']} evaluations."
+    ]
+    if c["eval_noise_sd_estimate"] is not None:
+        lines.append(
+            f"- Eval noise, estimated (not logged): sd {c['eval_noise_sd_estimate']:.4g} between evaluations around "
+            "the trend; rises within 3 sd of the difference of two evaluations are not read as regressions."
+        )
+    return lines
 
 
 def markdown(title: str, log: RunLog, findings: list[Finding], ctx: Context, advice: Advice, notes: list[str]) -> str:
@@ -371,10 +393,13 @@ def markdown(title: str, log: RunLog, findings: list[Finding], ctx: Context, adv
     parts = [f"# Training diagnosis: {title}", ""]
     if log.reading is not None:
         parts += ["## What was read", "", *log.reading.markdown(), ""]
+    parts += ["## The curve", "", *_curve_lines(log), ""]
     parts += ["## Current Issues Observed", ""]
     ok = healthy(findings)
     if ok:
-        parts += [f"**The run is healthy.** {_keep_training(log)}", ""]
+        parts += [f"**The run is healthy.** {_keep_training(log, findings)}", ""]
+    elif ok is None:
+        parts += ["**The log cannot show whether the run is healthy**: see `evidence` below for what to log.", ""]
     for i, f in enumerate(findings, 1):
         parts += [
             f"{i}. **{f.title}**: {f.evidence}",
@@ -406,7 +431,12 @@ def markdown(title: str, log: RunLog, findings: list[Finding], ctx: Context, adv
         parts += ["None: no rule found direct evidence of a cause." if not ok else "None: the run is healthy.", ""]
     parts += ["## Recommended Solutions (Prioritized)", ""]
     if ok:
-        parts += [f"None: the run is healthy, and a sweep would compare fixes for nothing. {_keep_training(log)}", ""]
+        parts += [
+            f"None: the run is healthy, and a sweep would compare fixes for nothing. {_keep_training(log, findings)}",
+            "",
+        ]
+    elif ok is None and not advice.options:
+        parts += ["None yet: log what `evidence` names, so the next log can show the run's health.", ""]
     elif not advice.options:
         parts += ["No option to compare: fix what the sections above name first.", ""]
     if advice.base_why:
@@ -426,11 +456,17 @@ def markdown(title: str, log: RunLog, findings: list[Finding], ctx: Context, adv
     overfit = next((f for f in findings if f.rule == "overfit"), None)
     if overfit is not None:
         best, where = overfit.data["best_step"], overfit.data.get("checkpoint")
-        keep = (
-            f"keep the weights of step {best:,}" + (f" (`{where}`)" if where else "") + ", not the last"
-            if overfit.data["turned"]
-            else f"val is still at its best (step {best:,}), so evaluate often enough to see it turn"
-        )
+        last = log.evals[-1].step if log.evals else None
+        if overfit.data["turned"]:
+            keep = f"keep the weights of step {best:,}" + (f" (`{where}`)" if where else "") + ", not the last"
+        elif best is None:
+            keep = (
+                "the log has no eval loss, so evaluate on held-out data every epoch and keep the lowest-val checkpoint"
+            )
+        elif best == last:
+            keep = f"val is still at its lowest (step {best:,}, the last evaluation), so evaluate often to see it turn"
+        else:
+            keep = f"val's lowest is at step {best:,}, not risen beyond noise since, so evaluate often to see it turn"
         parts += [
             f"**Early stopping at the best checkpoint**: {keep}; with --emit-spec, every arm stops when val turns and "
             "keeps its best checkpoint. More data is the other fix: the same epochs over more documents.",
@@ -446,7 +482,14 @@ def markdown(title: str, log: RunLog, findings: list[Finding], ctx: Context, adv
     return "\n".join(parts)
 
 
-def _keep_training(log: RunLog) -> str:
+def _keep_training(log: RunLog, findings: list[Finding]) -> str:
+    flat = noted(findings, "plateau")
+    if flat is not None:
+        return (
+            f"Val has converged (flat from step {flat.data['from']:,} to {flat.data['to']:,}): more steps of this "
+            "configuration gain nothing measurable; keep the best checkpoint. Lower val needs more or better data, or "
+            "another configuration."
+        )
     gain = trend_gain(Curve.of(log))
     last = log.evals[-1].step if log.evals else None
     if gain is None or not last:
