@@ -46,6 +46,7 @@ PATIENCE = 2  # one spike never stops a run
 # A sweep's arms on a corpus this small separate within a few epochs; past 20, more steps mostly memorise it
 # (common fine-tuning recipes run 1 to 5 epochs), and early stopping ends an arm that turns before that.
 MAX_EPOCHS = 20
+FEW_EPOCHS = 3  # fine-tuning recipes run 1 to 3 epochs (Stanford Alpaca 3; Unsloth's LoRA guide: 1-3)
 
 
 @dataclass
@@ -146,7 +147,22 @@ def _overfit(f: Finding, ctx: Context, log: RunLog) -> list[Option]:
     kind, _, _ = logged_schedule(log)
     decays = (kind or "").endswith("decay") or ctx.known("optim.schedule.kind") == "warmup_linear"
     best = f.data["best_step"]
-    if decays and f.data["turned"]:  # with a constant LR, stopping at the best step is what early stopping does
+    per_epoch = _steps_per_epoch(log)
+    if f.data.get("train_only") and per_epoch is not None:
+        steps = math.ceil(FEW_EPOCHS * per_epoch)
+        out.append(
+            Option(
+                "fewer_steps",
+                f"Fewer epochs: {FEW_EPOCHS} (step {steps:,})",
+                f"{FEW_EPOCHS} epochs, the most fine-tuning recipes run (Stanford Alpaca; Unsloth's guide: 1-3), not "
+                f"the log's {log.points[-1].step / per_epoch:.0f}: past them the model learns its training answers",
+                "the same generalisation, or better, for a fraction of the steps; evaluate to see which epoch wins",
+                "low",
+                {"run": {"steps": steps}},
+                "overfit",
+            )
+        )
+    elif decays and f.data["turned"]:  # with a constant LR, stopping at the best step is what early stopping does
         out.append(
             Option(
                 "fewer_steps",
@@ -160,6 +176,12 @@ def _overfit(f: Finding, ctx: Context, log: RunLog) -> list[Option]:
             )
         )
     return out
+
+
+def _steps_per_epoch(log: RunLog) -> float | None:
+    """Optimizer steps per epoch, from the log's own epoch count."""
+    counted = [p for p in log.points if p.epoch]
+    return counted[-1].step / counted[-1].epoch if counted else None
 
 
 def _clipping(f: Finding, ctx: Context, log: RunLog) -> list[Option]:
@@ -584,10 +606,15 @@ def monitoring(log: RunLog, findings: list[Finding], ctx: Context, advice: Advic
             "stops a run whose val stays above its best by more than min_delta for two evaluations, so a single spike "
             "does not stop it; the report says which and when."
         )
-    out.append(
-        "**Compare train vs val**: a gap above 10% of the train loss that grows is memorisation; train close to val "
-        "after several epochs is underfitting."
-    )
+    if "scale" in rules:
+        out.append(
+            "**Put train and val on one scale** before comparing them: see `scale` for the factor and its cause."
+        )
+    elif log.evals:
+        out.append(
+            "**Compare train vs val**: a gap above 10% of the train loss that grows is memorisation; train close to "
+            "val after several epochs is underfitting."
+        )
     if not log.grad_norms and log.clip_rate is None:
         out.append(
             "**Log gradient norms** (pre-clip, every step): this log has none, so clipping cannot be judged from it; "

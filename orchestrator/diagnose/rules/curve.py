@@ -193,7 +193,7 @@ def eval_noise(steps: list[int], val: np.ndarray) -> float | None:
     b = 1 - a
     pseudo = (a * y[:-2] + b * y[2:] - y[1:-1]) / np.sqrt(a**2 + b**2 + 1)  # var = sigma^2 for independent noise
     robust = 1.4826 * float(np.median(np.abs(pseudo)))
-    kept = pseudo[np.abs(pseudo) <= SPIKE_SIGMAS * robust] if robust > 0 else pseudo
+    kept = pseudo[np.abs(pseudo) <= SPIKE_SIGMAS * robust]  # never empty: half of them are within the median
     return math.sqrt(float(np.mean(kept**2)))
 
 

@@ -43,6 +43,10 @@ def scale(curve: Curve, ctx: Context, found: list[Finding]) -> list[Finding]:
     pairs = [(s, t, v) for s, t, v in pairs if t is not None and t > 0 and v > 0]
     if len(pairs) < 2:
         return []
+    if len(pairs) >= 3:
+        pairs = pairs[
+            1:
+        ]  # the first evaluation can sit anywhere (before training, or mid-warmup): the scale is the rest
     ratios = [t / v for _, t, v in pairs]
     steady = max(ratios) <= STEADY * min(ratios)
     accum = accumulation(curve)
@@ -65,14 +69,17 @@ def scale(curve: Curve, ctx: Context, found: list[Finding]) -> list[Finding]:
         )
     else:
         cause = (
-            "no accumulation setting explains the ratio: a train loss summed rather than averaged (over tokens or "
-            "sequences), or dropout or augmentation that only train sees; check how each loss is reduced"
+            f"the known causes, most common first: the Trainer's train loss summed over about {typical:.0f} gradient-"
+            "accumulation steps (transformers#35204, fixed by #35207: check gradient_accumulation_steps, the log "
+            "does not show it), a loss summed rather than averaged (over tokens or sequences), or dropout or "
+            "augmentation that only train sees"
         )
     shown = ", ".join(f"{t:.3g} vs {v:.3g} at step {s:,}" for s, t, v in pairs[:4])
     return [
         Finding(
             "scale",
-            f"Train and val on different scales: train is {typical:.1f}x val at every evaluation",
+            f"Train and val on different scales: train is {typical:.1f}x val at every evaluation"
+            + (" after the first" if len(ratios) < len(curve.val) else ""),
             f"train vs val: {shown}{' ...' if len(pairs) > 4 else ''} (ratios {min(ratios):.1f} to "
             f"{max(ratios):.1f}); {cause}. Until then no rule compares train with val (gaps, memorisation, "
             "underfitting), and the train curve is not read as nats per token",

@@ -25,7 +25,8 @@ from orchestrator.diagnose.rules.models import NOT_CAUSAL
 LM_ONLY = ("baseline", "learning_rate", "lora_capacity", "underfit", "context")
 CLASSIFIER_METRIC = re.compile(
     r"^(eval_|eval/)(overall_)?(accuracy|acc|balanced_accuracy|f1|precision|recall|matthews_correlation|mcc|auc|"
-    r"roc_auc|(macro|micro|weighted)_f1|f1_(macro|micro|weighted)|(macro|micro|weighted)_(precision|recall))$"
+    r"roc_auc|(macro|micro|weighted)_f1|f1_(macro|micro|weighted)|(macro|micro|weighted)_(precision|recall))"
+    r"(_score)?$"
 )
 RECOGNITION_METRIC = re.compile(r"^(eval_|eval/)(wer|cer)$")
 PREFERENCE_KEY = re.compile(r"(^|/)(rewards/|logps/|logits/chosen|reward$|reward_std$|kl$|completion_length$)")
