@@ -516,6 +516,8 @@ def _keep_training(log: RunLog, findings: list[Finding]) -> str:
     last = log.evals[-1].step if log.evals else None
     if gain is None or not last:
         return "Keep training."
+    if gain < 0.001:
+        return "Val has flattened: doubling the steps would gain nothing measurable if it stays linear in log(step)."
     kind, peak, _ = logged_schedule(log)
     stretch = (
         " (a new run with its schedule stretched to that length: this one's LR has decayed)"
