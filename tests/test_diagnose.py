@@ -287,7 +287,7 @@ def test_one_rise_is_a_regression_only_when_per_document_losses_show_it_beyond_n
     log.doc_losses = [(0, list(before)), (10, list(before + 0.22 * tokens + rng.normal(0, 5, 19)))]
     (rise,) = [f for f in diagnose(log, Context({})) if f.rule == "regression"]
     assert rise.title == "Loss increased at step 10" and rise.evidence.startswith(
-        "val 4.39 (its lowest, step 0) → 4.61"
+        "val 4.39 → 4.61 from step 0 (its lowest)"
     )
     assert "paired bootstrap over val documents" in rise.threshold
     same = before + rng.normal(0, 5, 19)  # the same model, scored again: no rise beyond noise

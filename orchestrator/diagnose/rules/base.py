@@ -113,6 +113,14 @@ def pct(a: float, b: float) -> str:
     return f"{(b - a) / a:+.1%}" if a else f"{b - a:+.4f}"
 
 
+def two(a: float, b: float) -> tuple[str, str]:
+    """``a`` and ``b`` as logged losses are read: 2 decimals, or as many more as it takes to tell them apart."""
+    d = 2
+    while d < 6 and round(a, d) == round(b, d):
+        d += 1
+    return f"{a:.{d}f}", f"{b:.{d}f}"
+
+
 def fmt_lr(x: float) -> str:
     """A learning rate as people write it: 2e-4, 2.5e-4."""
     mantissa, exponent = f"{x:.1e}".split("e")

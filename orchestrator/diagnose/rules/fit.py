@@ -34,6 +34,7 @@ from orchestrator.diagnose.rules.base import (
     fmt_lr,
     noted,
     pct,
+    two,
     window_mean,
 )
 from orchestrator.diagnose.rules.curve import Curve
@@ -75,6 +76,7 @@ def overfit(curve: Curve, ctx: Context, found: list[Finding]) -> list[Finding]:
                     f"; by the run's own selection metric `{chosen.metric}` ({chosen.how.split(': ')[0]}) the best "
                     f"is {chosen.value:.4g} at step {chosen.step:,}, and it ends at {series[-1][1]:.4g}"
                 )
+            lowest, final = two(curve.val[b], curve.val[-1])
             checkpoint = log.checkpoints.get(keep) or (
                 log.best_checkpoint if log.best_checkpoint and str(keep) in log.best_checkpoint else None
             )
@@ -82,8 +84,8 @@ def overfit(curve: Curve, ctx: Context, found: list[Finding]) -> list[Finding]:
                 Finding(
                     "overfit",
                     f"Overfitting: val lowest at step {best_step:,}, train still falling",
-                    f"val {curve.val[b]:.4g} at step {best_step:,} (its lowest logged value) → {curve.val[-1]:.4g} at "
-                    f"step {last_step:,} ({pct(curve.val[b], curve.val[-1])}) while train fell {tb:.3g} → {tl:.3g} "
+                    f"val {lowest} at step {best_step:,} (its lowest logged value) → {final} at step {last_step:,} "
+                    f"({pct(curve.val[b], curve.val[-1])}) while train fell {tb:.3g} → {tl:.3g} "
                     f"(means over a tenth of the run){seen}{metric}",
                     f"val risen since its lowest ({how}) and train down by more than {TRAIN_FALL:.0%}",
                     sure,

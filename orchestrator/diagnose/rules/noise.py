@@ -21,7 +21,18 @@ import math
 
 import numpy as np
 
-from orchestrator.diagnose.rules.base import Context, Finding, fired, fit, half, pct, spiked, val_size, window_mean
+from orchestrator.diagnose.rules.base import (
+    Context,
+    Finding,
+    fired,
+    fit,
+    half,
+    pct,
+    spiked,
+    two,
+    val_size,
+    window_mean,
+)
 from orchestrator.diagnose.rules.curve import Curve
 
 TRAIN_FALL = 0.01  # train "fell": down by more than 1% (a rise while it falls is overfitting's)
@@ -41,11 +52,12 @@ def regression(curve: Curve, ctx: Context, found: list[Finding]) -> list[Finding
     tb, tl = window_mean(log, first), window_mean(log, last)
     train = f"; train {tb:.3g} → {tl:.3g} (means over a tenth of the run)" if tb is not None and tl is not None else ""
     evals = len(curve.val) - 1 - b
+    lowest, final = two(curve.val[b], curve.val[-1])
     return [
         Finding(
             "regression",
             f"Loss increased at step {curve.steps[b + 1]:,}",
-            f"val {curve.val[b]:.4g} (its lowest, step {first:,}) → {curve.val[-1]:.4g} at step {last:,} "
+            f"val {lowest} → {final} from step {first:,} (its lowest) to {last:,} "
             f"({pct(curve.val[b], curve.val[-1])}, {evals} evaluation{'s' if evals > 1 else ''}), not back since"
             + train,
             f"val above its lowest beyond noise ({how}) while train did not fall",
