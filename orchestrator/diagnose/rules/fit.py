@@ -40,6 +40,7 @@ from orchestrator.diagnose.rules.base import (
 from orchestrator.diagnose.rules.curve import Curve
 from orchestrator.diagnose.rules.learning_rate import lr_prior, lr_that_ran
 from orchestrator.diagnose.rules.models import reference, trainable
+from orchestrator.diagnose.rules.start import BASELINE_FAR
 
 OVERFIT_RATIO = 0.1  # SageMaker Debugger Overfit, ratio_threshold
 UNDERFIT_EPOCHS = 3
@@ -267,8 +268,9 @@ def lora_capacity(curve: Curve, ctx: Context, found: list[Finding]) -> list[Find
             "Train loss flat and high at a learning rate in range: LoRA capacity may be the limit",
             f"train fell only {flat[0]:.3f} over the last half of the run at LoRA rank {rank}, and sits at "
             f"{level:.2f}, above the {ref.loss:.2f} pretrained {model} scores on {ref.on} ({ref.source}); lr "
-            f"{fmt_lr(lr)} is inside {prior.describe('lora')}; the start is within the reference and nothing "
-            f"memorises{sizes}. A larger rank at the same LR (or full fine-tuning) tells",
+            f"{fmt_lr(lr)} is inside {prior.describe('lora')}; the first loss is within {BASELINE_FAR}x of the "
+            f"reference (rule baseline silent) and nothing memorises (rule overfit silent){sizes}. A larger rank at "
+            "the same LR (or full fine-tuning) tells",
             f"train's fitted decline < {PLATEAU_REL:.0%} of the loss and at or above the model's reference, with the "
             "LR in the prior's range, a sound start and no memorisation (LoRA Without Regret: low ranks fall behind "
             "full fine-tuning once the data outgrows them)",

@@ -3,8 +3,9 @@
 - clipping: more than 50% of steps clipped, the clip acting as an LR cut (Google tuning playbook: "extremely
   aggressive"; clip near the 90th percentile of norms); none clipped rules loosening out. Only with gradient norms in
   the log.
-- schedule: a constant LR with a rise in the first 25% of steps (warmup: tuning playbook), or on a plateau at an LR in
-  range (decay to a tenth: nanoGPT, GPT-3). Never with the LR too low: warmup and decay lower the mean LR further.
+- schedule: a constant LR with a rise in the first 25% of steps (warmup: tuning playbook), or on a plateau at an LR a
+  prior calls in range (decay to a tenth: nanoGPT, GPT-3); never where no prior judges the LR. Never with the LR too
+  low: warmup and decay lower the mean LR further.
 - batch: the effective batch is smaller than intended (--intended-batch); restored by accumulation in every arm, the
   control included.
 - context: more than 20% of documents longer than a block, on a stuck curve whose start and LR are fine (the seed's
@@ -18,6 +19,7 @@ import numpy as np
 
 from orchestrator.diagnose.rules.base import Context, Finding, fired, logged_schedule, noted
 from orchestrator.diagnose.rules.curve import Curve
+from orchestrator.diagnose.rules.learning_rate import lr_prior
 
 CLIP_AGGRESSIVE = 0.5
 CONTEXT_SHARE = 0.2
@@ -82,13 +84,16 @@ def schedule(curve: Curve, ctx: Context, found: list[Finding]) -> list[Finding]:
             )
         ]
     stuck = noted(found, "plateau")
-    if stuck and not lr_finding and not fired(found, "overfit"):
+    method = ctx.known("method")
+    prior = lr_prior(ctx, curve.log) if method in ("lora", "full") else None
+    judged = prior is not None and lr is not None and prior.contains(lr, method)
+    if stuck and not lr_finding and not fired(found, "overfit") and judged:
         return [
             Finding(
                 "schedule",
                 "Constant learning rate on a plateau",
-                f"lr {lr:.2g} from the first step to the last, in range for the model, and val has stopped falling "
-                "(the plateau above): a decay lets the last steps settle",
+                f"lr {lr:.2g} from the first step to the last, inside {prior.describe(method)}, and val has stopped "
+                "falling (the plateau above): a decay lets the last steps settle",
                 "a constant schedule on a plateau at an LR in range (nanoGPT and GPT-3 decay to a tenth of the peak)",
                 "low",
                 data={"fix": "decay"},
