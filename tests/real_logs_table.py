@@ -52,12 +52,16 @@ class Outcome:
 
     @property
     def top(self) -> str:
+        """The top-ranked cause, else the surest finding: what the diagnosis leads with."""
         if self.diagnosis is None:
-            return f"refused: {self.text.strip()[:70]}"
-        findings = [f for f in self.diagnosis["findings"]]
-        if not findings:
+            return f"refused: {self.text.strip().removeprefix('error: ').partition(': ')[2][:70]}"
+        findings, causes = self.diagnosis["findings"], self.diagnosis["causes"]
+        lead = next(
+            (f for f in findings if causes and f["rule"] == causes[0]["rule"]), findings[0] if findings else None
+        )
+        if lead is None:
             return "healthy, no finding" if self.diagnosis["healthy"] else "no finding"
-        return f"`{findings[0]['rule']}`: {findings[0]['title']}"
+        return f"`{lead['rule']}`: {lead['title']}"
 
 
 def logs(folder: Path) -> list[Path]:

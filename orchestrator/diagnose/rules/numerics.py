@@ -68,7 +68,7 @@ def _missing(curve: Curve, evals: int) -> str:
         return f"its history is empty: nothing was logged{why}"
     if not log.points and log.summary:
         return "it holds the end-of-run summary only"
-    if reading is not None and reading.too_few and reading.points:
+    if reading is not None and reading.too_few and reading.points and not evals:
         return (
             f"{reading.points} point{'s' * (reading.points != 1)} read from {reading.records:,} "
             f"record{'s' * (reading.records != 1)}"
