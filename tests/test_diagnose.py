@@ -487,3 +487,23 @@ def test_lr_priors_beyond_gpt2_name_their_source_and_say_when_none_applies():
     assert not_judged(mystery, RunLog("x", [], "test")) == (
         "the LR (3e-4) is not judged against a prior: no published figure covers acme/house-model (size unknown)"
     )
+
+
+def test_a_causal_lm_scored_by_token_accuracy_is_still_a_causal_lm(tmp_path):
+    """run_clm.py logs a causal LM's token accuracy as eval_accuracy: beside an eval loss that never falls under ln 10
+    it is no classifier's, and a model the vocabulary table knows as a causal LM is one whatever its eval keys."""
+    history = []
+    for i, s in enumerate(range(100, 1001, 100)):
+        history += [
+            {"step": s, "loss": 3.3 - 0.02 * i},
+            {"step": s, "eval_loss": 3.4 - 0.02 * i, "eval_accuracy": 0.35},
+        ]
+    code, diagnosis = _diagnosis(tmp_path, _state(tmp_path, history))
+    assert "task" not in {f["rule"] for f in diagnosis["findings"]}
+    for entry in history:
+        if "eval_loss" in entry:
+            entry["eval_loss"] -= 2.5  # a loss a classifier could have: now the accuracy is a classifier's
+    code, diagnosis = _diagnosis(tmp_path, _state(tmp_path, history))
+    assert "task" in {f["rule"] for f in diagnosis["findings"]}
+    code, diagnosis = _diagnosis(tmp_path, _state(tmp_path, history), "MODEL_TYPE=gpt2 USE_LORA=True python t.py")
+    assert "task" not in {f["rule"] for f in diagnosis["findings"]}  # GPT-2 is a causal LM, whatever it is scored by

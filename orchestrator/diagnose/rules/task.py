@@ -5,7 +5,9 @@ keys of a preference or RL objective (DPO's ``rewards/*``, ``logps/*``; GRPO's `
 is an encoder, a vision or a speech model (BERT, RoBERTa, ConvNeXt, Whisper, ...), or a loss that starts at ln 2 (what
 a binary or a preference objective scores before it learns: DPO's -log sigmoid(0)). A loss starting near ln k for a few
 classes (k <= 10) is named as support, never alone: a causal LM's first loss lands near some ln k as often as not.
-Generation metrics (BLEU, ROUGE, a token accuracy) are a causal LM's own and do not count.
+Generation metrics (BLEU, ROUGE, a token accuracy) are a causal LM's own and do not count, nor do a classifier's keys
+on a model the vocabulary table knows as a causal LM, or an accuracy alone beside an eval loss that never falls under
+ln 10 (run_clm.py logs a causal LM's token accuracy as ``eval_accuracy``).
 
 The rules that read a loss as nats per token of a vocabulary, or judge an LM fine-tune's settings, then stay silent
 (``LM_ONLY``): the start against a vocabulary or a reference, the LR priors, LoRA capacity, memorisation read from the
@@ -20,7 +22,7 @@ import re
 
 from orchestrator.diagnose.rules.base import Context, Finding
 from orchestrator.diagnose.rules.curve import Curve, selection_metric
-from orchestrator.diagnose.rules.models import NOT_CAUSAL
+from orchestrator.diagnose.rules.models import NOT_CAUSAL, vocabulary
 
 LM_ONLY = ("baseline", "learning_rate", "lora_capacity", "underfit", "context")
 CLASSIFIER_METRIC = re.compile(
@@ -40,6 +42,9 @@ def task(curve: Curve, ctx: Context, found: list[Finding]) -> list[Finding]:
     keys = set(log.metrics) | set(log.reading.unread if log.reading else ())
     signals, kinds, strong = [], [], False
     scores = sorted(k for k in keys if CLASSIFIER_METRIC.match(k))
+    causal = vocabulary(ctx) is not None and not NOT_CAUSAL.search((ctx.model or "").rpartition("/")[2])
+    if causal or (scores and _token_accuracy(curve, scores)):
+        scores = []  # a causal LM scored by accuracy (run_clm.py logs its token accuracy as eval_accuracy) is still one
     if scores:
         signals.append(f"eval keys of a classifier: {', '.join(f'`{k}`' for k in scores)}")
         kinds.append("a classifier")
@@ -89,6 +94,13 @@ def task(curve: Curve, ctx: Context, found: list[Finding]) -> list[Finding]:
             data={"kind": kinds[0]},
         )
     ]
+
+
+def _token_accuracy(curve: Curve, scores: list[str]) -> bool:
+    """An accuracy alone, beside an eval loss that never falls under ln 10: a causal LM's token accuracy, not a
+    classifier's (a classifier scoring above a 10-class guess at every evaluation would be one in name only)."""
+    alone = all(k.rpartition("_")[2].rpartition("/")[2] in ("accuracy", "acc") for k in scores)
+    return alone and len(curve.val) > 0 and float(min(curve.val)) > math.log(FEW_CLASSES)
 
 
 def _start(curve: Curve) -> tuple[int, float, int] | None:
