@@ -109,10 +109,10 @@ def plateau(curve: Curve, ctx: Context, found: list[Finding]) -> list[Finding]:
     if fired(found, "overfit") or fired(found, "regression") or len(curve.val) < 3:
         return []
     spikes = {j for i, _, back in curve.spikes() if back is not None for j in range(i, back)}
+    if len(curve.val) - len(spikes) < 3:
+        spikes = set()  # too few evaluations to leave a spike out: the line goes through it
     steps = [s for k, s in enumerate(curve.steps) if k not in spikes]
     values = [float(v) for k, v in enumerate(curve.val) if k not in spikes]
-    if len(values) < 3:
-        return []
     s, v = half(steps, values)
     fall, fires, sure, margin, thr = _flat(curve, s, v)
     if not fires:
@@ -121,6 +121,8 @@ def plateau(curve: Curve, ctx: Context, found: list[Finding]) -> list[Finding]:
     tf, tl = window_mean(log, s[0]), window_mean(log, s[-1])
     train = f"; train {tf:.3g} → {tl:.3g}" if tf is not None and tl is not None else ""
     left = f", the spike's {len(spikes)} evaluation{'s' * (len(spikes) > 1)} left out" if spikes else ""
+    if not spikes and spiked(found):
+        left = ", with a spike between"
     return [
         Finding(
             "plateau",
