@@ -3,6 +3,7 @@ stored sweep, to findings with their confidence, ranked causes, options and a sp
 ones included, is tests/test_readers.py."""
 
 import json
+import math
 import shutil
 
 import numpy as np
@@ -175,7 +176,13 @@ def test_each_log_fires_the_rules_its_numbers_show_and_no_others(tmp_path, capsy
 
 def test_the_json_is_the_documented_shape_with_causes_in_rank_order(tmp_path):
     _, diagnosis = _diagnosis(tmp_path, SEED_LOG, SEED_CURRENT, "--intended-batch", "32")
-    assert set(diagnosis) == {"healthy", "findings", "causes", "options", "reading"}
+    assert set(diagnosis) == {"healthy", "findings", "causes", "options", "reading", "curve"}
+    # the curve as logged: the lowest val and the last, raw (the seed's log: 6.71 at step 500 ... 6.67 at step 2,500)
+    log = parse(SEED_LOG)
+    lowest = min(log.evals, key=lambda p: p.val_loss)
+    assert (diagnosis["curve"]["best_val_step"], diagnosis["curve"]["best_val"]) == (lowest.step, lowest.val_loss)
+    assert diagnosis["curve"]["last_val"] == log.evals[-1].val_loss
+    assert diagnosis["curve"]["evaluations"] == len(log.evals)
     assert diagnosis["reading"]["mapping"] == {"step": "step", "train_loss": "train_loss", "val_loss": "val_loss"}
     assert all(set(f) == {"rule", "title", "evidence", "threshold", "confidence"} for f in diagnosis["findings"])
     assert {f["rule"] for f in diagnosis["findings"]} <= set(RULES)
@@ -279,7 +286,9 @@ def test_one_rise_is_a_regression_only_when_per_document_losses_show_it_beyond_n
     log = RunLog("hot_lr", [Point(0, None, 4.39), Point(10, 5.1, 4.61)], "plateau-sweep run", doc_tokens=list(tokens))
     log.doc_losses = [(0, list(before)), (10, list(before + 0.22 * tokens + rng.normal(0, 5, 19)))]
     (rise,) = [f for f in diagnose(log, Context({})) if f.rule == "regression"]
-    assert rise.title == "Loss increased at step 10" and rise.evidence.startswith("val 4.39 → 4.61")
+    assert rise.title == "Loss increased at step 10" and rise.evidence.startswith(
+        "val 4.39 → 4.61 from step 0 (its lowest)"
+    )
     assert "paired bootstrap over val documents" in rise.threshold
     same = before + rng.normal(0, 5, 19)  # the same model, scored again: no rise beyond noise
     log.doc_losses[1] = (10, list(same))
@@ -394,3 +403,117 @@ def _runs(experiment):
 def test_a_spec_cannot_be_written_where_there_is_no_folder(capsys):
     assert main([SEED_LOG, "--command", SEED_CURRENT, "--emit-spec", "/nonexistent/folder/fixes.yaml"]) == 2
     assert "error: --emit-spec /nonexistent/folder/fixes.yaml: cannot write it" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ issue 31: the cases real logs brought
+
+
+def _state(tmp_path, history, **state):
+    """A trainer_state.json of ``history`` (log_history entries) and top-level ``state``."""
+    path = tmp_path / "trainer_state.json"
+    path.write_text(json.dumps({"log_history": history, **state}))
+    return str(path)
+
+
+def test_a_flat_curve_with_one_spike_is_a_plateau_and_a_spike_not_noise_from_its_shape(tmp_path):
+    """The issue's log: exact evaluations that fall steeply, then sit at 3.10 from step 2,000 to 4,000 with one +0.21
+    spike at 3,200, back by 3,600. The noise of a smooth decay that flattens is nil, so the spike is beyond it and named
+    apart from the plateau; a noise estimate from a fitted curve's misfit (sd 0.075) hid both."""
+    steps = list(range(200, 4001, 200))
+    val = [3.10 + 2.0 * math.exp(-s / 400) for s in steps]
+    val = [v + (0.21 if s in (3200, 3400) else 0.0) for s, v in zip(steps, val)]
+    history = [{"step": s, "loss": v - 0.05, "epoch": s / 4000} for s, v in zip(steps, val)]  # one epoch
+    history += [{"step": s, "eval_loss": round(v, 4), "epoch": s / 4000} for s, v in zip(steps, val)]
+    code, diagnosis = _diagnosis(tmp_path, _state(tmp_path, history))
+    fired = {f["rule"]: f for f in diagnosis["findings"]}
+    assert diagnosis["curve"]["eval_noise_sd_estimate"] < 0.01
+    assert "a spike that recovered" in fired["noise"]["evidence"] and "step 3,600" in fired["noise"]["evidence"]
+    assert "plateau" in fired and "regression" not in fired and "overfit" not in fired
+    assert diagnosis["healthy"] is True
+
+
+def test_train_and_val_on_accumulation_scales_are_named_and_never_compared(tmp_path):
+    """The issue's QLoRA log: gradient accumulation 16, train 5.02 against val 0.30 at every evaluation (the Trainer's
+    summed train loss, transformers#35204), and a first evaluation of 15.4 nats/token, above any uniform guess."""
+    history = [{"step": 0, "eval_loss": 15.4}]
+    for i, s in enumerate(range(50, 501, 50)):
+        val = 0.30 + 0.02 * math.exp(-i)
+        history += [{"step": s, "loss": round(16 * val, 4)}, {"step": s, "eval_loss": val}]
+    state = _state(tmp_path, history)
+    code, diagnosis = _diagnosis(tmp_path, state, "MODEL_TYPE=meta-llama/Llama-2-7b-hf USE_LORA=True python qlora.py")
+    fired = {f["rule"]: f for f in diagnosis["findings"]}
+    assert "transformers#35204" in fired["scale"]["evidence"] and "near 16" in fired["scale"]["evidence"]
+    assert (
+        "the first evaluation (step 0" in fired["baseline"]["evidence"]
+        and "32,000 tokens" in fired["baseline"]["evidence"]
+    )
+    assert not {"underfit", "overfit", "lora_capacity"} & set(fired)
+    assert diagnosis["healthy"] is False and diagnosis["curve"]["best_val"] < 0.31
+
+
+def test_a_train_only_log_is_neither_healthy_nor_projected_and_is_told_what_to_log(tmp_path, capsys):
+    history = [{"step": s, "loss": 2.0 * (1 + s / 100) ** -0.3, "epoch": s / 1000} for s in range(10, 1001, 10)]
+    code, diagnosis = _diagnosis(tmp_path, _state(tmp_path, history, global_step=1000, max_steps=1000))
+    printed = capsys.readouterr().out
+    (evidence,) = [f for f in diagnosis["findings"] if f["rule"] == "evidence"]
+    assert diagnosis["healthy"] is None and diagnosis["options"] == []
+    assert "no evaluation" in evidence["title"] and "eval_steps=100" in evidence["evidence"]
+    assert "Keep training" not in printed and "The run is healthy" not in printed
+    assert diagnosis["curve"] == {**diagnosis["curve"], "best_val_step": None, "evaluations": 0}
+
+
+def test_the_best_step_follows_the_runs_own_selection_metric(tmp_path):
+    """The issue's DistilRoBERTa: best checkpoint by macro-F1 at a later step than the lowest eval loss. The log's
+    best_metric and best_model_checkpoint name the metric; the diagnosis keeps that step, not the lowest loss's."""
+    history = []
+    for i, s in enumerate(range(1380, 13801, 1380)):
+        loss = 0.45 + 0.02 * (i - 2) ** 2  # lowest at the third evaluation
+        f1 = 0.70 + 0.02 * min(i, 5) - 0.01 * max(0, i - 5)  # highest at the sixth
+        history += [{"step": s, "loss": 0.5 / (i + 1), "epoch": i + 1}]
+        history += [{"step": s, "eval_loss": loss, "eval_macro_f1": f1, "eval_accuracy": f1 + 0.05, "epoch": i + 1}]
+    best = {"best_metric": 0.8, "best_model_checkpoint": "out/checkpoint-8280"}
+    code, diagnosis = _diagnosis(tmp_path, _state(tmp_path, history, **best))
+    curve, fired = diagnosis["curve"], {f["rule"]: f for f in diagnosis["findings"]}
+    assert (curve["metric"], curve["best_val_step"], curve["greater_is_better"]) == ("eval_macro_f1", 8280, True)
+    assert "task" in fired and not {"baseline", "learning_rate", "lora_capacity", "underfit"} & set(fired)
+    assert "best is 0.8 at step 8,280" in fired["overfit"]["evidence"]  # the loss's lowest is step 4,140
+
+
+def test_lr_priors_beyond_gpt2_name_their_source_and_say_when_none_applies():
+    from orchestrator.diagnose.rules import lr_prior, not_judged
+
+    def prior(model, method="lora"):
+        return lr_prior(Context({"model": {"name": model}, "method": method}))
+
+    llama = prior("meta-llama/Meta-Llama-3.1-8B")
+    assert llama.centre("lora") == 2e-4 and "QLoRA" in llama.describe("lora")
+    assert llama.contains(5e-5, "lora") and not llama.contains(2e-5, "lora")  # Unsloth's range starts at 5e-5
+    assert prior("huggyllama/llama-65b").centre("lora") == 1e-4
+    assert prior("Qwen/Qwen2.5-7B", "full").centre("full") == 2e-5 and "Alpaca" in prior("x/Llama-2-13b").basis
+    assert prior("x/Llama-2-13b", "full").centre("full") == 1e-5
+    assert prior("gpt2").centre("lora") == 6e-4  # GPT-3 Table 2.1's 125M peak 6e-4, a tenth, times LoRA's 10
+    mystery = Context({"model": {"name": "acme/house-model"}, "method": "lora", "optim": {"lr": 3e-4}})
+    assert lr_prior(mystery) is None
+    assert not_judged(mystery, RunLog("x", [], "test")) == (
+        "the LR (3e-4) is not judged against a prior: no published figure covers acme/house-model (size unknown)"
+    )
+
+
+def test_a_causal_lm_scored_by_token_accuracy_is_still_a_causal_lm(tmp_path):
+    """run_clm.py logs a causal LM's token accuracy as eval_accuracy: beside an eval loss that never falls under ln 10
+    it is no classifier's, and a model the vocabulary table knows as a causal LM is one whatever its eval keys."""
+    history = []
+    for i, s in enumerate(range(100, 1001, 100)):
+        history += [
+            {"step": s, "loss": 3.3 - 0.02 * i},
+            {"step": s, "eval_loss": 3.4 - 0.02 * i, "eval_accuracy": 0.35},
+        ]
+    code, diagnosis = _diagnosis(tmp_path, _state(tmp_path, history))
+    assert "task" not in {f["rule"] for f in diagnosis["findings"]}
+    for entry in history:
+        if "eval_loss" in entry:
+            entry["eval_loss"] -= 2.5  # a loss a classifier could have: now the accuracy is a classifier's
+    code, diagnosis = _diagnosis(tmp_path, _state(tmp_path, history))
+    assert "task" in {f["rule"] for f in diagnosis["findings"]}
+    code, diagnosis = _diagnosis(tmp_path, _state(tmp_path, history), "MODEL_TYPE=gpt2 USE_LORA=True python t.py")
+    assert "task" not in {f["rule"] for f in diagnosis["findings"]}  # GPT-2 is a causal LM, whatever it is scored by

@@ -34,7 +34,7 @@ from orchestrator.diagnose import advice
 from orchestrator.diagnose.command import CommandError, import_command
 from orchestrator.diagnose.corpus import Corpus, corpus
 from orchestrator.diagnose.logs import FORMATS, LogError, RunLog, parse, tfevents
-from orchestrator.diagnose.rules import Context, diagnose, healthy, reference
+from orchestrator.diagnose.rules import Context, diagnose, healthy, not_judged, reference
 from orchestrator.spec import ExperimentSpec, SpecError, resolve_runs
 
 
@@ -137,14 +137,23 @@ def main(argv: list[str] | None = None) -> int:
         notes.append(data.note)
     ctx = Context(config, args.intended_batch, data, ours)
     if ctx.model is not None and reference(ctx.model) is None:
-        notes.append(f"no reference loss is known for {ctx.model}, so its starting point is not judged")
+        notes.append(
+            f"no published reference loss is known for {ctx.model}: its start is judged only against a uniform guess "
+            "over its vocabulary"
+        )
     if not config:
-        notes.append("no configuration (--command, or a spec or sweep as SOURCE): the start and the LR are not judged")
+        notes.append(
+            "no configuration (--command, or a spec or sweep as SOURCE): the LR is not judged, and the start only "
+            "against a uniform guess over any common vocabulary"
+        )
     findings = diagnose(log, ctx)
+    unjudged = not_judged(ctx, log) if not any(f.rule == "task" for f in findings) else None
+    if unjudged is not None:
+        notes.append(unjudged)
     plan = advice.advise(ctx, log, findings, notes)
     print(advice.markdown(title, log, findings, ctx, plan, notes))
     if args.json:
-        out = advice.to_json(findings, plan)
+        out = advice.to_json(findings, plan, log)
         if log.reading is not None:
             out["reading"] = log.reading.to_json()
         try:

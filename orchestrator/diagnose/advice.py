@@ -31,8 +31,10 @@ from orchestrator.diagnose.rules import (
     healthy,
     logged_schedule,
     lr_prior,
+    noted,
     rank_causes,
     reference,
+    summary,
     trend_gain,
     val_size,
 )
@@ -44,6 +46,7 @@ PATIENCE = 2  # one spike never stops a run
 # A sweep's arms on a corpus this small separate within a few epochs; past 20, more steps mostly memorise it
 # (common fine-tuning recipes run 1 to 5 epochs), and early stopping ends an arm that turns before that.
 MAX_EPOCHS = 20
+FEW_EPOCHS = 3  # fine-tuning recipes run 1 to 3 epochs (Stanford Alpaca 3; Unsloth's LoRA guide: 1-3)
 
 
 @dataclass
@@ -144,7 +147,22 @@ def _overfit(f: Finding, ctx: Context, log: RunLog) -> list[Option]:
     kind, _, _ = logged_schedule(log)
     decays = (kind or "").endswith("decay") or ctx.known("optim.schedule.kind") == "warmup_linear"
     best = f.data["best_step"]
-    if decays and f.data["turned"]:  # with a constant LR, stopping at the best step is what early stopping does
+    per_epoch = _steps_per_epoch(log)
+    if f.data.get("train_only") and per_epoch is not None:
+        steps = math.ceil(FEW_EPOCHS * per_epoch)
+        out.append(
+            Option(
+                "fewer_steps",
+                f"Fewer epochs: {FEW_EPOCHS} (step {steps:,})",
+                f"{FEW_EPOCHS} epochs, the most fine-tuning recipes run (Stanford Alpaca; Unsloth's guide: 1-3), not "
+                f"the log's {log.points[-1].step / per_epoch:.0f}: past them the model learns its training answers",
+                "the same generalisation, or better, for a fraction of the steps; evaluate to see which epoch wins",
+                "low",
+                {"run": {"steps": steps}},
+                "overfit",
+            )
+        )
+    elif decays and f.data["turned"]:  # with a constant LR, stopping at the best step is what early stopping does
         out.append(
             Option(
                 "fewer_steps",
@@ -158,6 +176,12 @@ def _overfit(f: Finding, ctx: Context, log: RunLog) -> list[Option]:
             )
         )
     return out
+
+
+def _steps_per_epoch(log: RunLog) -> float | None:
+    """Optimizer steps per epoch, from the log's own epoch count."""
+    counted = [p for p in log.points if p.epoch]
+    return counted[-1].step / counted[-1].epoch if counted else None
 
 
 def _clipping(f: Finding, ctx: Context, log: RunLog) -> list[Option]:
@@ -348,7 +372,8 @@ def _early_stopping(log: RunLog, findings: list[Finding]) -> dict[str, Any]:
     """Patience 2, so one spike never stops a run; min_delta above the eval noise the log shows (1% of the loss
     when it cannot be measured)."""
     last = log.evals[-1].val_loss if log.evals else None
-    measured = next((f.data["min_delta"] for f in findings if f.rule == "noise" and "min_delta" in f.data), 0.0)
+    curve = Curve.of(log)
+    measured = curve.threshold(float(min(curve.val)))[0] if curve.sigma is not None else 0.0
     floor = 0.01 * last if last else 0.05
     return {"min_delta": round(max(floor, measured), 3), "patience": PATIENCE, "grace_evals": 1}
 
@@ -356,14 +381,33 @@ def _early_stopping(log: RunLog, findings: list[Finding]) -> dict[str, Any]:
 # ------------------------------------------------------------------ the diagnosis, as markdown and JSON
 
 
-def to_json(findings: list[Finding], advice: Advice) -> dict[str, Any]:
-    """The machine-readable diagnosis: healthy, findings, causes in rank order, options with dotted changes."""
+def to_json(findings: list[Finding], advice: Advice, log: RunLog) -> dict[str, Any]:
+    """The machine-readable diagnosis: healthy, findings, causes in rank order, options with dotted changes, and the
+    curve's raw best and last evaluations."""
     return {
         "healthy": healthy(findings),
         "findings": [f.to_json() for f in findings],
         "causes": [{"rule": f.rule, "evidence": evidence} for f, evidence in rank_causes(findings)],
         "options": [o.to_json() for o in advice.options],
+        "curve": summary(log),
     }
+
+
+def _curve_lines(log: RunLog) -> list[str]:
+    """The curve as logged: its best and last evaluations (raw), and the one estimate, named as one."""
+    c = summary(log)
+    if c["best_val_step"] is None:
+        return [f"- {c['evaluations']} evaluation{'s' * (c['evaluations'] != 1)} of a loss or a selection metric."]
+    lines = [
+        f"- Best evaluation: `{c['metric']}` {c['best_val']:.6g} at step {c['best_val_step']:,}, as logged "
+        f"({c['chosen_by']}); the last: {c['last_val']:.6g}; {c['evaluations']} evaluations."
+    ]
+    if c["eval_noise_sd_estimate"] is not None:
+        lines.append(
+            f"- Eval noise, estimated (not logged): sd {c['eval_noise_sd_estimate']:.4g} between evaluations around "
+            "the trend; rises within 3 sd of the difference of two evaluations are not read as regressions."
+        )
+    return lines
 
 
 def markdown(title: str, log: RunLog, findings: list[Finding], ctx: Context, advice: Advice, notes: list[str]) -> str:
@@ -371,10 +415,13 @@ def markdown(title: str, log: RunLog, findings: list[Finding], ctx: Context, adv
     parts = [f"# Training diagnosis: {title}", ""]
     if log.reading is not None:
         parts += ["## What was read", "", *log.reading.markdown(), ""]
+    parts += ["## The curve", "", *_curve_lines(log), ""]
     parts += ["## Current Issues Observed", ""]
     ok = healthy(findings)
     if ok:
-        parts += [f"**The run is healthy.** {_keep_training(log)}", ""]
+        parts += [f"**The run is healthy.** {_keep_training(log, findings)}", ""]
+    elif ok is None:
+        parts += ["**The log cannot show whether the run is healthy**: see `evidence` below for what to log.", ""]
     for i, f in enumerate(findings, 1):
         parts += [
             f"{i}. **{f.title}**: {f.evidence}",
@@ -406,7 +453,12 @@ def markdown(title: str, log: RunLog, findings: list[Finding], ctx: Context, adv
         parts += ["None: no rule found direct evidence of a cause." if not ok else "None: the run is healthy.", ""]
     parts += ["## Recommended Solutions (Prioritized)", ""]
     if ok:
-        parts += [f"None: the run is healthy, and a sweep would compare fixes for nothing. {_keep_training(log)}", ""]
+        parts += [
+            f"None: the run is healthy, and a sweep would compare fixes for nothing. {_keep_training(log, findings)}",
+            "",
+        ]
+    elif ok is None and not advice.options:
+        parts += ["None yet: log what `evidence` names, so the next log can show the run's health.", ""]
     elif not advice.options:
         parts += ["No option to compare: fix what the sections above name first.", ""]
     if advice.base_why:
@@ -426,11 +478,17 @@ def markdown(title: str, log: RunLog, findings: list[Finding], ctx: Context, adv
     overfit = next((f for f in findings if f.rule == "overfit"), None)
     if overfit is not None:
         best, where = overfit.data["best_step"], overfit.data.get("checkpoint")
-        keep = (
-            f"keep the weights of step {best:,}" + (f" (`{where}`)" if where else "") + ", not the last"
-            if overfit.data["turned"]
-            else f"val is still at its best (step {best:,}), so evaluate often enough to see it turn"
-        )
+        last = log.evals[-1].step if log.evals else None
+        if overfit.data["turned"]:
+            keep = f"keep the weights of step {best:,}" + (f" (`{where}`)" if where else "") + ", not the last"
+        elif best is None:
+            keep = (
+                "the log has no eval loss, so evaluate on held-out data every epoch and keep the lowest-val checkpoint"
+            )
+        elif best == last:
+            keep = f"val is still at its lowest (step {best:,}, the last evaluation), so evaluate often to see it turn"
+        else:
+            keep = f"val's lowest is at step {best:,}, not risen beyond noise since, so evaluate often to see it turn"
         parts += [
             f"**Early stopping at the best checkpoint**: {keep}; with --emit-spec, every arm stops when val turns and "
             "keeps its best checkpoint. More data is the other fix: the same epochs over more documents.",
@@ -446,11 +504,20 @@ def markdown(title: str, log: RunLog, findings: list[Finding], ctx: Context, adv
     return "\n".join(parts)
 
 
-def _keep_training(log: RunLog) -> str:
+def _keep_training(log: RunLog, findings: list[Finding]) -> str:
+    flat = noted(findings, "plateau")
+    if flat is not None:
+        return (
+            f"Val has converged (flat from step {flat.data['from']:,} to {flat.data['to']:,}): more steps of this "
+            "configuration gain nothing measurable; keep the best checkpoint. Lower val needs more or better data, or "
+            "another configuration."
+        )
     gain = trend_gain(Curve.of(log))
     last = log.evals[-1].step if log.evals else None
     if gain is None or not last:
         return "Keep training."
+    if gain < 0.001:
+        return "Val has flattened: doubling the steps would gain nothing measurable if it stays linear in log(step)."
     kind, peak, _ = logged_schedule(log)
     stretch = (
         " (a new run with its schedule stretched to that length: this one's LR has decayed)"
@@ -541,10 +608,15 @@ def monitoring(log: RunLog, findings: list[Finding], ctx: Context, advice: Advic
             "stops a run whose val stays above its best by more than min_delta for two evaluations, so a single spike "
             "does not stop it; the report says which and when."
         )
-    out.append(
-        "**Compare train vs val**: a gap above 10% of the train loss that grows is memorisation; train close to val "
-        "after several epochs is underfitting."
-    )
+    if "scale" in rules:
+        out.append(
+            "**Put train and val on one scale** before comparing them: see `scale` for the factor and its cause."
+        )
+    elif log.evals:
+        out.append(
+            "**Compare train vs val**: a gap above 10% of the train loss that grows is memorisation; train close to "
+            "val after several epochs is underfitting."
+        )
     if not log.grad_norms and log.clip_rate is None:
         out.append(
             "**Log gradient norms** (pre-clip, every step): this log has none, so clipping cannot be judged from it; "

@@ -9,7 +9,7 @@ The format is detected from the content, never from the file's name:
 - tables of per-step records, CSV, JSONL or a JSON list: the Trainer's ``log_history`` exported, LLaMA-Factory's
   ``trainer_log.jsonl``, Lightning's ``metrics.csv``, ours (``step, train_loss, val_loss``) (:mod:`.tables`);
 - W&B's CSV exports: a run's history, a chart (:mod:`.wandb`);
-- a nanoGPT-style log (:mod:`.nanogpt`);
+- a nanoGPT-style log, and build-nanogpt's or llm.c's one-value-a-line log (:mod:`.nanogpt`);
 - TensorBoard event files, a file or a run directory (:mod:`.tfevents`);
 - a run in an MLflow store, ``runs:/<run_id>`` (:mod:`.mlflow_run`).
 
@@ -82,6 +82,8 @@ def _parse(source: str, run: str | None) -> RunLog:
         return _csv(text, source, name, run)
     if trainer_console.detect(text):
         return build(trainer_console.read(text), name, source)
+    if nanogpt.detect_values(text):
+        return build(nanogpt.read_values(text), name, source)
     if nanogpt.detect(text):
         rows, resumed, checkpoints = nanogpt.read(text, source)
         log = build(rows, name, source)

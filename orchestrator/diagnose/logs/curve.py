@@ -90,6 +90,7 @@ class Rows:
     records: list[Record]
     notes: list[str] = field(default_factory=list)
     names: dict[str, tuple[str, ...]] = field(default_factory=lambda: NAMES)
+    meta: dict[str, Any] = field(default_factory=dict)  # what the file says about the run besides its records
 
 
 @dataclass
@@ -165,7 +166,7 @@ class Reading:
             f"{_plural(self.evals, 'evaluation')}){span}."
         ]
         taken = [f"{LABELS[f]} ← `{self.mapping[f]}`" for f in ("step", *FIELDS) if f in self.mapping]
-        lines.append(f"- Taken: {'; '.join(taken)}.")
+        lines.append(f"- Taken: {'; '.join(taken) or 'nothing'}.")
         missing = [LABELS[f] for f in ("train_loss", "val_loss", "lr", "grad_norm") if f not in self.mapping]
         if missing:
             lines.append(f"- Not in the log: {', '.join(missing)}.")
@@ -203,6 +204,10 @@ class RunLog:
     checkpoints: dict[int, str] = field(default_factory=dict)  # step -> where the log says it saved a checkpoint
     best_checkpoint: str | None = None  # the trainer's own pick (trainer_state.json best_model_checkpoint)
     reading: Reading | None = None  # what the reader took and left (None for our own sweeps, read from their records)
+    # eval metrics besides the loss (eval_accuracy, eval_wer, ...) as (step, value), finite values only
+    metrics: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    summary: dict[str, float] = field(default_factory=dict)  # the end-of-run summary's numbers (train_loss: the mean)
+    meta: dict[str, Any] = field(default_factory=dict)  # e.g. trainer_state.json's best_metric, train_batch_size
 
     @property
     def evals(self) -> list[Point]:
@@ -306,6 +311,9 @@ def _blanks(values: dict[str, Any], mapping: dict[str, str], carried: Counter) -
 def build(rows: Rows, name: str, where: str) -> RunLog:
     """The curve of ``rows`` and its reading. LogError, naming the keys found and the names expected, when no key holds
     a train or eval loss."""
+    if not rows.records:  # nothing was logged (a trainer_state.json's empty log_history): evidence, not a bad file
+        empty = Reading(rows.format, 0, {}, 0, 0, 0, None, notes=[*rows.notes, "The log holds no record at all."])
+        return RunLog(name=name, points=[], source=rows.format, reading=empty, meta=rows.meta)
     keys = list(dict.fromkeys(k for r in rows.records for k in r.values))
     mapping = resolve(keys, rows.names)
     if "train_loss" not in mapping and "val_loss" not in mapping:
@@ -324,6 +332,7 @@ def build(rows: Rows, name: str, where: str) -> RunLog:
     )
     skipped: dict[str, Skipped] = {}
     kept: list[tuple[Record, dict[str, float | None], list[str]]] = []
+    end_of_run: dict[str, float] = {}
     for record in rows.records:
         at = f"{where}: {record.where}"
         values = {f: number(record.values.get(mapping[f]), mapping[f], at) for f in FIELDS if f in mapping}
@@ -339,7 +348,11 @@ def build(rows: Rows, name: str, where: str) -> RunLog:
             reason = "predict_* or test_* entries, neither training nor evaluation"
         elif not has_loss and summary:
             reason = "the end-of-run summary, not a point of the curve"
-        elif not blanks and all(values.get(f) is None for f in ("train_loss", "val_loss", "lr", "grad_norm")):
+        elif (
+            not blanks
+            and all(values.get(f) is None for f in ("train_loss", "val_loss", "lr", "grad_norm"))
+            and not _eval_metrics(record.values, mapping)  # an evaluation of ROUGE or accuracy alone is one too
+        ):
             reason = f"no value in {', '.join(f'`{mapping[f]}`' for f in FIELDS[:4] if f in mapping)}"
         if reason is not None:
             skip = skipped.setdefault(reason, Skipped(reason, []))
@@ -347,6 +360,8 @@ def build(rows: Rows, name: str, where: str) -> RunLog:
             summary_loss = number(record.values.get("train_loss"), "train_loss", at)
             if reason.startswith("the end-of-run") and summary_loss is not None:
                 skip.detail = f"; its train_loss {summary_loss:.4g} is the mean over the run"
+            if reason.startswith("the end-of-run"):
+                end_of_run = _numbers(record.values)
             continue
         kept.append((record, values, blanks))
     used = {f for _, values, blanks in kept for f in FIELDS if values.get(f) is not None or f in blanks}
@@ -379,7 +394,48 @@ def build(rows: Rows, name: str, where: str) -> RunLog:
         source=rows.format,
         grad_norms=[p.grad_norm for p in points if p.grad_norm is not None],
         reading=reading,
+        metrics=_metrics(kept, steps, mapping),
+        summary=end_of_run,
+        meta=rows.meta,
     )
+
+
+# eval keys that describe the evaluation's cost, not the model
+_COST = ("_runtime", "_samples_per_second", "_steps_per_second", "_num_tokens")
+
+
+def _metrics(
+    kept: list[tuple[Record, dict[str, float | None], list[str]]], steps: list[int | None], mapping: dict[str, str]
+) -> dict[str, list[tuple[int, float]]]:
+    """The eval metrics besides the loss (``eval_accuracy``, ``eval/f1``), per step, finite values only."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    for (record, _, _), step in zip(kept, steps):
+        if step is None:
+            continue
+        for key, value in _eval_metrics(record.values, mapping).items():
+            out.setdefault(key, []).append((step, value))
+    return out
+
+
+def _eval_metrics(values: dict[str, Any], mapping: dict[str, str]) -> dict[str, float]:
+    return {
+        key: value
+        for key, value in _numbers(values).items()
+        if key.startswith(("eval_", "eval/")) and key != mapping.get("val_loss") and not key.endswith(_COST)
+    }
+
+
+def _numbers(values: dict[str, Any]) -> dict[str, float]:
+    """The finite numbers of a record (strings that read as numbers included)."""
+    out = {}
+    for key, value in values.items():
+        try:
+            x = float(value) if not isinstance(value, bool) else None
+        except (TypeError, ValueError):
+            continue
+        if x is not None and math.isfinite(x):
+            out[key] = x
+    return out
 
 
 def _steps(

@@ -27,4 +27,5 @@ def read(state: dict[str, Any], where: str) -> tuple[Rows, str | None]:
     if state.get("best_metric") is not None:
         notes.append(f"The trainer's own best: {state.get('best_metric')!r} at {state.get('best_model_checkpoint')}.")
     best = state.get("best_model_checkpoint")
-    return Rows("Hugging Face trainer_state.json", records, notes), best if isinstance(best, str) else None
+    meta = {k: v for k, v in state.items() if k != "log_history"}
+    return Rows("Hugging Face trainer_state.json", records, notes, meta=meta), best if isinstance(best, str) else None
