@@ -517,3 +517,12 @@ def test_a_causal_lm_scored_by_token_accuracy_is_still_a_causal_lm(tmp_path):
     assert "task" in {f["rule"] for f in diagnosis["findings"]}
     code, diagnosis = _diagnosis(tmp_path, _state(tmp_path, history), "MODEL_TYPE=gpt2 USE_LORA=True python t.py")
     assert "task" not in {f["rule"] for f in diagnosis["findings"]}  # GPT-2 is a causal LM, whatever it is scored by
+
+
+def test_a_summed_loss_in_the_thousands_is_judged_not_a_crash(tmp_path):
+    """A CTC recogniser logs its loss summed over frames (a first loss of 1,500): no rule may take exp() of it, as
+    the classifier check's ln k once did (OverflowError) on a held-out wav2vec2 log."""
+    history = [{"step": s, "loss": 1500.0 / (1 + s / 100), "epoch": s / 1000} for s in range(10, 1001, 10)]
+    history += [{"step": s, "eval_loss": 900.0 / (1 + s / 200), "eval_wer": 0.9 - s / 2000} for s in (250, 500, 1000)]
+    code, diagnosis = _diagnosis(tmp_path, _state(tmp_path, history))
+    assert code == 0 and "task" in {f["rule"] for f in diagnosis["findings"]}

@@ -109,7 +109,8 @@ def _start(curve: Curve) -> tuple[int, float, int] | None:
     if not trains:
         return None
     first, last = trains[0], curve.log.points[-1].step
-    if first.step > max(10, START_SHARE * last):
+    # a loss above ln 11 is no k <= 10 (and a summed loss of hundreds would overflow exp)
+    if first.step > max(10, START_SHARE * last) or first.train_loss > math.log(FEW_CLASSES + 1):
         return None
     k = round(math.exp(first.train_loss))
     if k < 2 or k > FEW_CLASSES:
