@@ -116,8 +116,8 @@ def preflight(experiment: ExperimentSpec, plan: Plan, write: bool = True) -> Non
 
     ``write=False`` (the dry run) checks that the storage is reachable without writing to it.
     """
-    from jobs.data import DataError, read_documents
-    from jobs.model import ModelUnavailable, check_reachable
+    from contract.documents import DataError, read_documents
+    from contract.models import ModelUnavailable, check_reachable
 
     for data in {
         (r.spec.data.path, r.spec.data.format): r.spec.data for r in plan.runs
@@ -151,10 +151,11 @@ def run(experiment: ExperimentSpec, plan: Plan, *, local: bool = False, fresh: b
 
     Checks the data, models, storage and tracking first (:class:`SpecError` before anything
     starts); starts the experiment's folder or resumes it (``fresh`` starts over under a new
-    name); connects to the Ray cluster in RAY_ADDRESS, or with ``local`` starts a Ray
+    name), refusing, before Ray starts, a relaunch that asks for anything the experiment was not
+    started with; connects to the Ray cluster in RAY_ADDRESS, or with ``local`` starts a Ray
     instance on this machine (and stops it at the end); runs every run; and writes
-    report.md, summary.json and the plot beside the checkpoints. Returns the results:
-    ``results.comparisons.verdict`` is the answer.
+    report.md, summary.json and the plot beside the checkpoints, from the experiment as stored
+    (what ``--report`` reads). Returns the results: ``results.comparisons.verdict`` is the answer.
     """
     experiment = _absolute_storage(experiment)
     notes: list[str] = []
@@ -170,22 +171,23 @@ def run(experiment: ExperimentSpec, plan: Plan, *, local: bool = False, fresh: b
     preflight(experiment, plan)
     print(*notes, sep="\n")
 
+    try:
+        folder, experiment, resuming = ExperimentFolder(experiment.storage, experiment.name).start(
+            experiment, plan, fresh
+        )
+    except OSError as err:  # plan.json could not be read or written: nothing has started
+        raise SpecError(f"storage: {err}; check storage.path, storage.endpoint_url and the credentials") from None
+
     from orchestrator.sweep import trial as sweep  # Ray, only when a sweep runs: never for --status, --report, diagnose
 
     sweep.connect(local, plan, experiment.storage, concurrency)
     try:
-        try:
-            folder, experiment, resuming = ExperimentFolder(experiment.storage, experiment.name).start(
-                experiment, plan, fresh
-            )
-        except OSError as err:  # plan.json could not be read or written: nothing has started
-            raise SpecError(f"storage: {err}; check storage.path, storage.endpoint_url and the credentials") from None
         print(f"running {len(plan.runs)} run(s): {', '.join(r.name for r in plan.runs)}", flush=True)
         sweep.run_sweep(experiment, plan, folder, resuming, concurrency)
     finally:
         if local:  # we started this Ray instance, so we stop it
             sweep.disconnect()
-    return report(folder, experiment, plan)
+    return report(*_stored(folder))
 
 
 def report(folder: ExperimentFolder, experiment: ExperimentSpec, plan: Plan) -> Results:
@@ -213,16 +215,19 @@ def _absolute_storage(experiment: ExperimentSpec) -> ExperimentSpec:
     return experiment.model_copy(update={"storage": resolved})
 
 
-def _stored(experiment: ExperimentSpec) -> tuple[ExperimentFolder, ExperimentSpec, Plan]:
-    """--status and --report: the experiment as it was started (its plan.json), read from storage."""
-    folder = ExperimentFolder(_absolute_storage(experiment).storage, experiment.name)
+def _stored(folder: ExperimentFolder) -> tuple[ExperimentFolder, ExperimentSpec, Plan]:
+    """The experiment in ``folder`` as it was started (its plan.json): what run(), --status and --report report on."""
     stored = folder.plan()
     if stored is None:
         raise SpecError(
-            f"no experiment {experiment.name!r} in {folder.storage.path} yet; launch it first (same spec and --set "
-            "flags)"
+            f"no experiment {folder.name!r} in {folder.storage.path} yet; launch it first (same spec and --set flags)"
         )
     return folder, *stored
+
+
+def _folder(experiment: ExperimentSpec) -> ExperimentFolder:
+    """The folder of the spec's experiment (--status and --report)."""
+    return ExperimentFolder(_absolute_storage(experiment).storage, experiment.name)
 
 
 def _print_results(results: Results) -> None:
@@ -289,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.status:
             from orchestrator.results.status import show
 
-            folder, _, stored = _stored(experiment)
+            folder, _, stored = _stored(_folder(experiment))
             text = show(folder, stored)
         elif args.dry_run:
             from orchestrator.spec.plan import describe
@@ -301,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
             preflight(experiment, plan, write=False)
             text = "\n".join([*notes, describe(experiment, plan, concurrency)])
         elif args.report:
-            results = report(*_stored(experiment))
+            results = report(*_stored(_folder(experiment)))
         else:
             results = run(experiment, plan, local=args.local, fresh=args.fresh)
     except SpecError as err:
