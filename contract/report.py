@@ -27,7 +27,8 @@ from contract.spec import Strict
 
 class Timers(Strict):
     """Cumulative seconds of one attempt of a run (since its workers last started), by phase. The worker adds to
-    its own as it goes, and reports a copy."""
+    its own as it goes and reports a copy of them as they are when it builds the report: the report's own
+    checkpoint snapshot and its wait in ray.train.report count in the next one."""
 
     setup: float = Field(
         0.0, ge=0, description="Worker start to its first step: data, model, the checkpoint it resumed, memory probe."
