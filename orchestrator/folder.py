@@ -115,16 +115,16 @@ class ExperimentFolder:
 
     # -- the plan
 
-    def start(
+    def resolve(
         self, experiment: ExperimentSpec, plan: Plan, fresh: bool
     ) -> tuple[ExperimentFolder, ExperimentSpec, bool]:
-        """Begin a new experiment here, or resume this one: returns (folder, experiment, resuming).
+        """Where this launch goes, reading only: returns (folder, experiment, resuming).
 
         The same name with the same experiment (its resolved runs and every experiment-level setting: the
         control, seeds, early stopping, evaluation, the LR search, tracking, concurrency) resumes. The same name
         with anything else is refused with what differs (a resumed sweep keeps the settings it started with, so a
         change would be half applied, and two sweeps are never mixed in one folder); ``fresh`` picks an unused
-        name ``NAME-2``, ``NAME-3``, ... instead. A new experiment's plan.json records it.
+        name ``NAME-2``, ``NAME-3``, ... instead. A new experiment is :meth:`record`-ed before it runs.
         """
         folder, n = self, 1
         while fresh and folder.exists():
@@ -132,32 +132,44 @@ class ExperimentFolder:
             folder = ExperimentFolder(self.storage, f"{self.name}-{n}")
         experiment = experiment.model_copy(update={"name": folder.name})
         stored = folder._read_plan()
-        if stored is not None:
-            where = f"experiment {folder.name!r} in {self.storage.path}"
-            if _layout(stored) != LAYOUT:
-                raise SpecError(
-                    f"{where} was started by an earlier version of plateau-sweep (folder layout "
-                    f"{_layout(stored)}; this version writes layout {LAYOUT}): it can be read (--status, "
-                    "--report, export, diagnose) but not resumed; pass --fresh to run it again under a new name"
-                )
-            changes = relaunch_changes(*folder.plan(), experiment, plan)
-            if changes:
-                raise SpecError(
-                    f"{where} was started with other settings than this launch asks for:\n"
-                    + "\n".join(f"  {change}" for change in changes)
-                    + "\nRelaunch with the spec and flags it was started with to resume it, or pass --fresh to start "
-                    f"it over under a new name ({self.name}-2, ...)"
-                )
-            return folder, experiment, True
-        fs, path = folder.filesystem()
+        if stored is None:
+            return folder, experiment, False
+        where = f"experiment {folder.name!r} in {self.storage.path}"
+        if _layout(stored) != LAYOUT:
+            raise SpecError(
+                f"{where} was started by an earlier version of plateau-sweep (folder layout {_layout(stored)}; this "
+                f"version writes layout {LAYOUT}): it can be read (--status, --report, export, diagnose) but not "
+                "resumed; pass --fresh to run it again under a new name"
+            )
+        changes = relaunch_changes(*folder.plan(), experiment, plan)
+        if changes:
+            raise SpecError(
+                f"{where} was started with other settings than this launch asks for:\n"
+                + "\n".join(f"  {change}" for change in changes)
+                + "\nRelaunch with the spec and flags it was started with to resume it, or pass --fresh to start it "
+                f"over under a new name ({self.name}-2, ...)"
+            )
+        return folder, experiment, True
+
+    def record(self, experiment: ExperimentSpec, plan: Plan) -> None:
+        """Start a new experiment here: its plan.json records it, and the layout of the files that follow."""
+        fs, path = self.filesystem()
         fs.create_dir(path, recursive=True)
-        record = {
+        stored = {
             "layout": LAYOUT,
             "experiment": experiment.model_dump(mode="json"),
             "plan": plan.model_dump(mode="json"),
         }
-        folder._write(PLAN, record, indent=2)
-        return folder, experiment, False
+        self._write(PLAN, stored, indent=2)
+
+    def start(
+        self, experiment: ExperimentSpec, plan: Plan, fresh: bool
+    ) -> tuple[ExperimentFolder, ExperimentSpec, bool]:
+        """:meth:`resolve`, and :meth:`record` a new experiment: returns (folder, experiment, resuming)."""
+        folder, experiment, resuming = self.resolve(experiment, plan, fresh)
+        if not resuming:
+            folder.record(experiment, plan)
+        return folder, experiment, resuming
 
     def plan(self) -> tuple[ExperimentSpec, Plan] | None:
         """The experiment and plan this folder was started with, or None when there is none yet."""

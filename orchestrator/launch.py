@@ -27,6 +27,7 @@ From Python (a notebook), :func:`run` is the same sweep::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import math
@@ -150,10 +151,10 @@ def run(experiment: ExperimentSpec, plan: Plan, *, local: bool = False, fresh: b
     """Run the sweep and write its report: what ``python -m orchestrator.launch SPEC`` does, from Python.
 
     Checks the data, models, storage and tracking first (:class:`SpecError` before anything
-    starts); starts the experiment's folder or resumes it (``fresh`` starts over under a new
-    name), refusing, before Ray starts, a relaunch that asks for anything the experiment was not
-    started with; connects to the Ray cluster in RAY_ADDRESS, or with ``local`` starts a Ray
-    instance on this machine (and stops it at the end); runs every run; and writes
+    starts); refuses, before Ray starts, a relaunch that asks for anything the experiment was
+    not started with (``fresh`` starts over under a new name); connects to the Ray cluster in
+    RAY_ADDRESS, or with ``local`` starts a Ray instance on this machine (and stops it at the
+    end); records a new experiment's plan.json; runs every run; and writes
     report.md, summary.json and the plot beside the checkpoints, from the experiment as stored
     (what ``--report`` reads). Returns the results: ``results.comparisons.verdict`` is the answer.
     """
@@ -171,23 +172,33 @@ def run(experiment: ExperimentSpec, plan: Plan, *, local: bool = False, fresh: b
     preflight(experiment, plan)
     print(*notes, sep="\n")
 
-    try:
-        folder, experiment, resuming = ExperimentFolder(experiment.storage, experiment.name).start(
+    with _storage_errors():  # before Ray starts: a relaunch that asks for anything else is refused here
+        folder, experiment, resuming = ExperimentFolder(experiment.storage, experiment.name).resolve(
             experiment, plan, fresh
         )
-    except OSError as err:  # plan.json could not be read or written: nothing has started
-        raise SpecError(f"storage: {err}; check storage.path, storage.endpoint_url and the credentials") from None
 
     from orchestrator.sweep import trial as sweep  # Ray, only when a sweep runs: never for --status, --report, diagnose
 
-    sweep.connect(local, plan, experiment.storage, concurrency)
+    sweep.connect(local, plan, experiment.storage, concurrency)  # refuses a storage the cluster's nodes cannot share
     try:
+        if not resuming:
+            with _storage_errors():
+                folder.record(experiment, plan)
         print(f"running {len(plan.runs)} run(s): {', '.join(r.name for r in plan.runs)}", flush=True)
         sweep.run_sweep(experiment, plan, folder, resuming, concurrency)
     finally:
         if local:  # we started this Ray instance, so we stop it
             sweep.disconnect()
     return report(*_stored(folder))
+
+
+@contextlib.contextmanager
+def _storage_errors():
+    """plan.json could not be read or written: nothing has run, and the fix is the storage's."""
+    try:
+        yield
+    except OSError as err:
+        raise SpecError(f"storage: {err}; check storage.path, storage.endpoint_url and the credentials") from None
 
 
 def report(folder: ExperimentFolder, experiment: ExperimentSpec, plan: Plan) -> Results:
