@@ -34,10 +34,8 @@ keeps the trained per-document losses, so that another analysis of the same seed
 from __future__ import annotations
 
 import argparse
-import functools
 import itertools
 import json
-import logging
 import math
 import multiprocessing
 import os
@@ -53,7 +51,8 @@ from typing import Any
 
 import numpy as np
 
-from contract.spec import EvalProtocol, StorageSpec, TrainSpec
+from contract.report import Report
+from contract.spec import EvalProtocol, TrainSpec
 from orchestrator.results import stats
 from orchestrator.results.records import record
 from orchestrator.results.verdict import compare
@@ -65,30 +64,11 @@ POWER_OPTIONS = (1, 6)  # the real fix alone, and among 5 A/A options
 
 
 def train_in_process(job: dict[str, Any]) -> dict[str, Any]:
-    """Train one run (a JobConfig dict) here, through the sweep's own loop; returns its last report.
+    """Train one run (a JobConfig dict) here, as a sweep's trial trains it (jobs.train.train_in_process); returns its
+    last report as the dict the cache keeps."""
+    from jobs.train import train_in_process as train_here
 
-    Ray Train's local mode runs the loop in this process with the calls it makes (context,
-    report, get_checkpoint) answered locally; it has no storage, so the loop writes no
-    checkpoints (``persist=None``). A Ray worker runs with OMP_NUM_THREADS set to its whole
-    CPUs, so this runs with as many torch threads: the same kernels, the same losses.
-    """
-    import torch
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    from contract.spec import JobConfig
-    from jobs.train import train_loop
-
-    spec = JobConfig.model_validate(job).spec
-    torch.set_num_threads(max(1, math.floor(spec.resources.cpus_per_worker)))
-    logging.getLogger("ray.train").setLevel(logging.WARNING)  # local mode logs every report at INFO
-    trainer = TorchTrainer(
-        functools.partial(train_loop, persist=None),
-        train_loop_config=job,
-        scaling_config=ScalingConfig(num_workers=0),
-        run_config=RunConfig(name=job["run_name"]),
-    )
-    return trainer.fit().metrics
+    return train_here(job).model_dump()
 
 
 def seeded_jobs(experiment: ExperimentSpec, plan: Plan, option: str, seeds: list[int]) -> list[dict[str, Any]]:
@@ -198,12 +178,13 @@ ONE_STEP = TrainSpec.model_validate({"run": {"steps": 1, "eval_every": 1, "check
 
 
 def _records(option: str, doc_nll: list[list[float]], seeds: tuple[int, ...], tokens: list[int], protocol):
-    """One record per seed, built as the report builds them: from a history row holding the final evaluation."""
+    """One record per seed, built as the report builds them: from a report of the final evaluation."""
     out = []
     for s in seeds:
         run = Run(name=f"{option}[seed={s}]", option=option, variant=option, overrides={}, spec=ONE_STEP)
-        row = {"step": 1, "val_loss": protocol.mean_nll(doc_nll[s], tokens, "choose"), "doc_nll": doc_nll[s]}
-        out.append(record(run, [{**row, "doc_tokens": tokens}], None, None, StorageSpec(), protocol))
+        val_loss = protocol.mean_nll(doc_nll[s], tokens, "choose")
+        final = Report(step=1, total_steps=1, val_loss=val_loss, doc_nll=doc_nll[s], doc_tokens=tokens)
+        out.append(record(run, [final], None, None, protocol))
     return out
 
 

@@ -27,11 +27,12 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import torch
 
+from contract.report import Report
 from contract.spec import JobConfig, StorageSpec
 from contract.storage import filesystem
+from devtools.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedS3
 from jobs import checkpoint as ckpt
 from jobs.model import load_model
-from tests.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedS3
 
 SHAPES = {"gpt2": "gpt2", "tiny": "tiny-gpt2"}
 
@@ -87,10 +88,11 @@ def main() -> None:
         sync_blocked, async_blocked, background = [], [], []
         size = 0
         for i in range(args.checkpoints):
+            report = Report(step=i, total_steps=job.spec.run.steps)  # what a checkpoint keeps of its evaluation
             # synchronous: write, then upload, while training waits
             start = time.perf_counter()
             local = tempfile.mkdtemp(prefix="sync-", dir=work)
-            ckpt.save(local, model, optimizer, i, job, {"step": i})
+            ckpt.save(local, model, optimizer, job, report)
             upload(local, storage, f"sync_{i}")
             sync_blocked.append(time.perf_counter() - start)
             size = sum(f.stat().st_size for f in Path(local).rglob("*") if f.is_file())
@@ -103,7 +105,7 @@ def main() -> None:
             # what the upload thread then does, timed on its own: the next checkpoint waits for it
             start = time.perf_counter()
             local = tempfile.mkdtemp(prefix="async-", dir=work)
-            ckpt.write(local, snap, model, job, {"step": i})
+            ckpt.write(local, snap, model, job, report)
             upload(local, storage, f"async_{i}")
             shutil.rmtree(local)
             background.append(time.perf_counter() - start)

@@ -26,41 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from orchestrator.folder import ExperimentFolder
-from orchestrator.spec import Plan
-
-
-def breakdown(folder: ExperimentFolder, plan: Plan, launched: float) -> dict:
-    """The time a finished sweep in ``folder`` spent, from its runs' histories and states; ``launched`` is
-    when the command started (seconds since the epoch)."""
-    runs = []
-    for run in plan.runs:
-        rows, state = folder.history(run.name), folder.state(run.name)
-        if not rows or "started" not in state:
-            continue
-        last = rows[-1]
-        after = last["reported_at"] - last["first_step_at"]
-        parts = {k: last[f"time_{k}_s"] for k in ("train", "eval", "checkpoint", "report")}
-        runs.append(
-            {
-                "run": run.name,
-                "startup_s": last["first_step_at"] - state["started"],
-                "in_worker_s": last["time_setup_s"],
-                "after_first_step_s": after,
-                **{f"{k}_share": v / after for k, v in parts.items()},
-                "idle_share": 1 - sum(parts.values()) / after,
-                "first_step_at": last["first_step_at"],
-                "ended_at": last["reported_at"],
-            }
-        )
-    startup = sum(r["startup_s"] for r in runs)
-    return {
-        "runs": runs,
-        "launch_to_first_step_s": min(r["first_step_at"] for r in runs) - launched,
-        "launch_to_last_first_step_s": max(r["first_step_at"] for r in runs) - launched,
-        # of the time the runs held a slot, the share spent starting up
-        "startup_share_of_run_time": startup / sum(r["startup_s"] + r["after_first_step_s"] for r in runs),
-    }
+from orchestrator.results.timing import breakdown
 
 
 def one(spec: str | None, only: list[str] | None, sets: list[str], out: Path) -> None:

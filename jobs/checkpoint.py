@@ -7,13 +7,15 @@ card: which run, which step, its losses), ``training_state.pt`` (optimizer,
 step, RNG; the data position and the learning rate are pure functions of the
 step), ``spec.json`` (the resolved spec that produced it) and, written last,
 ``manifest.json`` listing every file with its size. A folder whose manifest is
-missing or disagrees with its files is incomplete and never resumed from.
+missing or disagrees with its files is incomplete and never resumed from. ``metrics.json``
+is the run's report of that evaluation (:class:`contract.report.Report`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import posixpath
 import random
 import tempfile
 import threading
@@ -24,10 +26,13 @@ from typing import Any
 
 import torch
 
+from contract.layout import step_of
+from contract.report import Report
 from contract.spec import JobConfig
 
 MANIFEST = "manifest.json"
 STATE = "training_state.pt"
+METRICS = "metrics.json"
 
 
 class IncompleteCheckpoint(RuntimeError):
@@ -80,7 +85,7 @@ def write(
     snap: Snapshot,
     model: torch.nn.Module,
     job: JobConfig,
-    metrics: dict[str, Any],
+    report: Report,
     tokenizer=None,
 ) -> None:
     """Write a complete checkpoint of ``snap`` into ``directory``; ``model`` gives only its config and structure."""
@@ -88,13 +93,13 @@ def write(
     directory.mkdir(parents=True, exist_ok=True)
     # Written first: peft then only adds its tags to this card. Without one it renders
     # huggingface_hub's full Jinja template, which cost 25x the rest of an adapter save.
-    (directory / "README.md").write_text(model_card(job, snap.step, metrics))
+    (directory / "README.md").write_text(model_card(job, report))
     model.save_pretrained(directory, state_dict=snap.weights)  # peft: adapter only; transformers: full weights
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)
     torch.save({"step": snap.step, "optimizer": snap.optimizer, "rng": snap.rng}, directory / STATE)
     (directory / "spec.json").write_text(job.model_dump_json(indent=2))
-    (directory / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (directory / METRICS).write_text(report.model_dump_json(indent=2))
     files = {p.relative_to(directory).as_posix(): p.stat().st_size for p in sorted(directory.rglob("*")) if p.is_file()}
     (directory / MANIFEST).write_text(json.dumps({"step": snap.step, "files": files}, indent=2))
 
@@ -103,13 +108,11 @@ def save(
     directory: str | Path,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    step: int,
     job: JobConfig,
-    metrics: dict[str, Any],
+    report: Report,
 ) -> None:
-    """Write a complete checkpoint of ``model`` after ``step`` optimizer steps into ``directory``, now (tests,
-    benchmarks)."""
-    write(directory, snapshot(model, optimizer, step, job.spec.method == "lora"), model, job, metrics)
+    """Write a complete checkpoint of ``model`` at ``report``'s step into ``directory``, now (tests, benchmarks)."""
+    write(directory, snapshot(model, optimizer, report.step, job.spec.method == "lora"), model, job, report)
 
 
 class Checkpointer:
@@ -127,19 +130,19 @@ class Checkpointer:
         self.idle = threading.Event()
         self.idle.set()
 
-    def prepare(self, optimizer: torch.optim.Optimizer, step: int, metrics: dict[str, Any]) -> tuple[Any, Callable]:
-        """Snapshot now; returns the ray.train.Checkpoint to report and the upload function that writes and uploads
-        it."""
+    def prepare(self, optimizer: torch.optim.Optimizer, report: Report) -> tuple[Any, Callable]:
+        """Snapshot now, at ``report``'s step; returns the ray.train.Checkpoint to report and the upload function that
+        writes and uploads it."""
         from ray.train import Checkpoint
 
         self.idle.wait()  # the previous checkpoint is uploaded (or failed, which Ray raises in this thread)
-        snap = snapshot(self.model, optimizer, step, self.job.spec.method == "lora")
-        directory = tempfile.mkdtemp(prefix=f"ckpt-{step:06d}-")  # Ray deletes it after the upload
+        snap = snapshot(self.model, optimizer, report.step, self.job.spec.method == "lora")
+        directory = tempfile.mkdtemp(prefix=f"ckpt-{report.step:06d}-")  # Ray deletes it after the upload
         self.idle.clear()
 
         def upload(checkpoint: Checkpoint, dir_name: str) -> Checkpoint:
             try:
-                write(directory, snap, self.model, self.job, metrics, self.tokenizer)
+                write(directory, snap, self.model, self.job, report, self.tokenizer)
                 return self.persist(checkpoint, dir_name)
             finally:
                 self.idle.set()
@@ -151,9 +154,9 @@ class Checkpointer:
         self.idle.wait()
 
 
-def model_card(job: JobConfig, step: int, metrics: dict[str, Any]) -> str:
+def model_card(job: JobConfig, report: Report) -> str:
     """A Hugging Face model card (README.md) saying what this checkpoint is and how to load it."""
-    spec = job.spec
+    spec, step = job.spec, report.step
     library = "peft" if spec.method == "lora" else "transformers"
     load = (
         "base = AutoModelForCausalLM.from_pretrained(...)  # the base model in spec.json\n"
@@ -162,9 +165,9 @@ def model_card(job: JobConfig, step: int, metrics: dict[str, Any]) -> str:
         else 'model = AutoModelForCausalLM.from_pretrained("<this folder>")'
     )
     losses = ", ".join(
-        f"{name} {metrics[key]:.4f}"
-        for name, key in (("val loss", "val_loss"), ("train loss", "train_loss"))
-        if key in metrics
+        f"{name} {loss:.4f}"
+        for name, loss in (("val loss", report.val_loss), ("train loss", report.train_loss))
+        if loss is not None
     )
     return (
         f"---\nlibrary_name: {library}\ntags:\n- {spec.method}\n- "
@@ -192,9 +195,9 @@ def verify(directory: str | Path) -> int:
     return int(listed["step"])
 
 
-def read_metrics(directory: str | Path) -> dict[str, Any]:
-    """The metrics reported with the checkpoint: the evaluation at its step."""
-    return json.loads((Path(directory) / "metrics.json").read_text())
+def read_report(directory: str | Path) -> Report:
+    """The report of the checkpoint's evaluation."""
+    return Report.model_validate_json((Path(directory) / METRICS).read_text())
 
 
 def restore_state(directory: str | Path, optimizer: torch.optim.Optimizer) -> int:
@@ -236,13 +239,12 @@ def candidates(checkpoint) -> list:
     from ray.train import Checkpoint
 
     fs = checkpoint.filesystem
-    parent, name = checkpoint.path.rsplit("/", 1)
-    siblings = sorted(
-        (
-            info.path
-            for info in fs.get_file_info(pafs.FileSelector(parent))
-            if info.type == pafs.FileType.Directory and info.base_name.startswith("step_") and info.base_name < name
-        ),
-        reverse=True,
-    )
-    return [checkpoint] + [Checkpoint(path, filesystem=fs) for path in siblings]
+    parent, name = posixpath.split(checkpoint.path)
+    latest = step_of(name)
+    older = [
+        (step, info.path)
+        for info in fs.get_file_info(pafs.FileSelector(parent))
+        if info.type == pafs.FileType.Directory and (step := step_of(info.base_name)) is not None and step < latest
+    ]
+    siblings = sorted(older, reverse=True)  # by step, never by name
+    return [checkpoint] + [Checkpoint(path, filesystem=fs) for _, path in siblings]

@@ -10,61 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
-import socket
 import tempfile
 import warnings
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 
-from contract.presets import PRESETS, cached_file, config_dict, local_folder
+from contract.models import ModelUnavailable
+from contract.presets import PRESETS, config_dict
 from contract.spec import LoraSpec, StorageSpec, TrainSpec
-from contract.storage import download_dir, filesystem, is_s3
-
-
-class ModelUnavailable(RuntimeError):
-    """The model source cannot be read; the message says which and what to do."""
-
-
-def check_reachable(name: str, storage: StorageSpec) -> None:
-    """Fail in seconds, not after minutes of retries, when ``name`` cannot be loaded from here."""
-    folder = local_folder(name)
-    if folder is not None:
-        if not (folder / "config.json").is_file():
-            raise ModelUnavailable(
-                f"model.name {name!r}: folder has no config.json; point it at a folder written by save_pretrained"
-            )
-        return
-    if is_s3(name):
-        fs, path = filesystem(name, storage)
-        try:
-            info = fs.get_file_info(f"{path}/config.json")
-        except OSError as err:
-            raise ModelUnavailable(
-                f"model.name {name!r}: cannot read from S3 ({err}); check storage.endpoint_url and the AWS credentials "
-                "in the environment"
-            ) from None
-        if info.type.name != "File":
-            raise ModelUnavailable(
-                f"model.name {name!r}: no config.json under that prefix; upload a folder written by save_pretrained"
-            )
-        return
-    if cached_file(name, "config.json"):
-        return
-    hint = (
-        f"model.name {name!r} is not in the local Hugging Face cache and the Hub cannot be reached "
-        f"from here; download it where there is network (`hf download {name}`), or set model.name "
-        "to a local folder or an s3:// prefix holding a save_pretrained folder"
-    )
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise ModelUnavailable(hint + " (HF_HUB_OFFLINE=1 is set)")
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
-    try:
-        socket.create_connection((host, 443), timeout=3).close()
-    except OSError as err:
-        raise ModelUnavailable(f"{hint} ({host}: {err})") from None
+from contract.storage import download_dir, is_s3
 
 
 def source_folder(name: str, storage: StorageSpec) -> str:
@@ -156,25 +111,3 @@ def _load(spec: TrainSpec, storage: StorageSpec, checkpoint_dir: str | None) -> 
         if checkpoint_dir:
             return PeftModel.from_pretrained(model, checkpoint_dir, is_trainable=True)
         return get_peft_model(model, lora_config(model, spec.lora))
-
-
-def count_parameters(spec: TrainSpec) -> tuple[int, int] | None:
-    """(trainable, total) parameters, computed on the meta device: no weights are loaded.
-
-    None when the model's config is not known offline (an s3:// prefix, an uncached hub id).
-    """
-    config = config_dict(spec.model.name)
-    if config is None:
-        return None
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    model_type = config.pop("model_type", "gpt2")
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **config))
-        if spec.method == "lora":
-            from peft import get_peft_model
-
-            with _quiet_peft():
-                model = get_peft_model(model, lora_config(model, spec.lora))
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, sum(p.numel() for p in model.parameters())

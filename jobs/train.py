@@ -15,11 +15,12 @@ run's own line, the same in a terminal, a pipe or ``ray job logs``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import ray.train
@@ -28,6 +29,8 @@ import torch
 import torch.distributed as dist
 from ray.train import CheckpointUploadMode
 
+from contract.layout import checkpoint_in_run, step_folder
+from contract.report import Report, Timers
 from contract.spec import JobConfig, TrainSpec
 from jobs import checkpoint as ckpt
 from jobs import data as data_lib
@@ -58,9 +61,9 @@ class Setup:
     memory_note: str | None  # set when the micro-batch had to shrink
     entered: float  # when this worker process started the job
     notes: list[str] = field(default_factory=list)  # rank 0's messages for the driver, sent with the next report
-    # the metrics saved with the checkpoint it resumed from, sent with the next report: the driver keeps that
+    # the report saved with the checkpoint it resumed from, sent with the next report: the driver keeps that
     # evaluation in the run's history even if it died before it could record it
-    restored: dict[str, Any] | None = None
+    restored: Report | None = None
     # when the memory probe's try was the first step's whole forward and backward (fit_micro_batch): that
     # step's loss, its gradients left in place, and the seconds they took (the first window's training time)
     first_loss: torch.Tensor | None = None
@@ -73,19 +76,6 @@ class Setup:
     def log(self, message: str) -> None:
         if self.rank == 0:
             self.notes.append(message)
-
-
-@dataclass
-class Timers:
-    """Cumulative seconds by phase (bench/orchestration reads them from the metrics)."""
-
-    train: float = 0.0
-    eval: float = 0.0
-    checkpoint: float = 0.0
-    report: float = 0.0
-
-    def metrics(self) -> dict[str, float]:
-        return {f"time_{k}_s": v for k, v in vars(self).items()}
 
 
 @dataclass
@@ -106,12 +96,36 @@ def train_loop(config: dict[str, Any], *, persist: Persist | None) -> None:
 
     ``persist(checkpoint, dir_name)`` uploads a written checkpoint folder into the run's
     storage; the driver passes Ray Train's own upload. None writes no checkpoints: Ray
-    Train's local mode (``num_workers=0``, the calibration bench) has no storage to upload to.
+    Train's local mode (``num_workers=0``, :func:`train_in_process`) has no storage to upload to.
     """
     entered = time.time()
     job = JobConfig.model_validate(config)
     setup = _setup(job, entered)
     _train(setup, persist)
+
+
+def train_in_process(job: dict[str, Any]) -> Report:
+    """Train one run (a JobConfig dict, as a trial receives it) here, through this loop, and return its last report.
+
+    Ray Train's local mode runs the loop in this process with the calls it makes (context,
+    report, get_checkpoint) answered locally and no Ray started; it has no storage, so the loop
+    writes no checkpoints. A Ray worker runs with OMP_NUM_THREADS set to its whole CPUs, so this
+    runs with as many torch threads: the same kernels, the same losses as the run in a sweep.
+    """
+    import logging
+
+    from ray.train import RunConfig, ScalingConfig
+
+    spec = JobConfig.model_validate(job).spec
+    torch.set_num_threads(max(1, math.floor(spec.resources.cpus_per_worker)))
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # local mode logs every report at INFO
+    trainer = ray.train.torch.TorchTrainer(
+        functools.partial(train_loop, persist=None),
+        train_loop_config=job,
+        scaling_config=ScalingConfig(num_workers=0),
+        run_config=RunConfig(name=job["run_name"]),
+    )
+    return Report.from_result(trainer.fit().metrics)
 
 
 # ----------------------------------------------------------------------- setup
@@ -165,7 +179,7 @@ def _setup_data(job: JobConfig, tokenizer, notes: list[str]) -> tuple[data_lib.D
 
 
 def _setup_model_and_optimizer(job: JobConfig, device: torch.device, notes: list[str]):
-    """Model, AdamW, the start step and the resumed checkpoint's metrics: from the newest complete checkpoint if
+    """Model, AdamW, the start step and the resumed checkpoint's report: from the newest complete checkpoint if
     there is one."""
     latest = ray.train.get_checkpoint()
     if latest is not None:
@@ -178,7 +192,7 @@ def _setup_model_and_optimizer(job: JobConfig, device: torch.device, notes: list
                 model, optimizer = _build(job, device, directory)
                 start = ckpt.restore_state(directory, optimizer)
                 notes.append(f"resumed from the checkpoint at step {start}")
-                return model, optimizer, start, ckpt.read_metrics(directory)
+                return model, optimizer, start, ckpt.read_report(directory)
         notes.append("no complete checkpoint found; starting from step 0")
     return (*_build(job, device), 0, None)
 
@@ -357,11 +371,10 @@ def _train(s: Setup, persist: Persist | None) -> None:
     max_norm = spec.optim.grad_clip or math.inf
     bf16 = spec.compute.precision == "bf16"
     checkpointer = ckpt.Checkpointer(_unwrap(s.model), s.job, persist, s.tokenizer if spec.method == "full" else None)
-    timers = Timers()
     first_step_at = time.time() - s.first_compute_s  # the first step began with the probe's try when it was one
-    static = _static_metrics(s, first_step_at)
+    timers = Timers(setup=first_step_at - s.entered)  # worker start to first step: data, model, checkpoint, probe
     if s.start == 0:
-        _report(s, {"step": 0, **static, **_evaluate(s, bf16, timers)}, timers, checkpointer, save=False)
+        _report(s, Reported(0, first_step_at, None, _evaluate(s, bf16, timers)), timers, checkpointer, save=False)
     window = Window(s.start, tick=time.perf_counter() - s.first_compute_s)
     profiler = _profiler(s, persist)
 
@@ -389,18 +402,18 @@ def _train(s: Setup, persist: Persist | None) -> None:
             continue
 
         # 3) window statistics; .tolist() is the CPU-GPU sync point that makes the timing honest
-        metrics = {"step": done, **static, **_window_metrics(s, window, done, lr, max_norm, timers)}
+        stats = _window_stats(s, window, done, lr, max_norm, timers)
 
         # 4) divergence ends the run cleanly: report it, keep the last good checkpoint, stop
-        if metrics["diverged"]:
-            s.log(f"diverged at step {metrics['diverged_at']}: non-finite training loss")
-            _report(s, metrics, timers, checkpointer, save=False)
+        if stats.diverged_at is not None:
+            s.log(f"diverged at step {stats.diverged_at}: non-finite training loss")
+            _report(s, Reported(done, first_step_at, stats, None), timers, checkpointer, save=False)
             break
 
         # 5) evaluate; 6) report, with a checkpoint at checkpoint steps
-        metrics.update(_evaluate(s, bf16, timers))
+        evaluation = _evaluate(s, bf16, timers)
         due = done % run.checkpoint_every == 0 or done == run.steps
-        _report(s, metrics, timers, checkpointer, save=persist is not None and due)
+        _report(s, Reported(done, first_step_at, stats, evaluation), timers, checkpointer, persist is not None and due)
         window = Window(done)
     profiler.close()
     checkpointer.wait()
@@ -419,25 +432,45 @@ def _profiler(s: Setup, persist: Persist | None) -> StepProfiler:
     return StepProfiler(s.spec.compute.profile, s.start, s.rank, s.device, vocab, publish, s.log)
 
 
-def _static_metrics(s: Setup, first_step_at: float) -> dict[str, Any]:
-    """What every report carries besides the step's own figures."""
-    return {
-        "total_steps": s.spec.run.steps,
-        "micro_batch_size": s.micro,
-        "accumulation_steps": s.spec.worker_batch // s.micro,
-        "memory_fallback": s.memory_note,
-        "data_longer_than_block": s.data.stats.longer_than_block,
-        "eval_tokens": s.evalset.eval_tokens,
-        "time_setup_s": first_step_at - s.entered,  # worker start to first step: data, model, checkpoint, memory probe
-        "first_step_at": first_step_at,
-        # where this attempt runs and where it began: a restart (a lost worker or node) shows as a new pair
-        # (Ray Train's local mode runs the loop outside Ray, where asking for the context would start Ray)
-        "node_id": ray.get_runtime_context().get_node_id() if ray.is_initialized() else None,
-        "resumed_from": s.start,
-    }
+@dataclass
+class WindowStats:
+    """The training window's figures, named as the report names them."""
+
+    train_loss: float | None  # None when not finite
+    lr: float
+    grad_norm: float | None
+    clip_rate: float
+    grad_norms: list[float | None]  # per step; None where not finite
+    tokens_per_s: float
+    mfu: float | None
+    diverged_at: int | None  # the first step whose loss was not finite; None when every one was
 
 
-def _window_metrics(s: Setup, window: Window, done: int, lr: float, max_norm: float, timers: Timers) -> dict[str, Any]:
+@dataclass
+class Evaluation:
+    """One evaluation's figures, named as the report names them."""
+
+    val_loss: float
+    doc_nll: list[float]
+    doc_tokens: list[int]
+
+
+@dataclass
+class Reported:
+    """What one report says besides what every report carries: its step, and its window and evaluation (no window at
+    step 0, no evaluation after a divergence)."""
+
+    step: int
+    first_step_at: float
+    window: WindowStats | None
+    evaluation: Evaluation | None
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def _window_stats(s: Setup, window: Window, done: int, lr: float, max_norm: float, timers: Timers) -> WindowStats:
     losses, norms = torch.stack(window.losses), torch.stack(window.norms)
     finite = torch.isfinite(losses)
     stats = torch.stack([losses.mean(), norms.mean(), (norms > max_norm).float().mean(), (~finite).float().sum()])
@@ -448,27 +481,27 @@ def _window_metrics(s: Setup, window: Window, done: int, lr: float, max_norm: fl
     elapsed = time.perf_counter() - window.tick
     timers.train += elapsed
     tokens_per_s = s.spec.data.batch_size * s.spec.data.block_size * (done - window.start_step) / elapsed
-    metrics: dict[str, Any] = {
-        "train_loss": mean_loss,
-        "lr": lr,
-        "grad_norm": mean_norm,
-        "clip_rate": clip_rate,
-        "grad_norms": norms.tolist(),  # this worker's per-step pre-clip norms: the diagnosis reads their percentiles
-        "tokens_per_s": tokens_per_s,
-        "diverged": non_finite > 0,
-    }
+    diverged_at = None
     if non_finite > 0:
         bad = (~finite).nonzero()
-        metrics.update(diverged_at=window.start_step + int(bad[0]) + 1 if len(bad) else done, val_loss=math.nan)
+        diverged_at = window.start_step + int(bad[0]) + 1 if len(bad) else done
     peak = perf.peak_flops(s.device, s.spec.compute.precision)
-    if peak:  # MFU against the peak of the precision in use, per worker
-        metrics["mfu"] = (
-            tokens_per_s * perf.flops_per_token(_unwrap(s.model), s.spec.data.block_size) / (peak * s.world)
-        )
-    return metrics
+    return WindowStats(
+        train_loss=_finite(mean_loss),
+        lr=lr,
+        grad_norm=_finite(mean_norm),
+        clip_rate=clip_rate,
+        grad_norms=[_finite(n) for n in norms.tolist()],  # the diagnosis reads their percentiles
+        tokens_per_s=tokens_per_s,
+        # MFU against the peak of the precision in use, per worker
+        mfu=tokens_per_s * perf.flops_per_token(_unwrap(s.model), s.spec.data.block_size) / (peak * s.world)
+        if peak
+        else None,
+        diverged_at=diverged_at,
+    )
 
 
-def _evaluate(s: Setup, bf16: bool, timers: Timers) -> dict[str, Any]:
+def _evaluate(s: Setup, bf16: bool, timers: Timers) -> Evaluation:
     """The protocol's per-document losses, and the val loss that early stopping and checkpoint ranking use."""
     t0 = time.perf_counter()
     batch = max(1, s.micro * s.spec.data.block_size // s.job.evaluation.context)  # about a micro-batch of tokens
@@ -477,25 +510,55 @@ def _evaluate(s: Setup, bf16: bool, timers: Timers) -> dict[str, Any]:
     doc_nll = doc_nll.tolist()
     val_loss = s.job.evaluation.mean_nll(doc_nll, s.evalset.doc_tokens, "choose")
     timers.eval += time.perf_counter() - t0
-    return {"val_loss": val_loss, "doc_nll": doc_nll, "doc_tokens": s.evalset.doc_tokens}
+    return Evaluation(val_loss, doc_nll, s.evalset.doc_tokens)
 
 
-def _report(s: Setup, metrics: dict[str, Any], timers: Timers, checkpointer: ckpt.Checkpointer, save: bool) -> None:
-    """Report to Ray (a barrier across workers), handing rank 0's checkpoint to the background upload."""
-    done = metrics["step"]
+def _build_report(s: Setup, r: Reported, timers: Timers, checkpoint: str | None) -> Report:
+    """The report of ``r``, with what every report carries."""
+    window, evaluation = r.window, r.evaluation
+    return Report(
+        step=r.step,
+        total_steps=s.spec.run.steps,
+        **(asdict(evaluation) if evaluation else {}),
+        eval_tokens=s.evalset.eval_tokens,
+        checkpoint=checkpoint,
+        **(asdict(window) if window else {}),
+        diverged=window is not None and window.diverged_at is not None,
+        micro_batch_size=s.micro,
+        accumulation_steps=s.spec.worker_batch // s.micro,
+        memory_fallback=s.memory_note,
+        data_longer_than_block=s.data.stats.longer_than_block,
+        # where this attempt runs and where it began: a restart (a lost worker or node) shows as a new pair
+        # (Ray Train's local mode runs the loop outside Ray, where asking for the context would start Ray)
+        node_id=ray.get_runtime_context().get_node_id() if ray.is_initialized() else None,
+        resumed_from=s.start,
+        first_step_at=r.first_step_at,
+        timers=timers.model_copy(),
+        reported_at=time.time(),
+        notes=s.notes[:],
+        restored=s.restored,
+    )
+
+
+def _report(s: Setup, r: Reported, timers: Timers, checkpointer: ckpt.Checkpointer, save: bool) -> None:
+    """Report to Ray (a barrier across workers), handing rank 0's checkpoint to the background upload: the one place
+    the report is a dict."""
     t0 = time.perf_counter()
+    # where the checkpoint goes, relative to the run's folder: in Ray Train's run (named by the driver), by its step
+    where = checkpoint_in_run(ray.train.get_context().get_experiment_name(), r.step) if save else None
+    report = _build_report(s, r, timers, where)
     checkpoint, upload = None, None
-    if save and s.rank == 0:
-        checkpoint, upload = checkpointer.prepare(s.optimizer, done, metrics)
+    if save and s.rank == 0:  # the checkpoint keeps its evaluation, not the messages this report carries
+        kept = report.model_copy(update={"notes": [], "restored": None})
+        checkpoint, upload = checkpointer.prepare(s.optimizer, kept)
     timers.checkpoint += time.perf_counter() - t0
-    metrics.update(timers.metrics(), reported_at=time.time(), notes=s.notes[:], restored=s.restored)
     s.notes.clear()
     s.restored = None
     t0 = time.perf_counter()
     ray.train.report(
-        metrics,
+        report.model_dump(),
         checkpoint=checkpoint,
-        checkpoint_dir_name=f"step_{done:06d}" if save else None,
+        checkpoint_dir_name=step_folder(r.step) if save else None,
         checkpoint_upload_mode=CheckpointUploadMode.ASYNC,
         checkpoint_upload_fn=upload,
     )

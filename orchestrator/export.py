@@ -31,15 +31,17 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 
+from contract.models import ModelUnavailable, check_reachable
 from contract.spec import EvalProtocol, StorageSpec, TrainSpec
 from contract.storage import download_dir, filesystem, is_s3
 from orchestrator.folder import ExperimentFolder, locate
-from orchestrator.results.records import OK_STATUSES
-from orchestrator.spec import Plan, Run, SpecError
+from orchestrator.results.records import OK_STATUSES, RunRecord, collect
+from orchestrator.results.report import Results, build
+from orchestrator.results.verdict import VariantResult
+from orchestrator.spec import Run, SpecError
 
 EXIT_EXPORTED, EXIT_MISMATCH, EXIT_REFUSED = 0, 1, 2
 # How far the reloaded model's loss may be from the run's. In fp32, merged LoRA weights (W + alpha/r * B @ A, added
@@ -62,8 +64,8 @@ class Mismatch(Exception):
 class Choice:
     """Which run's checkpoint is exported, and why that one."""
 
-    variant: dict[str, Any]  # summary.json's entry for the variant
-    run: dict[str, Any]  # ... and for the run
+    variant: VariantResult  # as the verdict compared it
+    run: RunRecord
     spec: Run  # the run as planned (plan.json)
     checkpoint: str  # its compared evaluation's checkpoint, in the experiment's folder
     taken: bool  # the verdict's take, rather than asked for by --variant
@@ -92,13 +94,13 @@ def export(source: str, out: str | Path, variant: str | None = None, check: bool
             "(<storage.path>/<name>), its s3:// URI (with AWS_ENDPOINT_URL for another endpoint than AWS), or its spec"
         )
     experiment, plan = stored
-    summary = folder.summary()
-    if summary is None:
+    if not folder.reported():
         raise ExportError(
             f"{folder.uri}: no summary.json: the sweep has not finished, or its report was not written; wait for it, "
             "or rebuild the report with `python -m orchestrator.launch SPEC --report`"
         )
-    choice = choose(folder, summary, plan, variant)
+    results = build(folder, experiment, plan, collect(folder, plan))  # what --report computes, from the same records
+    choice = choose(results, variant)
     spec = choice.spec.spec
     print(_describe(folder, choice), flush=True)
     with tempfile.TemporaryDirectory() as scratch, _staging(out) as stage:
@@ -106,96 +108,86 @@ def export(source: str, out: str | Path, variant: str | None = None, check: bool
         save_standalone(spec, folder.storage, checkpoint, stage)
         val_loss = None
         if check:
-            val_loss = score(stage, spec, plan.evaluation, folder.storage, choice.run["eval_tokens"])
+            val_loss = score(stage, spec, plan.evaluation, folder.storage, choice.run.eval_tokens)
             print(_check_line(val_loss, choice, out), flush=True)
             tolerance = TOLERANCE[spec.compute.precision]
-            if abs(val_loss - choice.run["compared_loss"]) > tolerance:
+            if abs(val_loss - choice.run.compared_loss) > tolerance:
                 raise Mismatch(
-                    f"the exported model scores {val_loss:.6f} under the protocol, the run {choice.run['run']} scored "
-                    f"{choice.run['compared_loss']:.6f} at step {choice.run['compared_step']} (more than {tolerance:g} "
+                    f"the exported model scores {val_loss:.6f} under the protocol, the run {choice.run.run} scored "
+                    f"{choice.run.compared_loss:.6f} at step {choice.run.compared_step} (more than {tolerance:g} "
                     f"apart); {out} was not written. Pass --no-check to export it anyway"
                 )
-        (stage / "README.md").write_text(model_card(experiment.name, folder, summary, choice, val_loss))
+        (stage / "README.md").write_text(model_card(results, choice, val_loss))
     return Exported(out, choice, val_loss)
 
 
 # --------------------------------------------------------------------- choose
 
 
-def choose(folder: ExperimentFolder, summary: dict[str, Any], plan: Plan, name: str | None) -> Choice:
+def choose(results: Results, name: str | None) -> Choice:
     """The run and checkpoint to export: the verdict's take, or the variant (or run) ``name``.
 
     Of a variant with several seeds, the run with the lowest val loss at its compared evaluation, as measured on the
     documents that choose (the rule that picks each run's compared evaluation, so with a selection share the seed is
     not chosen on the documents that score it); ties go to the first in the plan.
     """
-    verdict = summary["verdict"]
-    variants = {v["variant"]: v for v in summary["variants"]}
-    runs = {r["run"]: r for r in summary["runs"]}
+    folder, verdict = results.folder, results.comparisons.verdict
+    variants = {v.variant: v for v in results.comparisons.variants}
+    runs = {r.run: r for r in results.records}
     taken = name is None
     if taken:
-        if verdict["take"] is None:
+        if verdict.take is None:
             raise ExportError(
-                f"nothing to export: the verdict took no fix ({verdict['reason']}). To export one anyway, pass "
+                f"nothing to export: the verdict took no fix ({verdict.reason}). To export one anyway, pass "
                 f"--variant NAME, one of: {', '.join(variants)}"
             )
-        name = verdict["take"]
+        name = verdict.take
     if name in variants:
-        variant, candidates = variants[name], [runs[r] for r in variants[name]["runs"]]
-    elif name in runs:
-        variant, candidates = variants[runs[name]["variant"]], [runs[name]]
+        variant, candidates = variants[name], variants[name].runs
+    elif name in runs and runs[name].variant in variants:
+        variant, candidates = variants[runs[name].variant], [runs[name]]
     else:
         raise ExportError(
             f"--variant {name!r}: no such variant in {folder.uri}; choose from {', '.join(variants)} "
             f"(or one of their runs: {', '.join(r for r in runs if r not in variants)})"
         )
-    compared = [r for r in candidates if r["compared_step"] is not None]
+    compared = [r for r in candidates if r.compared_step is not None]
     if not compared:
         raise ExportError(
-            f"--variant {name!r}: {candidates[0]['run']} has no evaluation to export ({candidates[0]['status']}: "
-            f"{candidates[0]['reason']}); choose another variant"
+            f"--variant {name!r}: {candidates[0].run} has no evaluation to export ({candidates[0].status}: "
+            f"{candidates[0].reason}); choose another variant"
         )
-    run = min(compared, key=_choosing_loss)
+    run = min(compared, key=lambda r: r.selection_loss)
     seed_note = ""
     if len(candidates) > 1:
-        losses = ", ".join(f"seed {r['seed']}: {_choosing_loss(r):.4f}" for r in compared)
+        losses = ", ".join(f"seed {r.seed}: {r.selection_loss:.4f}" for r in compared)
         seed_note = (
-            f"{name} ran {len(candidates)} seeds; this is seed {run['seed']}, the one with the lowest val loss at its "
+            f"{name} ran {len(candidates)} seeds; this is seed {run.seed}, the one with the lowest val loss at its "
             f"compared evaluation on the documents that choose ({losses})"
         )
-        if plan.evaluation.selection_fraction is None:
+        if results.protocol.selection_fraction is None:
             seed_note += (
                 ". Those documents also score it, so its own loss is a slightly optimistic estimate; the verdict's "
                 "figure is the mean over the seeds"
             )
-    planned = next(r for r in plan.runs if r.name == run["run"])
+    planned = results.run(run.run)
     return Choice(variant, run, planned, _checkpoint(folder, run, planned), taken, seed_note)
 
 
-def _choosing_loss(run: dict[str, Any]) -> float:
-    """The run's val loss (measured on the documents that choose) at its compared evaluation."""
-    return next(h["val_loss"] for h in run["history"] if h["step"] == run["compared_step"])
-
-
-def _checkpoint(folder: ExperimentFolder, run: dict[str, Any], planned: Run) -> str:
+def _checkpoint(folder: ExperimentFolder, run: RunRecord, planned: Run) -> str:
     """The compared evaluation's checkpoint in the folder; ExportError with the fix when there is none."""
-    if "compared_checkpoint" not in run:
+    step, every = run.compared_step, planned.spec.run
+    if run.compared_checkpoint is None:
         raise ExportError(
-            f"{folder.file('summary.json')} was written by an earlier version, without compared_checkpoint; rebuild "
-            "the report with `python -m orchestrator.launch SPEC --report`"
-        )
-    step, every = run["compared_step"], planned.spec.run
-    if run["compared_checkpoint"] is None:
-        raise ExportError(
-            f"{run['run']}: no checkpoint was written at its compared evaluation, step {step} (checkpoints come every "
+            f"{run.run}: no checkpoint was written at its compared evaluation, step {step} (checkpoints come every "
             f"run.checkpoint_every {every.checkpoint_every} steps and at the last); relaunch with --fresh and "
             f"run.checkpoint_every equal to run.eval_every ({every.eval_every}) so that every evaluation has one"
         )
-    uri = folder.checkpoint_uri(run["run"], run["compared_checkpoint"])
+    uri = run.compared_checkpoint
     fs, path = filesystem(uri, folder.storage)
     if fs.get_file_info(f"{path}/manifest.json").type.name != "File":
         raise ExportError(
-            f"{run['run']}: the checkpoint of its compared evaluation (step {step}) is not at {uri} or is incomplete: "
+            f"{run.run}: the checkpoint of its compared evaluation (step {step}) is not at {uri} or is incomplete: "
             f"Ray keeps the run.keep_checkpoints ({every.keep_checkpoints}) best by val loss and the latest, and it "
             "was not kept; relaunch with --fresh and a higher run.keep_checkpoints"
         )
@@ -222,7 +214,7 @@ def save_standalone(spec: TrainSpec, storage: StorageSpec, checkpoint: Path, out
     tokenizer beside it."""
     from transformers import AutoTokenizer
 
-    from jobs.model import ModelUnavailable, check_reachable, load_model, load_tokenizer
+    from jobs.model import load_model, load_tokenizer
 
     try:
         if spec.method == "lora":
@@ -313,11 +305,11 @@ def _kind(spec: TrainSpec) -> str:
 def _describe(folder: ExperimentFolder, choice: Choice) -> str:
     run = choice.run
     why = "the verdict's take" if choice.taken else "asked for with --variant"
-    if run["status"] not in OK_STATUSES:
-        why += f"; it is {run['status']}, so the verdict could not take it"
+    if run.status not in OK_STATUSES:
+        why += f"; it is {run.status}, so the verdict could not take it"
     lines = [
-        f"exporting {choice.variant['variant']} from {folder.uri} ({why})",
-        f"  run {run['run']}, step {run['compared_step']} of {run['total_steps']} (its compared evaluation): "
+        f"exporting {choice.variant.variant} from {folder.uri} ({why})",
+        f"  run {run.run}, step {run.compared_step} of {run.total_steps} (its compared evaluation): "
         + _kind(choice.spec.spec).replace("`", ""),
         f"  checkpoint {choice.checkpoint}",
     ]
@@ -327,7 +319,7 @@ def _describe(folder: ExperimentFolder, choice: Choice) -> str:
 
 
 def _check_line(val_loss: float, choice: Choice, out: Path) -> str:
-    compared = choice.run["compared_loss"]
+    compared = choice.run.compared_loss
     return (
         f"val loss under the protocol: {val_loss:.6f} loaded back from {out} with from_pretrained, "
         f"{compared:.6f} the run's compared loss (Δ {val_loss - compared:+.1e})"
@@ -338,7 +330,7 @@ def _fmt(x: float | None, spec: str = ".4f") -> str:
     return "-" if x is None else format(x, spec)
 
 
-def _figures(summary: dict[str, Any], choice: Choice, val_loss: float | None) -> str:
+def _figures(results: Results, choice: Choice, val_loss: float | None) -> str:
     """The card's table: this folder's loss beside the run's, the variant's and the control's, and Δ with its
     interval."""
     run, variant = choice.run, choice.variant
@@ -347,37 +339,35 @@ def _figures(summary: dict[str, Any], choice: Choice, val_loss: float | None) ->
             "this folder, loaded back with from_pretrained and scored under the protocol",
             "not checked (--no-check)" if val_loss is None else f"{val_loss:.6f}",
         ),
-        (f"run `{run['run']}` at its compared evaluation (step {run['compared_step']})", f"{run['compared_loss']:.6f}"),
+        (f"run `{run.run}` at its compared evaluation (step {run.compared_step})", f"{run.compared_loss:.6f}"),
     ]
-    control = next((v for v in summary["variants"] if v["option"] == summary["control"]), None)
+    control = results.comparisons.control
     for v in [variant] + ([control] if control not in (None, variant) else []):
-        spread = f", seed sd {v['seed_std']:.4f}" if v["seed_std"] is not None else ""
+        spread = f", seed sd {v.seed_std:.4f}" if v.seed_std is not None else ""
         role = "control" if v is control else "variant"
-        rows.append((f"{role} `{v['variant']}`: mean over {len(v['runs'])} seed(s){spread}", _fmt(v["compared_mean"])))
-    delta = variant["delta_vs_control"]
+        rows.append((f"{role} `{v.variant}`: mean over {len(v.runs)} seed(s){spread}", _fmt(v.compared_mean)))
+    delta = variant.delta
     if delta is not None:
-        low, high = delta["ci95"]
+        low, high = delta.ci95
         rows.append(
             (
                 "Δ vs the control, 95% paired-bootstrap interval over documents and seeds",
-                f"{delta['mean']:+.4f} [{low:+.4f}, {high:+.4f}], p {delta['p']:.4f}, Holm-corrected "
-                f"{delta['p_holm']:.4f}",
+                f"{delta.mean:+.4f} [{low:+.4f}, {high:+.4f}], p {delta.p:.4f}, Holm-corrected {variant.p_holm:.4f}",
             )
         )
     return "\n".join(["| | val loss (nats/token) |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows)])
 
 
-def model_card(
-    name: str, folder: ExperimentFolder, summary: dict[str, Any], choice: Choice, val_loss: float | None
-) -> str:
+def model_card(results: Results, choice: Choice, val_loss: float | None) -> str:
     """README.md of the exported folder: what it is and how to load it, the verdict, the evaluation figures with their
     interval, and the spec that produced it."""
-    run, spec, evaluation = choice.run, choice.spec.spec, summary["evaluation"]
-    why = "The verdict's take" if choice.taken else f"Exported on request (`--variant {choice.variant['variant']}`)"
+    name, folder, protocol = results.experiment.name, results.folder, results.protocol
+    run, spec = choice.run, choice.spec.spec
+    why = "The verdict's take" if choice.taken else f"Exported on request (`--variant {choice.variant.variant}`)"
     scored = (
         "all val documents, at each run's final evaluation"
-        if evaluation["selection_fraction"] is None
-        else f"the {1 - evaluation['selection_fraction']:.0%} of val documents that did not choose each run's best "
+        if protocol.selection_fraction is None
+        else f"the {1 - protocol.selection_fraction:.0%} of val documents that did not choose each run's best "
         "evaluation, at that evaluation"
     )
     front = ["---", "library_name: transformers", "pipeline_tag: text-generation", "tags:", "- plateau-sweep"]
@@ -387,10 +377,10 @@ def model_card(
         [
             *front,
             "",
-            f"# {name} / {choice.variant['variant']}: {run['run']} at step {run['compared_step']}",
+            f"# {name} / {choice.variant.variant}: {run.run} at step {run.compared_step}",
             "",
-            f"{why}: {_kind(spec)}, option `{run['option']}` of sweep `{name}`, at its compared evaluation (step "
-            f"{run['compared_step']} of {run['total_steps']}, {run['status'].replace('_', ' ')}). It loads with "
+            f"{why}: {_kind(spec)}, option `{run.option}` of sweep `{name}`, at its compared evaluation (step "
+            f"{run.compared_step} of {run.total_steps}, {run.status.replace('_', ' ')}). It loads with "
             "transformers alone:",
             "",
             "```python",
@@ -403,22 +393,22 @@ def model_card(
             "",
             "## The verdict",
             "",
-            summary["verdict"]["reason"],
+            results.comparisons.verdict.reason,
             "",
-            _before_relying(folder, summary, choice.taken),
+            _before_relying(results, choice.taken),
             "",
             "## Evaluation",
             "",
-            f"Every run of the sweep is scored on the same {_fmt(evaluation['eval_tokens'], ',')} val tokens, with a "
-            f"sliding window of {evaluation['context']} tokens every {evaluation['stride']}. Compared: the mean NLL "
+            f"Every run of the sweep is scored on the same {_fmt(results.eval_tokens, ',')} val tokens, with a "
+            f"sliding window of {protocol.context} tokens every {protocol.stride}. Compared: the mean NLL "
             f"on {scored}.",
             "",
-            _figures(summary, choice, val_loss),
+            _figures(results, choice, val_loss),
             "",
             *([choice.seed_note + ".", ""] if choice.seed_note else []),
             "## Spec",
             "",
-            f"The resolved spec of run `{run['run']}`, which produced these weights:",
+            f"The resolved spec of run `{run.run}`, which produced these weights:",
             "",
             "```yaml",
             yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False).rstrip(),
@@ -430,16 +420,18 @@ def model_card(
     )
 
 
-def _before_relying(folder: ExperimentFolder, summary: dict, taken: bool) -> str:
+def _before_relying(results: Results, taken: bool) -> str:
     """Where the sweep says what the verdict does not: what its curves showed, and the experiment that confirms it
     (the follow-up confirms the take; for another variant it is a sweep about other runs)."""
+    from orchestrator.diagnose.sweep import follow_up_spec
+
     text = (
-        f'Before relying on it: `report.md` in `{folder.uri}` says, under "Why each run won or lost", what the '
-        "diagnosis found on this variant's curve (such as memorisation, a learning rate outside the usual range, a "
+        f'Before relying on it: `report.md` in `{results.folder.uri}` says, under "Why each run won or lost", what '
+        "the diagnosis found on this variant's curve (such as memorisation, a learning rate outside the usual range, a "
         "clip that acts as a learning-rate cut)"
     )
-    follow_up = summary.get("follow_up_spec") if taken else None
-    return text + (f"; `{follow_up}`, beside it, is the sweep that would confirm it." if follow_up else ".")
+    follow_up = follow_up_spec(results) if taken else None  # the one the report wrote beside it
+    return text + (f"; `{follow_up.name}`, beside it, is the sweep that would confirm it." if follow_up else ".")
 
 
 # ------------------------------------------------------------------------ CLI

@@ -6,35 +6,48 @@ One experiment, one folder, ``<storage.path>/<name>/``::
     early_stopping.json        the stopping rule's state per trial and why each run was stopped
     lr_search.json             with an LR search: each rung's arms and their val loss, and why each arm was pruned
     summary.json, report.md, loss_curves.png, <name>-confirm.yaml    the results
-    <run>/history.json         every evaluation the run reported, rewritten after each one
+    <run>/history.json         every report the run made (contract.report.Report), rewritten after each one
     <run>/state.json           running, finished or failed (with the error), and since when
-    <run>/train-<trial id>/    Ray Train's run: step_NNNNNN/ checkpoints, its snapshot
+    <run>/train-<trial id>/    Ray Train's run: step_NNNNNN/ checkpoints (contract.layout), its snapshot
     <run>/result.json, events.out.tfevents.*    Tune's trial folder: its JSON log, TensorBoard
     <run>/error.txt            a failed run's traceback, written by Tune
 
-``<run>`` is :func:`~orchestrator.spec.dir_name` of the run's name. The driver's Tune
+``<run>`` is :meth:`ExperimentFolder.run_folder` of the run's name: Tune's trial folder, which
+Tune names by the same method, in the experiment folder Tune is given (:meth:`ExperimentFolder.tune_storage`).
+Every path it hands out is a full one, a local path or an ``s3://`` URI. The driver's Tune
 callbacks write through this class; ``--status``, ``--report``, the records, the
 diagnosis and the export read through it. It imports nothing of Ray, so reading an
 experiment does not start or import Ray, from any machine that can reach the storage.
+
+plan.json says which layout of this folder wrote the rest (:data:`LAYOUT`); an experiment of
+an earlier layout is read through one conversion (:func:`_from_layout_1`) and never resumed.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 from dataclasses import dataclass
 from typing import Any
 
+from contract.report import Report
 from contract.spec import StorageSpec
 from contract.storage import filesystem, is_s3, join, read_json, write_json
 from orchestrator.spec.experiment import ExperimentSpec, SpecError
 from orchestrator.spec.file import load
 from orchestrator.spec.resolve import Plan, dir_name
 
+# What this version writes. 2: each run's history.json holds contract.report.Report records, checkpoints by their
+# path in the run's folder. 1 (plan.json says nothing): the rows the Tune callbacks copied out of Tune's results, by a
+# list of names, with the checkpoint's path in storage; read through _from_layout_1.
+LAYOUT = 2
+
 PLAN = "plan.json"
 EARLY_STOPPING = "early_stopping.json"
 LR_SEARCH = "lr_search.json"
 HISTORY = "history.json"
+SUMMARY = "summary.json"
 STATE = "state.json"
 
 
@@ -59,14 +72,34 @@ class ExperimentFolder:
         name that ``aws s3 cp`` copies it down as."""
         return shlex.quote(name if is_s3(self.uri) else self.file(name))
 
+    @staticmethod
+    def run_folder(run: str) -> str:
+        """The name of a run's own folder, Tune's trial folder (Tune names it with this too)."""
+        return dir_name(run)
+
     def run_uri(self, run: str) -> str:
         """A run's own folder: Tune's trial folder, with Ray Train's run inside it."""
-        return join(self.uri, dir_name(run))
+        return join(self.uri, self.run_folder(run))
 
-    def checkpoint_uri(self, run: str, recorded: str) -> str:
-        """A checkpoint of ``run`` recorded as ``recorded`` (``.../<run>/train-<trial id>/step_NNNNNN``), in this
-        folder: where it is now, when the folder was moved, copied or synced between a bucket and a disk since."""
-        return join(self.run_uri(run), *recorded.rstrip("/").split("/")[-2:])
+    @staticmethod
+    def train_run(trial_id: str) -> str:
+        """The name of Ray Train's run in a trial's folder: the trial id, stable across relaunches, so a restored
+        trial finds its checkpoints again (no timestamps)."""
+        return f"train-{trial_id}"
+
+    def checkpoint_uri(self, run: str, checkpoint: str) -> str:
+        """A checkpoint of ``run``, given as its report records it (relative to the run's folder,
+        contract.layout.checkpoint_in_run), where it is in this folder now."""
+        return join(self.run_uri(run), checkpoint)
+
+    def tune_storage(self) -> tuple[Any, str]:
+        """The filesystem and storage path for Tune: with this folder's name as Tune's experiment name, Tune's
+        experiment folder is this one."""
+        return filesystem(self.storage.path, self.storage)
+
+    def train_storage(self, run: str) -> tuple[Any, str]:
+        """The filesystem and storage path for Ray Train's run of ``run``: its run's folder."""
+        return filesystem(self.run_uri(run), self.storage)
 
     def error_file(self, run: str) -> str:
         """Where Tune keeps a failed run's whole traceback."""
@@ -82,37 +115,61 @@ class ExperimentFolder:
 
     # -- the plan
 
-    def start(
+    def resolve(
         self, experiment: ExperimentSpec, plan: Plan, fresh: bool
     ) -> tuple[ExperimentFolder, ExperimentSpec, bool]:
-        """Begin a new experiment here, or resume this one: returns (folder, experiment, resuming).
+        """Where this launch goes, reading only: returns (folder, experiment, resuming).
 
-        The same name with the same resolved runs resumes. The same name with other runs is
-        refused (two sweeps are never mixed in one folder); ``fresh`` picks an unused name
-        ``NAME-2``, ``NAME-3``, ... instead. A new experiment's plan.json records it.
+        The same name with the same experiment (its resolved runs and every experiment-level setting: the
+        control, seeds, early stopping, evaluation, the LR search, tracking, concurrency) resumes. The same name
+        with anything else is refused with what differs (a resumed sweep keeps the settings it started with, so a
+        change would be half applied, and two sweeps are never mixed in one folder); ``fresh`` picks an unused
+        name ``NAME-2``, ``NAME-3``, ... instead. A new experiment is :meth:`record`-ed before it runs.
         """
         folder, n = self, 1
         while fresh and folder.exists():
             n += 1
             folder = ExperimentFolder(self.storage, f"{self.name}-{n}")
         experiment = experiment.model_copy(update={"name": folder.name})
-        resolved = plan.model_dump(mode="json")
         stored = folder._read_plan()
-        if stored is not None:
-            before = stored["plan"]
-            if before != resolved:
-                old, new = {r["name"]: r for r in before.get("runs", [])}, {r["name"]: r for r in resolved["runs"]}
-                differ = sorted(set(old) ^ set(new)) or sorted(n for n in new if old[n] != new[n]) or ["evaluation"]
-                raise SpecError(
-                    f"experiment {folder.name!r} in {self.storage.path} was started with different runs "
-                    f"(differing: {', '.join(differ)}); relaunch with the original spec and flags to resume it, "
-                    "or pass --fresh to start over under a new name"
-                )
-            return folder, experiment, True
-        fs, path = folder.filesystem()
+        if stored is None:
+            return folder, experiment, False
+        where = f"experiment {folder.name!r} in {self.storage.path}"
+        if _layout(stored) != LAYOUT:
+            raise SpecError(
+                f"{where} was started by an earlier version of plateau-sweep (folder layout {_layout(stored)}; this "
+                f"version writes layout {LAYOUT}): it can be read (--status, --report, export, diagnose) but not "
+                "resumed; pass --fresh to run it again under a new name"
+            )
+        changes = relaunch_changes(*folder.plan(), experiment, plan)
+        if changes:
+            raise SpecError(
+                f"{where} was started with other settings than this launch asks for:\n"
+                + "\n".join(f"  {change}" for change in changes)
+                + "\nRelaunch with the spec and flags it was started with to resume it, or pass --fresh to start it "
+                f"over under a new name ({self.name}-2, ...)"
+            )
+        return folder, experiment, True
+
+    def record(self, experiment: ExperimentSpec, plan: Plan) -> None:
+        """Start a new experiment here: its plan.json records it, and the layout of the files that follow."""
+        fs, path = self.filesystem()
         fs.create_dir(path, recursive=True)
-        folder._write(PLAN, {"experiment": experiment.model_dump(mode="json"), "plan": resolved}, indent=2)
-        return folder, experiment, False
+        stored = {
+            "layout": LAYOUT,
+            "experiment": experiment.model_dump(mode="json"),
+            "plan": plan.model_dump(mode="json"),
+        }
+        self._write(PLAN, stored, indent=2)
+
+    def start(
+        self, experiment: ExperimentSpec, plan: Plan, fresh: bool
+    ) -> tuple[ExperimentFolder, ExperimentSpec, bool]:
+        """:meth:`resolve`, and :meth:`record` a new experiment: returns (folder, experiment, resuming)."""
+        folder, experiment, resuming = self.resolve(experiment, plan, fresh)
+        if not resuming:
+            folder.record(experiment, plan)
+        return folder, experiment, resuming
 
     def plan(self) -> tuple[ExperimentSpec, Plan] | None:
         """The experiment and plan this folder was started with, or None when there is none yet."""
@@ -126,6 +183,11 @@ class ExperimentFolder:
                 f"{self.file(PLAN)}: not a plan this version can read ({str(err).splitlines()[0]}); "
                 "use --fresh or another name"
             ) from None
+
+    def layout(self) -> int:
+        """The layout of this folder's files (:data:`LAYOUT` for an experiment not started yet)."""
+        stored = self._read_plan()
+        return LAYOUT if stored is None else _layout(stored)
 
     def _read_plan(self) -> dict | None:
         try:
@@ -143,13 +205,16 @@ class ExperimentFolder:
 
     # -- each run's record, written by the driver as results arrive
 
-    def history(self, run: str) -> list[dict[str, Any]]:
-        """The evaluations a run reported, oldest first; [] before its first. A step redone after a failure appears
+    def history(self, run: str) -> list[Report]:
+        """The reports a run made, oldest first; [] before its first. A step redone after a failure appears
         twice."""
-        return read_json(join(self.run_uri(run), HISTORY), self.storage) or []
+        rows = read_json(join(self.run_uri(run), HISTORY), self.storage) or []
+        if self.layout() == 1:
+            rows = [_from_layout_1(row) for row in rows]
+        return [Report.model_validate(row) for row in rows]
 
-    def write_history(self, run: str, rows: list[dict[str, Any]]) -> None:
-        write_json(join(self.run_uri(run), HISTORY), self.storage, rows)
+    def write_history(self, run: str, reports: list[Report]) -> None:
+        write_json(join(self.run_uri(run), HISTORY), self.storage, [r.model_dump(mode="json") for r in reports])
 
     def state(self, run: str) -> dict[str, Any]:
         """``{"state": "running" | "finished" | "failed", "error": ..., "since": ..., "started": ...}``, or {} before
@@ -188,9 +253,10 @@ class ExperimentFolder:
             with fs.open_output_stream(f"{path}/{name}") as out:
                 out.write(payload)
 
-    def summary(self) -> dict[str, Any] | None:
-        """summary.json as the last report wrote it, or None before there is one."""
-        return self._read("summary.json")
+    def reported(self) -> bool:
+        """Whether a report was written (summary.json and the rest): the sweep ended, or --report rebuilt it."""
+        fs, path = self.filesystem()
+        return fs.get_file_info(f"{path}/{SUMMARY}").type.name == "File"
 
     def _read(self, name: str) -> Any:
         return read_json(self.file(name), self.storage)
@@ -212,3 +278,56 @@ def locate(source: str) -> ExperimentFolder:
     parent, _, name = source.rstrip("/").rpartition("/")
     endpoint = os.environ.get("AWS_ENDPOINT_URL") if is_s3(source) else None
     return ExperimentFolder(StorageSpec(path=parent or ".", endpoint_url=endpoint), name)
+
+
+def _layout(stored: dict[str, Any]) -> int:
+    """The layout a plan.json says its folder has (layout 1 wrote none)."""
+    return stored.get("layout", 1)
+
+
+def relaunch_changes(stored: ExperimentSpec, stored_plan: Plan, experiment: ExperimentSpec, plan: Plan) -> list[str]:
+    """What a relaunch asks for that differs from what the experiment was started with, one line per field with the
+    stored value first; [] when it is the same experiment.
+
+    Every experiment-level setting counts, and the runs as resolved (``base`` and ``options`` only through them:
+    the same runs spelled another way are the same experiment); the name and the storage say where it is.
+    """
+    where = {"name", "storage", "base", "options"}
+    found = _differences(
+        stored.model_dump(mode="json", exclude=where), experiment.model_dump(mode="json", exclude=where)
+    )
+    protocol = _differences(
+        stored_plan.model_dump(mode="json", exclude={"runs"}), plan.model_dump(mode="json", exclude={"runs"})
+    )
+    found += [(f"plan.{path}", a, b) for path, a, b in protocol]
+    old, new = {r.name: r for r in stored_plan.runs}, {r.name: r for r in plan.runs}
+    if [*old] != [*new]:
+        found.append(("runs", [*old], [*new]))
+    for name in [n for n in old if n in new]:
+        differ = _differences(old[name].model_dump(mode="json"), new[name].model_dump(mode="json"))
+        found += [(f"run {name}: {path}", a, b) for path, a, b in differ]
+    return [f"{path}: {json.dumps(a)} (stored) → {json.dumps(b)}" for path, a, b in found]
+
+
+def _differences(before: Any, after: Any, path: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted path, stored, new) for each field where ``before`` and ``after`` differ; a block present on one side
+    only is one difference."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        keys = [*before, *(k for k in after if k not in before)]
+        return [d for k in keys for d in _differences(before.get(k), after.get(k), f"{path}.{k}" if path else k)]
+    return [] if before == after else [(path, before, after)]
+
+
+def _from_layout_1(row: dict[str, Any]) -> dict[str, Any]:
+    """A history row of layout 1 as a report: the one conversion from the previous layout.
+
+    Layout 1 kept Tune's own timestamp, the checkpoint's path in storage (its last two parts, Ray Train's run and the
+    step's folder, are its place in the run's folder) and the timers as flat fields. Its other fields are the
+    record's, and what an older row lacks (node_id, resumed_from) the record says as not reported.
+    """
+    row = dict(row)
+    row.pop("timestamp", None)
+    path = row.pop("checkpoint_path", None)
+    row["checkpoint"] = "/".join(path.rstrip("/").split("/")[-2:]) if path else None
+    row["timers"] = {k: row.pop(f"time_{k}_s") for k in ("setup", "train", "eval", "checkpoint", "report")}
+    return row

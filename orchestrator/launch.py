@@ -27,6 +27,7 @@ From Python (a notebook), :func:`run` is the same sweep::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import math
@@ -116,8 +117,8 @@ def preflight(experiment: ExperimentSpec, plan: Plan, write: bool = True) -> Non
 
     ``write=False`` (the dry run) checks that the storage is reachable without writing to it.
     """
-    from jobs.data import DataError, read_documents
-    from jobs.model import ModelUnavailable, check_reachable
+    from contract.documents import DataError, read_documents
+    from contract.models import ModelUnavailable, check_reachable
 
     for data in {
         (r.spec.data.path, r.spec.data.format): r.spec.data for r in plan.runs
@@ -150,11 +151,12 @@ def run(experiment: ExperimentSpec, plan: Plan, *, local: bool = False, fresh: b
     """Run the sweep and write its report: what ``python -m orchestrator.launch SPEC`` does, from Python.
 
     Checks the data, models, storage and tracking first (:class:`SpecError` before anything
-    starts); starts the experiment's folder or resumes it (``fresh`` starts over under a new
-    name); connects to the Ray cluster in RAY_ADDRESS, or with ``local`` starts a Ray
-    instance on this machine (and stops it at the end); runs every run; and writes
-    report.md, summary.json and the plot beside the checkpoints. Returns the results:
-    ``results.comparisons.verdict`` is the answer.
+    starts); refuses, before Ray starts, a relaunch that asks for anything the experiment was
+    not started with (``fresh`` starts over under a new name); connects to the Ray cluster in
+    RAY_ADDRESS, or with ``local`` starts a Ray instance on this machine (and stops it at the
+    end); records a new experiment's plan.json; runs every run; and writes
+    report.md, summary.json and the plot beside the checkpoints, from the experiment as stored
+    (what ``--report`` reads). Returns the results: ``results.comparisons.verdict`` is the answer.
     """
     experiment = _absolute_storage(experiment)
     notes: list[str] = []
@@ -170,17 +172,19 @@ def run(experiment: ExperimentSpec, plan: Plan, *, local: bool = False, fresh: b
     preflight(experiment, plan)
     print(*notes, sep="\n")
 
+    with _storage_errors():  # before Ray starts: a relaunch that asks for anything else is refused here
+        folder, experiment, resuming = ExperimentFolder(experiment.storage, experiment.name).resolve(
+            experiment, plan, fresh
+        )
+
     from orchestrator.spec.plan import concurrency_line
     from orchestrator.sweep import trial as sweep  # Ray, only when a sweep runs: never for --status, --report, diagnose
 
-    sweep.connect(local, plan, experiment.storage, concurrency)
+    sweep.connect(local, plan, experiment.storage, concurrency)  # refuses a storage the cluster's nodes cannot share
     try:
-        try:
-            folder, experiment, resuming = ExperimentFolder(experiment.storage, experiment.name).start(
-                experiment, plan, fresh
-            )
-        except OSError as err:  # plan.json could not be read or written: nothing has started
-            raise SpecError(f"storage: {err}; check storage.path, storage.endpoint_url and the credentials") from None
+        if not resuming:
+            with _storage_errors():
+                folder.record(experiment, plan)
         print(
             f"running {len(plan.runs)} run(s), {concurrency_line(experiment, plan, local, concurrency)}: "
             f"{', '.join(r.name for r in plan.runs)}",
@@ -190,7 +194,16 @@ def run(experiment: ExperimentSpec, plan: Plan, *, local: bool = False, fresh: b
     finally:
         if local:  # we started this Ray instance, so we stop it
             sweep.disconnect()
-    return report(folder, experiment, plan)
+    return report(*_stored(folder))
+
+
+@contextlib.contextmanager
+def _storage_errors():
+    """plan.json could not be read or written: nothing has run, and the fix is the storage's."""
+    try:
+        yield
+    except OSError as err:
+        raise SpecError(f"storage: {err}; check storage.path, storage.endpoint_url and the credentials") from None
 
 
 def report(folder: ExperimentFolder, experiment: ExperimentSpec, plan: Plan) -> Results:
@@ -218,16 +231,19 @@ def _absolute_storage(experiment: ExperimentSpec) -> ExperimentSpec:
     return experiment.model_copy(update={"storage": resolved})
 
 
-def _stored(experiment: ExperimentSpec) -> tuple[ExperimentFolder, ExperimentSpec, Plan]:
-    """--status and --report: the experiment as it was started (its plan.json), read from storage."""
-    folder = ExperimentFolder(_absolute_storage(experiment).storage, experiment.name)
+def _stored(folder: ExperimentFolder) -> tuple[ExperimentFolder, ExperimentSpec, Plan]:
+    """The experiment in ``folder`` as it was started (its plan.json): what run(), --status and --report report on."""
     stored = folder.plan()
     if stored is None:
         raise SpecError(
-            f"no experiment {experiment.name!r} in {folder.storage.path} yet; launch it first (same spec and --set "
-            "flags)"
+            f"no experiment {folder.name!r} in {folder.storage.path} yet; launch it first (same spec and --set flags)"
         )
     return folder, *stored
+
+
+def _folder(experiment: ExperimentSpec) -> ExperimentFolder:
+    """The folder of the spec's experiment (--status and --report)."""
+    return ExperimentFolder(_absolute_storage(experiment).storage, experiment.name)
 
 
 def _print_results(results: Results) -> None:
@@ -294,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.status:
             from orchestrator.results.status import show
 
-            folder, _, stored = _stored(experiment)
+            folder, _, stored = _stored(_folder(experiment))
             text = show(folder, stored)
         elif args.dry_run:
             from orchestrator.results.seed_prior import seed_notes
@@ -314,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
                 ]
             )
         elif args.report:
-            results = report(*_stored(experiment))
+            results = report(*_stored(_folder(experiment)))
         else:
             results = run(experiment, plan, local=args.local, fresh=args.fresh)
     except SpecError as err:

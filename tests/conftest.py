@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from contract.layout import step_folder
+from devtools.seaweed import ACCESS_KEY, SECRET_KEY
 from tests.raynodes import LocalCluster
-from tests.seaweed import ACCESS_KEY, SECRET_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,7 +88,7 @@ def hub_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """A SeaweedFS S3 server on 127.0.0.1 for the whole session, with a `sweeps` bucket."""
-    from tests.seaweed import SeaweedS3
+    from devtools.seaweed import SeaweedS3
 
     server = SeaweedS3(tmp_path_factory.mktemp("seaweed"))
     server.start()
@@ -101,7 +102,7 @@ def s3_server(tmp_path_factory):
 @pytest.fixture
 def s3_env(s3_server, monkeypatch):
     """The test credentials in the environment only (the standard AWS variables), as a user would set them."""
-    from tests.seaweed import ACCESS_KEY, SECRET_KEY
+    from devtools.seaweed import ACCESS_KEY, SECRET_KEY
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
@@ -255,7 +256,7 @@ def multinode(local_cluster, s3_server, tmp_path_factory):
     job = submit(cluster, spec_file, wait=False)
     deadline = time.monotonic() + 1200  # two cores, shared with the other test process
     asked = 0.0
-    while not registered(client, "cluster/multinode/two_workers/", "step_000010"):
+    while not registered(client, "cluster/multinode/two_workers/", step_folder(10)):
         # `ray job status` is a process importing Ray, seconds on two cores: asked every 5 s only, so the kill
         # follows the step-10 checkpoint before the run reaches step 20's (the restart must be from step 10)
         if time.monotonic() - asked > 5:

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from contract.layout import step_folder
+from devtools.seaweed import SECRET_KEY
 from tests.conftest import BEHAVIOUR, bucket_keys, launch, submit
-from tests.seaweed import SECRET_KEY
 
 pytestmark = [pytest.mark.ray, pytest.mark.s3]
 
@@ -58,7 +59,7 @@ def test_every_checkpoint_is_in_the_bucket_and_the_report_rebuilds_from_it_alone
     keys = bucket_keys(client, "cluster/multinode/")
     for run, steps in (("current", (10, 20, 30)), ("two_workers", (20, 30))):  # keep_checkpoints 2 + the latest
         for step in steps[-2:]:
-            assert any(f"{run}/" in k and k.endswith(f"step_{step:06d}/manifest.json") for k in keys), (run, step)
+            assert any(f"{run}/" in k and k.endswith(f"{step_folder(step)}/manifest.json") for k in keys), (run, step)
     before = _summary(client)
     client.delete_object(Bucket="sweeps", Key="cluster/multinode/summary.json")
     # another process, another folder, no Ray and no access to the nodes' disks: only the bucket

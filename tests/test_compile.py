@@ -4,8 +4,9 @@
 import pytest
 from torch._dynamo.utils import counters
 
-from bench.calibration import seeded_jobs, train_in_process
+from jobs.train import train_in_process
 from orchestrator.spec import load
+from orchestrator.sweep.trial import job_configs
 
 
 def test_a_compiled_run_trains_as_the_uncompiled_one():
@@ -17,12 +18,13 @@ def test_a_compiled_run_trains_as_the_uncompiled_one():
     (jobs.train._unwrap)."""
     sets = ["method=full", "lora=null", "run.steps=4", "run.eval_every=2", "run.checkpoint_every=2"]
     counters.clear()
-    metrics = {}
+    reports = {}
     for compiled in (False, True):
         levers = ["compute.compile=true", "compute.loss=chunked"] if compiled else ["compute.compile=false"]
-        experiment, plan = load(None, [*sets, *levers], ["current"])
-        metrics[compiled] = train_in_process(seeded_jobs(experiment, plan, "current", [0])[0])
-    assert metrics[True]["step"] == 4
-    assert metrics[True]["train_loss"] == pytest.approx(metrics[False]["train_loss"], abs=1e-4)
-    assert metrics[True]["doc_nll"] == pytest.approx(metrics[False]["doc_nll"], rel=1e-4)
+        experiment, plan = load(None, [*sets, "control_seeds=1", *levers], ["current"])
+        (job,) = job_configs(experiment, plan)
+        reports[compiled] = train_in_process(job)
+    assert reports[True].step == 4
+    assert reports[True].train_loss == pytest.approx(reports[False].train_loss, abs=1e-4)
+    assert reports[True].doc_nll == pytest.approx(reports[False].doc_nll, rel=1e-4)
     assert counters["stats"]["unique_graphs"] >= 2  # it did compile: the training step's graph and evaluation's

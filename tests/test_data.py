@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from contract import documents
 from contract.spec import DataSpec, StorageSpec, TrainSpec
 from jobs import data as data_lib
 from jobs.model import load_tokenizer
@@ -16,7 +17,7 @@ def test_markdown_splits_at_questions_and_skips_bare_topic_headings():
         "# Topic\n\n## Q: one?\n\nAnswer one.\n\n```\n## Q: not a question (inside code)\n```\n\n"
         "## Q: two?\nAnswer two.\n"
     )
-    docs = data_lib.parse_markdown(text)
+    docs = documents.parse_markdown(text)
     assert len(docs) == 2
     assert docs[0].startswith("## Q: one?") and "not a question" in docs[0]
     assert docs[1] == "## Q: two?\nAnswer two."
@@ -25,7 +26,7 @@ def test_markdown_splits_at_questions_and_skips_bare_topic_headings():
 def test_jsonl_text_and_question_answer(tmp_path):
     file = tmp_path / "d.jsonl"
     file.write_text(json.dumps({"text": "hello"}) + "\n" + json.dumps({"question": "q?", "answer": "a."}) + "\n")
-    docs = data_lib.read_documents(DataSpec(path=str(file)), StorageSpec())
+    docs = documents.read_documents(DataSpec(path=str(file)), StorageSpec())
     assert docs == ["hello", "Q: q?\n\na."]
 
 
@@ -53,21 +54,21 @@ BAD_DATA = {
 def test_unusable_data_is_refused_naming_the_file_and_the_fix(tmp_path, raw, name, expected):
     file = tmp_path / name
     file.write_bytes(raw)
-    with pytest.raises(data_lib.DataError) as err:
-        data_lib.read_documents(DataSpec(path=str(file)), StorageSpec())
+    with pytest.raises(documents.DataError) as err:
+        documents.read_documents(DataSpec(path=str(file)), StorageSpec())
     assert f"data.path {str(file)!r}: " in str(err.value)
     assert expected in str(err.value)
 
 
 def test_split_has_no_overlap_and_is_deterministic():
-    docs = data_lib.read_documents(DataSpec(path=CORPUS), StorageSpec())
+    docs = documents.read_documents(DataSpec(path=CORPUS), StorageSpec())
     docs += docs[:20]  # exact duplicates must not leak across the split
-    train, val = data_lib.split(docs, 0.1, seed=0)
+    train, val = documents.split(docs, 0.1, seed=0)
     assert set(train).isdisjoint(val)
     assert len(train) + len(val) == len(docs)
     assert 0.03 < len(val) / len(docs) < 0.2
-    assert set(data_lib.split(list(reversed(docs)), 0.1, seed=0)[1]) == set(val)  # order-independent
-    assert data_lib.split(docs, 0.1, seed=1)[1] != val
+    assert set(documents.split(list(reversed(docs)), 0.1, seed=0)[1]) == set(val)  # order-independent
+    assert documents.split(docs, 0.1, seed=1)[1] != val
 
 
 def test_packing_puts_eos_between_documents_and_reports_stats():
@@ -101,3 +102,20 @@ def test_workers_split_the_same_batch_of_the_experiment(workers):
         for s in range(7)
     ]
     assert shared == alone
+
+
+def test_the_diagnosis_counts_a_corpus_as_training_does():
+    """orchestrator.diagnose.corpus reads the documents and counts their tokens without torch (tokenizers alone):
+    the same train and val tokens, val documents and long documents as the run's own data loading."""
+    from orchestrator.diagnose.corpus import corpus
+
+    spec = TrainSpec()
+    stats = data_lib.load(spec.data, StorageSpec(), load_tokenizer(spec, StorageSpec())).stats
+    measured = corpus(spec.model_dump(mode="json"))
+    assert measured.note is None  # counted, not estimated
+    assert (measured.train_tokens, measured.val_tokens, measured.val_documents) == (
+        stats.train_tokens,
+        stats.val_tokens,
+        stats.val_documents,
+    )
+    assert measured.longer_than_block == stats.longer_than_block

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from contract.layout import step_folder
 from orchestrator.export import main
 from orchestrator.spec import dir_name
 from tests.conftest import ROOT
@@ -92,7 +93,7 @@ def test_the_take_exports_without_ray_and_scores_the_runs_compared_loss(finished
     run = _runs(folder)[_take(folder)]
     assert "ray imported: False" in console
     assert f"checkpoint {folder}/{dir_name(run['run'])}/train-" in console
-    assert f"step_{run['compared_step']:06d}" in console  # the compared evaluation's checkpoint
+    assert f"/{step_folder(run['compared_step'])}" in console  # the compared evaluation's checkpoint
     exported, compared = map(float, CHECK.search(console).groups())
     assert compared == pytest.approx(run["compared_loss"], abs=1e-6)
     assert exported == pytest.approx(compared, abs=1e-4)
@@ -125,8 +126,9 @@ def test_the_model_card_carries_the_verdict_the_figures_with_their_interval_and_
     assert f"{delta['mean']:+.4f} [{delta['ci95'][0]:+.4f}, {delta['ci95'][1]:+.4f}]" in card
     control = next(v for v in summary["variants"] if v["variant"] == summary["control"])
     assert f"control `{summary['control']}`: mean over {len(control['runs'])} seed(s)" in card
-    if summary["evaluation"]["selection_fraction"] is not None:
-        assert "of val documents that did not choose each run's best evaluation" in card
+    # the shared sweep compares each run at its best evaluation, chosen on half of the val documents
+    assert summary["evaluation"]["selection_fraction"] == 0.5
+    assert "Compared: the mean NLL on the 50% of val documents that did not choose each run's best evaluation" in card
     assert "## Spec\n" in card and "\nmethod: full\nmodel:\n" in card  # the resolved spec, as YAML
     assert 'AutoModelForCausalLM.from_pretrained("<this folder>")' in card
 
@@ -173,17 +175,21 @@ def _copy(folder: Path, tmp_path: Path) -> Path:
 
 
 def test_nothing_taken_exits_2_and_says_so_unless_a_variant_is_named(finished, tmp_path, capsys):
-    """The verdict of a copy is rewritten to take nothing (what the verdict decides is test_verdict's)."""
+    """In a copy, the control's runs are recorded as failed: the verdict, rebuilt from the runs' records as the
+    report builds it, takes nothing (what the verdict decides is test_verdict's)."""
     folder = _copy(finished[0], tmp_path)
     summary = json.loads((folder / "summary.json").read_text())
     take = summary["verdict"]["take"]
-    summary["verdict"] = {"take": None, "reason": "No fix is distinguishable from the control."}
-    (folder / "summary.json").write_text(json.dumps(summary))
+    for run in summary["runs"]:
+        if run["option"] == summary["control"]:
+            failed = {"state": "failed", "error": "RuntimeError: CUDA error", "since": 0.0, "started": 0.0}
+            (folder / dir_name(run["run"]) / "state.json").write_text(json.dumps(failed))
     out = tmp_path / "model"
     assert main([str(folder), "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "error: nothing to export: the verdict took no fix (No fix is distinguishable from the control.)" in err
-    assert f"pass --variant NAME, one of: {', '.join(v['variant'] for v in summary['variants'])}" in err
+    assert f"error: nothing to export: the verdict took no fix (The control **{summary['control']}** has no " in err
+    listed = err.split("pass --variant NAME, one of: ", 1)[1].strip()
+    assert set(listed.split(", ")) == {v["variant"] for v in summary["variants"]}
     assert not out.exists()
 
     assert main([str(folder), "--variant", "nope", "--out", str(out)]) == 2
@@ -211,7 +217,7 @@ def test_an_experiment_in_s3_exports_and_no_credential_reaches_the_folder(
     finished, s3_env, monkeypatch, tmp_path, capsys
 ):
     """The finished folder is uploaded to the bucket; the export reads it, checkpoint included, from s3:// only."""
-    from tests.seaweed import ACCESS_KEY, SECRET_KEY
+    from devtools.seaweed import ACCESS_KEY, SECRET_KEY
 
     folder, _ = finished
     client = s3_env.client()

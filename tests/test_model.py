@@ -3,8 +3,10 @@
 import pytest
 import torch
 
+from contract.models import ModelUnavailable, check_reachable
+from contract.parameters import count_parameters
 from contract.spec import StorageSpec, TrainSpec
-from jobs.model import ModelUnavailable, check_reachable, count_parameters, load_model, load_tokenizer
+from jobs.model import load_model, load_tokenizer, lora_config
 from jobs.perf import flops_per_token, peak_for
 
 
@@ -23,6 +25,51 @@ def test_full_finetune_trains_everything():
         )
     )
     assert trainable == total == 124_439_808
+
+
+def _built_on_the_meta_device(spec: TrainSpec, config: dict) -> tuple[int, int]:
+    """(trainable, total) of the model the worker builds for ``spec`` (transformers, then peft with the worker's own
+    LoRA config), on the meta device: shapes only."""
+    from peft import get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config))
+        if spec.method == "lora":
+            model = get_peft_model(model, lora_config(model, spec.lora))
+    return sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters())
+
+
+GPT2_SHAPES = {
+    "the preset": {"name": "tiny-gpt2"},
+    "gpt2-medium": {"name": "gpt2-medium"},
+    "an MLP of its own width, untied head": {"shape": {"n_inner": 96, "tie_word_embeddings": False}},
+}
+LORA_TARGETS = [["c_attn"], ["c_attn", "c_proj", "c_fc"], ["c_proj"], ["c_fc", "c_proj"]]
+
+
+@pytest.mark.parametrize("model", GPT2_SHAPES.values(), ids=list(GPT2_SHAPES))
+@pytest.mark.parametrize("targets", [None, *LORA_TARGETS], ids=["full", *("+".join(t) for t in LORA_TARGETS)])
+def test_the_plans_parameter_count_is_the_built_models(model, targets, tmp_path):
+    """The dry run counts from the config alone (contract.parameters, no torch); the worker's model has as many."""
+    import json
+
+    from contract.presets import config_dict
+
+    name = model.get("name")
+    if name is None:  # a small GPT-2 of another shape, saved as a folder a spec can name
+        config = {"model_type": "gpt2", "vocab_size": 300, "n_positions": 64, "n_embd": 32, "n_layer": 2, "n_head": 2}
+        name = str(tmp_path)
+        (tmp_path / "config.json").write_text(json.dumps({**config, **model["shape"]}))
+    method = {"method": "full", "lora": None} if targets is None else {"lora": {"rank": 4, "target_modules": targets}}
+    spec = TrainSpec.model_validate({"model": {"name": name}, "data": {"block_size": 64}, **method})
+    assert count_parameters(spec) == _built_on_the_meta_device(spec, config_dict(name))
+
+
+@pytest.mark.parametrize("target", ["no_such_module", "lm_head", "attn.c_proj"])
+def test_a_lora_target_the_worker_would_refuse_or_that_is_no_conv1d_is_not_guessed(target):
+    spec = TrainSpec.model_validate({"model": {"name": "gpt2"}, "lora": {"target_modules": ["c_attn", target]}})
+    assert count_parameters(spec) is None
 
 
 def test_a_saved_folder_loads_through_the_same_path_as_a_hub_id(tmp_path):

@@ -48,6 +48,13 @@ class _Trial:
         self.trial_id, self.config = name, {"job": {"run_name": name}}
 
 
+def _result(step: int, val_loss: float) -> dict:
+    """A Tune result: a run's report at ``step``, with Tune's own fields around it."""
+    from contract.report import Report
+
+    return {**Report(step=step, total_steps=20, val_loss=val_loss).model_dump(), "training_iteration": 1, "done": False}
+
+
 def test_the_scheduler_prunes_arms_and_a_relaunched_one_resumes_the_rungs(tmp_path):
     from ray.tune.schedulers import TrialScheduler
 
@@ -63,12 +70,8 @@ def test_the_scheduler_prunes_arms_and_a_relaunched_one_resumes_the_rungs(tmp_pa
     )
     off = EarlyStoppingSpec(enabled=False)
     first = SweepScheduler(off, [search], folder)
-    assert (
-        first.on_trial_result(None, _Trial("lora[lr=0.001]"), {"step": 10, "val_loss": 4.0}) == TrialScheduler.CONTINUE
-    )
-    assert first.on_trial_result(None, _Trial("control"), {"step": 10, "val_loss": 9.0}) == TrialScheduler.CONTINUE
+    assert first.on_trial_result(None, _Trial("lora[lr=0.001]"), _result(10, 4.0)) == TrialScheduler.CONTINUE
+    assert first.on_trial_result(None, _Trial("control"), _result(10, 9.0)) == TrialScheduler.CONTINUE
     relaunched = SweepScheduler(off, [search], folder)  # a relaunch restores the scheduler, then reads the folder
-    assert (
-        relaunched.on_trial_result(None, _Trial("lora[lr=0.01]"), {"step": 10, "val_loss": 4.5}) == TrialScheduler.STOP
-    )
+    assert relaunched.on_trial_result(None, _Trial("lora[lr=0.01]"), _result(10, 4.5)) == TrialScheduler.STOP
     assert folder.lr_search()["pruned"]["lora[lr=0.01]"].startswith("pruned at rung 1 (step 10): val 4.5000 ranks 2")

@@ -1,6 +1,7 @@
 """Specs: every shipped spec validates and round-trips; bad ones are rejected naming file, option and field."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -334,3 +335,40 @@ def test_the_launcher_imports_neither_torch_nor_ray_until_it_runs_something():
     code = "import sys, orchestrator.launch; print(sorted({'torch', 'ray'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# A dry run and a diagnosis of a log, in one fresh process, as a user runs them; then which heavy modules it imported
+TORCH_FREE = """
+import contextlib, io, json, sys
+from orchestrator.diagnose.__main__ import main as diagnose
+from orchestrator.launch import main as launch
+
+log, command = sys.argv[1:]
+codes = {}
+with contextlib.redirect_stdout(io.StringIO()) as printed:
+    codes["dry_run"] = launch(["specs/best.yaml", "--dry-run"])
+    codes["diagnose"] = diagnose([log, "--command", command])
+heavy = sorted(m for m in ("torch", "transformers", "peft", "ray") if m in sys.modules)
+print(json.dumps({"codes": codes, "heavy": heavy, "printed": printed.getvalue()}))
+"""
+
+
+def test_a_dry_run_and_a_diagnosis_never_import_torch(hub_cache):
+    """The plan's parameter counts come from the model's config (contract.parameters), the corpus is read and
+    tokenized without transformers (contract.documents, tokenizers): neither needs torch, transformers or Ray."""
+    from tests.test_diagnose import SEED_CURRENT, SEED_LOG
+
+    out = subprocess.run(
+        [sys.executable, "-c", TORCH_FREE, SEED_LOG, SEED_CURRENT.replace("MODEL_TYPE=gpt2", "MODEL_TYPE=tiny-gpt2")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_CACHE": str(hub_cache)},
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.splitlines()[-1])
+    assert result["codes"] == {"dry_run": 0, "diagnose": 0}
+    assert "-> trainable params     589,824 of 125,029,632 (" in result["printed"]  # counted: gpt2, LoRA r16
+    # the corpus counted by the preset's tokenizer, as a run of the preset counts it (jobs.data: 45,496 train tokens)
+    assert "Data: 45,496 training tokens, 18 val documents (5,080 tokens)" in result["printed"]
+    assert result["heavy"] == []

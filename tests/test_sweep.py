@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from contract.spec import JobConfig
+from contract.spec import JobConfig, StorageSpec
+from orchestrator.folder import ExperimentFolder
 from orchestrator.spec import load
-from tests.conftest import runs_of, summary
+from tests.conftest import BEHAVIOUR, runs_of, summary
 
 pytestmark = pytest.mark.ray
 
@@ -86,16 +87,25 @@ def test_a_far_too_high_learning_rate_is_stopped(behaviour):
 
 
 def test_a_stopped_trial_frees_its_slot_for_a_queued_one(behaviour):
-    folder = behaviour[1]
-    spans = {}
-    for result in folder.glob("*/result.json"):
-        stamps = [json.loads(line)["timestamp"] for line in result.read_text().splitlines()]
-        if stamps:
-            spans[result.parent.name] = (stamps[0], stamps[-1])
-    assert len(spans) >= 8
-    first_end = min(end for _, end in spans.values())
-    # 11 runs, 6 slots: some runs report only after another run has ended
-    assert sum(start > first_end for start, _ in spans.values()) >= 1
+    """hot_lr is stopped at its step-10 evaluation while runs are still queued: its trial ends before it would have
+    reported its next evaluation, a queued run starts in the slot it freed, and never do more runs go at once than
+    max_concurrent.
+
+    From the driver's record of each run (state.json: when its trial started, when it ended) and hot_lr's own
+    reports (history.json: when each was made)."""
+    folder = ExperimentFolder(StorageSpec(path=str(behaviour[1].parent)), behaviour[1].name)
+    _, plan = folder.plan()
+    spans = {run.name: (state["started"], state["since"]) for run in plan.runs if (state := folder.state(run.name))}
+    assert len(spans) == len(plan.runs)
+    events = sorted([(start, 1) for start, _ in spans.values()] + [(end, -1) for _, end in spans.values()])
+    at_once = [sum(change for _, change in events[: i + 1]) for i in range(len(events))]
+    assert max(at_once) == BEHAVIOUR["max_concurrent"]  # the slots are used, and never more than there are
+    reports = {r.step: r for r in folder.history("hot_lr")}
+    assert sorted(reports) == [0, 10]  # stopped at its first evaluation after step 0 (grace 1, patience 1)
+    decided, ended = reports[10].reported_at, spans["hot_lr"][1]
+    pace = decided - reports[0].reported_at  # 10 steps and an evaluation of hot_lr, on this machine, in this sweep
+    assert ended - decided < pace  # the stop ended its trial: it did not train on to its next evaluation
+    assert any(start >= ended for start, _ in spans.values())  # runs were still queued: one took the freed slot
 
 
 def test_the_report_explains_each_run_and_writes_the_next_experiment(behaviour):
@@ -176,7 +186,7 @@ def test_the_clip_column_shows_whether_the_clip_engaged(behaviour):
 def test_each_report_stays_cheap(behaviour):
     """Ray Train makes report() wait for its controller's poll (2 s by default); the trial sets it to 0.1 s."""
     rows = json.loads((behaviour[1] / "current-seed_0" / "history.json").read_text())
-    assert rows[-1]["time_report_s"] / len(rows) < 0.5
+    assert rows[-1]["timers"]["report"] / len(rows) < 0.5
 
 
 def test_a_lora_checkpoint_is_the_adapter_only_and_loads_with_peft_alone(behaviour):
@@ -224,6 +234,7 @@ for name, call in calls.items():
         code = call()
     out[name] = (code, text.getvalue())
 out["ray"] = sorted(m for m in sys.modules if m == "ray" or m.startswith("ray."))
+out["torch"] = "torch" in sys.modules
 print(json.dumps(out))
 """
 
@@ -244,8 +255,8 @@ def readers(behaviour):
     return before, json.loads(out.stdout.splitlines()[-1])
 
 
-def test_status_report_and_diagnose_read_storage_without_importing_ray(readers):
-    assert readers[1]["ray"] == []
+def test_status_report_and_diagnose_read_storage_without_importing_ray_or_torch(readers):
+    assert readers[1]["ray"] == [] and readers[1]["torch"] is False
 
 
 def test_status_and_report_rebuild_from_storage(behaviour, readers):

@@ -347,7 +347,8 @@ def test_the_report_shows_the_control_first_then_each_option_with_its_interval(t
 
 
 def test_with_a_selection_share_one_half_chooses_the_evaluation_and_the_other_scores_it():
-    from contract.spec import EvalProtocol, StorageSpec, TrainSpec
+    from contract.report import Report
+    from contract.spec import EvalProtocol, TrainSpec
     from orchestrator.results.records import record
     from orchestrator.spec import Run
 
@@ -357,7 +358,9 @@ def test_with_a_selection_share_one_half_chooses_the_evaluation_and_the_other_sc
     # step 10 looks best on the choosing documents (1 and 3), step 20 on the scoring ones (0 and 2)
     by_step = {0: [500, 500, 500, 500], 10: [450, 300, 450, 300], 20: [300, 400, 300, 400]}
     rows = [
-        {"step": s, "val_loss": protocol.mean_nll(nll, tokens, "choose"), "doc_nll": nll, "doc_tokens": tokens}
+        Report(
+            step=s, total_steps=20, val_loss=protocol.mean_nll(nll, tokens, "choose"), doc_nll=nll, doc_tokens=tokens
+        )
         for s, nll in by_step.items()
     ]
     run = Run(
@@ -367,10 +370,10 @@ def test_with_a_selection_share_one_half_chooses_the_evaluation_and_the_other_sc
         overrides={},
         spec=TrainSpec.model_validate({"run": {"steps": 20, "eval_every": 10, "checkpoint_every": 10}}),
     )
-    r = record(run, rows, None, None, StorageSpec(), protocol)
+    r = record(run, rows, None, None, protocol)
     assert r.compared_step == 10  # chosen on documents 1 and 3 ...
     assert r.compared_loss == pytest.approx(4.5)  # ... and scored on 0 and 2, never on the tokens that chose it
-    final = record(run, rows, None, None, StorageSpec(), protocol.model_copy(update={"selection_fraction": None}))
+    final = record(run, rows, None, None, protocol.model_copy(update={"selection_fraction": None}))
     assert (final.compared_step, final.compared_loss) == (
         20,
         pytest.approx(3.5),

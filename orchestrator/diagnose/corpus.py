@@ -1,8 +1,10 @@
 """What a diagnosis knows about the training data: its size in tokens, its val set, how long its documents are.
 
-Read from the run's data file the way a run of ours reads it (``jobs.data``: the same
-documents, the same train/val split, the same tokenizer when it is available offline), so
+Read from the run's data file the way a run of ours reads it (:mod:`contract.documents`: the
+same documents, the same train/val split; the same tokenizer when it is available offline), so
 "epochs seen" and "a val set of 19 documents" describe the data the emitted sweep trains on.
+Without torch: the tokenizer is its ``tokenizer.json``, read by the ``tokenizers`` library that
+transformers' fast tokenizers wrap (transformers itself imports torch).
 """
 
 from __future__ import annotations
@@ -44,27 +46,21 @@ def corpus(config: dict[str, Any]) -> Corpus | None:
 def _measure(
     path: str, format: str, val_fraction: float, split_seed: int, tokenizer_name: str | None, block: int | None
 ) -> Corpus | None:
+    from contract.documents import DataError, read_documents, split
     from contract.spec import DataSpec, StorageSpec
-    from jobs.data import DataError, read_documents, split, tokenize
 
     data = DataSpec(path=path, format=format, val_fraction=val_fraction, split_seed=split_seed)
     try:
         train, val = split(read_documents(data, StorageSpec()), data.val_fraction, data.split_seed)
     except DataError:
         return None
-    try:
-        from transformers import AutoTokenizer
-
-        from contract.presets import local_folder
-
-        if tokenizer_name is None:
-            raise ValueError("no model named")
-        folder = local_folder(tokenizer_name)
-        tokenizer = AutoTokenizer.from_pretrained(str(folder) if folder else tokenizer_name, local_files_only=True)
-        train_lengths = [len(ids) for ids in tokenize(train, tokenizer)]  # as training counts them
-        val_lengths = [len(ids) for ids in tokenize(val, tokenizer)]
+    tokenizer = _tokenizer(tokenizer_name) if tokenizer_name else None
+    if tokenizer is not None:
+        # as jobs.data.tokenize counts them: each document's tokens and the EOS after it
+        train_lengths = [len(ids) + 1 for ids in _encode(tokenizer, train)]
+        val_lengths = [len(ids) + 1 for ids in _encode(tokenizer, val)]
         note = None
-    except (OSError, ValueError):  # not here (an uncached hub id), or not a name at all
+    else:
         train_lengths = [round(len(d) / CHARS_PER_TOKEN) for d in train]
         val_lengths = [round(len(d) / CHARS_PER_TOKEN) for d in val]
         note = f"token counts are estimated at {CHARS_PER_TOKEN} characters a token (" + (
@@ -78,3 +74,22 @@ def _measure(
         longer_than_block=sum(n > block for n in lengths) / len(lengths) if block else None,
         note=note,
     )
+
+
+def _tokenizer(name: str):
+    """The fast tokenizer of model ``name`` from its tokenizer.json (a local folder, the bundled preset or the local
+    Hugging Face cache), or None when it is not here."""
+    from tokenizers import Tokenizer
+
+    from contract.presets import cached_file, local_folder
+
+    folder = local_folder(name)
+    file = (folder / "tokenizer.json" if folder else None) or cached_file(name, "tokenizer.json")
+    if file is None or not Path(file).is_file():
+        return None
+    return Tokenizer.from_file(str(file))
+
+
+def _encode(tokenizer, docs: list[str]) -> list[list[int]]:
+    """Each document's token ids, no special tokens added (as jobs.data.tokenize asks transformers for them)."""
+    return [encoding.ids for encoding in tokenizer.encode_batch(docs, add_special_tokens=False)]

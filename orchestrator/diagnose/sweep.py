@@ -27,10 +27,7 @@ from orchestrator.spec import Run, deep_merge, differences, set_path
 
 def run_log(record: RunRecord) -> RunLog:
     """A run of ours as a RunLog, with its per-document losses and per-step gradient norms."""
-    points = [
-        Point(h["step"], h.get("train_loss"), h.get("val_loss"), h.get("lr"), h.get("grad_norm"))
-        for h in record.history
-    ]
+    points = [Point(r.step, r.train_loss, r.val_loss, r.lr, r.grad_norm) for r in record.reports]
     log = RunLog(
         name=record.run,
         points=points,
@@ -38,12 +35,12 @@ def run_log(record: RunRecord) -> RunLog:
         clip_rate=record.clip_rate,
         doc_tokens=record.doc_tokens,
     )
-    for row in record.rows:
-        log.grad_norms += [n for n in row.get("grad_norms") or [] if n is not None]
-        if row.get("doc_nll") and row.get("val_loss") is not None:
-            log.doc_losses.append((int(row["step"]), row["doc_nll"]))
-        if row.get("data_longer_than_block") is not None:
-            log.longer_than_block = row["data_longer_than_block"]
+    for report in record.reports:
+        log.grad_norms += [n for n in report.grad_norms if n is not None]
+        if report.doc_nll and report.val_loss is not None:
+            log.doc_losses.append((report.step, report.doc_nll))
+        if report.data_longer_than_block is not None:
+            log.longer_than_block = report.data_longer_than_block
     return log
 
 

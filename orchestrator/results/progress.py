@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+
+from contract.report import Report
 
 
 @dataclass
@@ -65,21 +66,20 @@ def plain_table(rows: list[list[str]]) -> str:
     return "\n".join("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip() for row in [HEADER, *rows])
 
 
-def line(name: str, result: dict[str, Any], run: RunProgress) -> str:
+def line(name: str, report: Report, run: RunProgress) -> str:
     """The one line an evaluation prints."""
-    step, total = int(result["step"]), int(result["total_steps"])
-    val = result.get("val_loss")
+    step, total, val = report.step, report.total_steps, report.val_loss
     if step == 0:
         return f"[{name}] step 0/{total}  val {val:.4f} before training"
     parts = [f"[{name}] step {step}/{total}"]
-    if isinstance(val, float) and math.isfinite(val):
+    if val is not None:
         parts.append(f"val {val:.4f} (best {run.best:.4f})")
-    if isinstance(result.get("train_loss"), float):
-        parts.append(f"train {result['train_loss']:.4f}")
+    if report.train_loss is not None:
+        parts.append(f"train {report.train_loss:.4f}")
     parts += [
-        f"lr {result['lr']:.2e}",
-        f"clip {result.get('clip_rate', 0):.0%}",
-        f"{result['tokens_per_s']:,.0f} tok/s",
+        f"lr {report.lr:.2e}",
+        f"clip {report.clip_rate or 0:.0%}",
+        f"{report.tokens_per_s:,.0f} tok/s",
         f"ETA {run.eta}",
     ]
     return "  ".join(parts)

@@ -10,14 +10,16 @@ from __future__ import annotations
 import io
 import json
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from contract.report import Report
 from contract.spec import EvalProtocol
 from contract.storage import is_s3
-from orchestrator.folder import ExperimentFolder
+from orchestrator.folder import SUMMARY, ExperimentFolder
 from orchestrator.results import seed_prior
 from orchestrator.results.records import RunRecord, val_documents
 from orchestrator.results.verdict import Comparisons, VariantResult, compare, read_with_sweep
@@ -37,6 +39,11 @@ class Results:
     @property
     def protocol(self) -> EvalProtocol:
         return self.plan.evaluation
+
+    @property
+    def eval_tokens(self) -> int | None:
+        """The val tokens every run is scored on; None before any run reported."""
+        return next((r.eval_tokens for r in self.records if r.eval_tokens), None)
 
     def run(self, name: str) -> Run:
         return next(r for r in self.plan.runs if r.name == name)
@@ -340,10 +347,7 @@ def summary(results: Results) -> dict[str, Any]:
     return {
         "experiment": results.experiment.name,
         "control": results.experiment.control,
-        "evaluation": {
-            **p.model_dump(),
-            "eval_tokens": next((r.eval_tokens for r in results.records if r.eval_tokens), None),
-        },
+        "evaluation": {**p.model_dump(), "eval_tokens": results.eval_tokens},
         **results.comparisons.to_json(),
         "search_cost": search_cost(results),
         "follow_up_spec": results.follow_up,
@@ -351,14 +355,24 @@ def summary(results: Results) -> dict[str, Any]:
     }
 
 
+def _val(report: Report) -> float | None:
+    return report.val_loss
+
+
+def _train(report: Report) -> float | None:
+    return report.train_loss
+
+
 def _mark(ax, point: tuple[float, float], status: str, color) -> None:
     ax.plot(*point, marker="X", markersize=12, color=color, markeredgecolor="black")
     ax.annotate(status.replace("_", " "), point, textcoords="offset points", xytext=(6, 6), fontsize=8, color=color)
 
 
-def _curve(runs: list[RunRecord], key: str) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray]:
-    """(steps, mean, min, max) of ``key`` over the runs' evaluations at steps every run has."""
-    series = [{h["step"]: h[key] for h in r.history if h.get(key) is not None} for r in runs]
+def _curve(
+    runs: list[RunRecord], of: Callable[[Report], float | None]
+) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray]:
+    """(steps, mean, min, max) of one figure of the reports over the runs' evaluations at steps every run has."""
+    series = [{h.step: value for h in r.reports if (value := of(h)) is not None} for r in runs]
     series = [s for s in series if s]
     if not series:
         return [], np.array([]), np.array([]), np.array([])
@@ -381,12 +395,12 @@ def plot(results: Results) -> bytes:
     fig, axes = plt.subplots(1, panels, figsize=(8 * panels if panels > 1 else 10, 6), dpi=110, squeeze=False)
     loss_ax = axes[0][0]
     colors = plt.get_cmap("tab10")
-    base_steps, base_mean, _, _ = _curve(base.runs, "val_loss") if base else ([], None, None, None)
+    base_steps, base_mean, _, _ = _curve(base.runs, _val) if base else ([], None, None, None)
     base_at = dict(zip(base_steps, base_mean)) if base else {}
     for i, v in enumerate(variants):
         color = "black" if v.is_control else colors(i % 10)
-        steps, mean, low, high = _curve(v.runs, "val_loss")
-        t_steps, t_mean, _, _ = _curve(v.runs, "train_loss")
+        steps, mean, low, high = _curve(v.runs, _val)
+        t_steps, t_mean, _, _ = _curve(v.runs, _train)
         if len(t_steps):
             loss_ax.plot(t_steps, t_mean, linestyle="--", color=color, alpha=0.5, linewidth=1)
         if not len(steps):
@@ -476,7 +490,7 @@ def _lr_panel(ax, variants: list[VariantResult], colors) -> None:
 
 
 def _last_val(r: RunRecord) -> float | None:
-    vals = [h["val_loss"] for h in r.history if h.get("val_loss") is not None]
+    vals = [h.val_loss for h in r.reports if h.val_loss is not None]
     return vals[-1] if vals else None
 
 
@@ -503,7 +517,7 @@ def write(results: Results, extra: dict[str, bytes] | None = None) -> None:
     """Write summary.json, report.md, loss_curves.png (and ``extra`` files) into the experiment's folder."""
     results.folder.write_results(
         {
-            "summary.json": json.dumps(summary(results), indent=2).encode(),
+            SUMMARY: json.dumps(summary(results), indent=2).encode(),
             "report.md": markdown(results).encode(),
             "loss_curves.png": plot(results),
             **(extra or {}),

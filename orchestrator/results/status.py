@@ -22,8 +22,8 @@ def progress(folder: ExperimentFolder, plan: Plan) -> list[RunProgress]:
     for run, record in zip(plan.runs, collect(folder, plan)):
         status = record.status
         if status == "incomplete":  # not finished: running, waiting for a slot, or interrupted
-            status = "running" if record.driver_state == "running" else "incomplete" if record.history else "queued"
-        vals = [h["val_loss"] for h in record.history if h["val_loss"] is not None]
+            status = "running" if record.driver_state == "running" else "incomplete" if record.reports else "queued"
+        vals = [h.val_loss for h in record.reports if h.val_loss is not None]
         p = RunProgress(
             run.name,
             step=record.steps,
@@ -34,10 +34,10 @@ def progress(folder: ExperimentFolder, plan: Plan) -> list[RunProgress]:
             node=record.node,
         )
         # step 0 is reported before the first step, so an interval from it would count the start-up as training
-        timed = [h for h in record.history if h["reported_at"] is not None and h["step"] > 0]
+        timed = [h for h in record.reports if h.reported_at is not None and h.step > 0]
         if status == "running" and len(timed) >= 2:
             a, b = timed[-2], timed[-1]
-            p.rate = (b["step"] - a["step"]) / max(b["reported_at"] - a["reported_at"], 1e-9)
+            p.rate = (b.step - a.step) / max(b.reported_at - a.reported_at, 1e-9)
         out.append(p)
     return out
 

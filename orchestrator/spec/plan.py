@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jobs.model import count_parameters
+from contract.parameters import count_parameters
 from orchestrator.spec.experiment import ExperimentSpec
 from orchestrator.spec.resolve import Plan, Run, flatten
 
@@ -32,7 +32,10 @@ def describe_run(run: Run) -> str:
     r = spec.resources
     params = count_parameters(spec)
     if params is None:
-        params_text = "unknown until the model is loaded (its config is not available offline)"
+        params_text = (
+            "unknown until the model is loaded (counted from the config of a GPT-2 known offline, LoRA on its "
+            "c_attn, c_proj and c_fc)"
+        )
     else:
         trainable, total = params
         params_text = f"{trainable:,} of {total:,} ({trainable / total:.2%})"

@@ -17,74 +17,31 @@
 from __future__ import annotations
 
 import logging
-import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ray import tune
 from ray.tune.logger import LoggerCallback
 
+from contract.report import Report
 from orchestrator.folder import ExperimentFolder
 from orchestrator.results.progress import HEADER, RunProgress, line, plain_table, progress_table
-from orchestrator.results.records import finite
 from orchestrator.spec import TrackingSpec
-
-# What each run's history.json keeps of a result (Tune adds its own bookkeeping fields).
-FIELDS = (
-    "step",
-    "total_steps",
-    "train_loss",
-    "val_loss",
-    "lr",
-    "grad_norm",
-    "clip_rate",
-    "tokens_per_s",
-    "diverged",
-    "diverged_at",
-    "checkpoint_path",
-    "timestamp",
-    "mfu",
-    "time_setup_s",
-    "first_step_at",
-    "reported_at",
-    "time_train_s",
-    "time_eval_s",
-    "time_checkpoint_s",
-    "time_report_s",
-    "micro_batch_size",
-    "accumulation_steps",
-    "memory_fallback",
-    "data_longer_than_block",
-    "eval_tokens",
-    "doc_nll",
-    "doc_tokens",
-    "grad_norms",
-    "notes",
-    "node_id",
-    "resumed_from",
-)
 
 
 def run_name(trial) -> str:
     return trial.config["job"]["run_name"]
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    return value
-
-
 class History(tune.Callback):
-    """Appends every reported result of every trial to its run's history, and records its state."""
+    """Appends every report of every trial to its run's history, and records its state."""
 
     def __init__(self, folder: ExperimentFolder):
         self.folder = folder
-        self.rows: dict[str, list[dict[str, Any]]] = {}
+        self.reports: dict[str, list[Report]] = {}
         self.started: dict[str, float] = {}  # when this driver started each run's trial: start-up is measured from it
 
     def _save(self, trial, write, value: Any) -> None:
@@ -103,14 +60,15 @@ class History(tune.Callback):
         self._state(trial, "running")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        name = run_name(trial)
-        if name not in self.rows:  # first result since this driver started: continue what is saved
-            self.rows[name] = self.folder.history(name)
-        restored = result.get("restored")  # the evaluation a resumed run restarted from, from its checkpoint
-        if restored and all(row.get("step") != restored.get("step") for row in self.rows[name]):
-            self.rows[name].append({k: _clean(restored[k]) for k in FIELDS if k in restored})  # lost with a driver
-        self.rows[name].append({k: _clean(result[k]) for k in FIELDS if k in result})
-        self._save(trial, self.folder.write_history, self.rows[name])
+        name, report = run_name(trial), Report.from_result(result)  # the record's own fields, whatever Tune added
+        if name not in self.reports:  # first result since this driver started: continue what is saved
+            self.reports[name] = self.folder.history(name)
+        reports = self.reports[name]
+        restored = report.restored  # the evaluation a resumed run restarted from, from its checkpoint
+        if restored is not None and all(r.step != restored.step for r in reports):
+            reports.append(restored)  # lost with a driver that died before it could record it
+        reports.append(report.model_copy(update={"restored": None}))  # kept once, as its own row
+        self._save(trial, self.folder.write_history, reports)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._state(trial, "finished")
@@ -194,18 +152,17 @@ class Console(tune.Callback):
         self._refresh()
 
     def on_trial_result(self, iteration, trials, trial, result: dict[str, Any], **info):
-        run = self._run(trial)
-        for note in result.get("notes") or []:  # the worker's own messages, before the evaluation they came with
+        run, report = self._run(trial), Report.from_result(result)
+        for note in report.notes:  # the worker's own messages, before the evaluation they came with
             self._say(f"[{run.name}] {note}")
-        now, step = time.monotonic(), int(result["step"])
+        now, step = time.monotonic(), report.step
         if step > run.step and run.step:
             run.rate = (step - run.step) / max(now - run.last_at, 1e-9)
-        run.step, run.total, run.last_at, run.status = step, int(result["total_steps"]), now, "running"
-        run.node = result.get("node_id") or run.node
-        val = result.get("val_loss")
-        if isinstance(val, float) and math.isfinite(val):
-            run.val, run.best = val, min(run.best, val)
-        self._say(line(run.name, result, run))
+        run.step, run.total, run.last_at, run.status = step, report.total_steps, now, "running"
+        run.node = report.node_id or run.node
+        if report.val_loss is not None:
+            run.val, run.best = report.val_loss, min(run.best, report.val_loss)
+        self._say(line(run.name, report, run))
         self._refresh()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -223,21 +180,22 @@ class Console(tune.Callback):
 
 # ----------------------------------------------------------------- tracking
 
-SCALARS = {
-    "loss/val": "val_loss",
-    "loss/train": "train_loss",
-    "optim/lr": "lr",
-    "optim/grad_norm": "grad_norm",
-    "optim/clip_rate": "clip_rate",
-    "speed/tokens_per_s": "tokens_per_s",
-    "speed/mfu": "mfu",
+# Each curve a person compares, under the name TensorBoard and MLflow show it, from the report
+CURVES: dict[str, Callable[[Report], float | None]] = {
+    "loss/val": lambda r: r.val_loss,
+    "loss/train": lambda r: r.train_loss,
+    "optim/lr": lambda r: r.lr,
+    "optim/grad_norm": lambda r: r.grad_norm,
+    "optim/clip_rate": lambda r: r.clip_rate,
+    "speed/tokens_per_s": lambda r: r.tokens_per_s,
+    "speed/mfu": lambda r: r.mfu,
 }
 
 
 def curves(result: dict[str, Any]) -> dict[str, float]:
-    """The finite scalars of a result, under their tracking names."""
-    out = {tag: finite(result.get(key)) for tag, key in SCALARS.items()}
-    return {tag: value for tag, value in out.items() if value is not None}
+    """The curves' values in a result (those it has), under their tracking names."""
+    report = Report.from_result(result)
+    return {tag: value for tag, of in CURVES.items() if (value := of(report)) is not None}
 
 
 class TensorBoard(LoggerCallback):
@@ -262,7 +220,7 @@ class TensorBoard(LoggerCallback):
 
     def log_trial_result(self, iteration: int, trial, result: dict) -> None:
         self.log_trial_start(trial)
-        writer, step = self._writers[trial], int(result["step"])
+        writer, step = self._writers[trial], Report.from_result(result).step
         for tag, value in curves(result).items():
             writer.add_scalar(tag, value, global_step=step)
         writer.flush()
@@ -287,7 +245,8 @@ def mlflow_callback(tracking: TrackingSpec, experiment: str):
 
         def log_trial_result(self, iteration: int, trial, result: dict) -> None:
             # Ray's logger takes the step from timesteps_total, else training_iteration: here, the optimizer step
-            super().log_trial_result(iteration, trial, {**curves(result), TRAINING_ITERATION: int(result["step"])})
+            step = Report.from_result(result).step
+            super().log_trial_result(iteration, trial, {**curves(result), TRAINING_ITERATION: step})
 
     callback = Curves(
         tracking_uri=tracking.mlflow_uri,

