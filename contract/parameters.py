@@ -41,13 +41,26 @@ def _lora(config: dict, rank: int, targets: list[str]) -> int | None:
     return config["n_layer"] * sum(rank * (modules[m][0] + modules[m][1]) for m in matched)
 
 
+def gpt2_parameters(config: dict | None) -> int | None:
+    """A GPT-2's parameter count from its config; None for no config or another architecture."""
+    if config is None or config.get("model_type", "gpt2") != "gpt2" or config.get("add_cross_attention"):
+        return None
+    return _gpt2_total(config)
+
+
+def lora_parameters(config: dict | None, rank: int, targets: list[str]) -> int | None:
+    """The parameters LoRA adds to a GPT-2 of this config; None for another architecture or a target that names no
+    Conv1D module."""
+    return None if gpt2_parameters(config) is None else _lora(config, rank, targets)
+
+
 def count_parameters(spec: TrainSpec) -> tuple[int, int] | None:
     """(trainable, total) parameters of the run's model; None when its config is not known offline (an s3://
     prefix, an uncached hub id), is no GPT-2, or LoRA targets anything but GPT-2's Conv1D modules."""
     config = config_dict(spec.model.name)
-    if config is None or config.get("model_type", "gpt2") != "gpt2" or config.get("add_cross_attention"):
+    total = gpt2_parameters(config)
+    if total is None:
         return None
-    total = _gpt2_total(config)
     if spec.method == "full":
         return total, total
     added = _lora(config, spec.lora.rank, spec.lora.target_modules)

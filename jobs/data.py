@@ -6,9 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-# jsonl_records: orchestrator/diagnose/logs.py still reads JSONL logs with it from here; its rewrite (another
-# branch) takes it from contract.documents, after which this re-export goes
-from contract.documents import DataError, jsonl_records, read_documents, split  # noqa: F401
+from contract.documents import DataError, read_documents, split
 from contract.spec import DataSpec, StorageSpec
 
 

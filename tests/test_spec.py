@@ -348,6 +348,7 @@ codes = {}
 with contextlib.redirect_stdout(io.StringIO()) as printed:
     codes["dry_run"] = launch(["specs/best.yaml", "--dry-run"])
     codes["diagnose"] = diagnose([log, "--command", command])
+    codes["jsonl"] = diagnose(["tests/fixtures/logs/capacity.jsonl"])  # JSONL: contract.documents reads it
 heavy = sorted(m for m in ("torch", "transformers", "peft", "ray") if m in sys.modules)
 print(json.dumps({"codes": codes, "heavy": heavy, "printed": printed.getvalue()}))
 """
@@ -367,7 +368,7 @@ def test_a_dry_run_and_a_diagnosis_never_import_torch(hub_cache):
     )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.splitlines()[-1])
-    assert result["codes"] == {"dry_run": 0, "diagnose": 0}
+    assert result["codes"] == {"dry_run": 0, "diagnose": 0, "jsonl": 0}
     assert "-> trainable params     589,824 of 125,029,632 (" in result["printed"]  # counted: gpt2, LoRA r16
     # the corpus counted by the preset's tokenizer, as a run of the preset counts it (jobs.data: 45,496 train tokens)
     assert "Data: 45,496 training tokens, 18 val documents (5,080 tokens)" in result["printed"]

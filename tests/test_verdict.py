@@ -664,23 +664,27 @@ def test_each_change_is_weighed_against_the_variant_that_sets_it_back(tmp_path):
 def test_an_early_stopped_run_is_compared_at_its_best_evaluation_not_the_one_that_stopped_it():
     """Without a selection share a completed run is compared at its last evaluation; an early-stopped one at its best,
     never at the regressed evaluation that stopped it."""
-    from contract.spec import EvalProtocol, StorageSpec, TrainSpec
+    from contract.report import Report
+    from contract.spec import EvalProtocol, TrainSpec
     from orchestrator.results.records import record
     from orchestrator.spec import Run
 
     protocol = EvalProtocol(context=64, stride=32)
     tokens = [100, 100]
     by_step = {0: [500, 500], 10: [400, 420], 20: [480, 470]}  # best at step 10, stopped at 20 (+0.65)
-    rows = [{"step": s, "val_loss": sum(nll) / 200, "doc_nll": nll, "doc_tokens": tokens} for s, nll in by_step.items()]
+    rows = [
+        Report(step=s, total_steps=40, val_loss=sum(nll) / 200, doc_nll=nll, doc_tokens=tokens)
+        for s, nll in by_step.items()
+    ]
     spec = TrainSpec.model_validate({"run": {"steps": 40, "eval_every": 10, "checkpoint_every": 10}})
     run = Run(name="a", option="a", variant="a", overrides={}, spec=spec)
-    stopped = record(run, rows, None, "val 4.75 at step 20 > best 4.10 at step 10", StorageSpec(), protocol)
+    stopped = record(run, rows, None, "val 4.75 at step 20 > best 4.10 at step 10", protocol)
     assert stopped.status == "early_stopped"
     assert (stopped.compared_step, stopped.compared_loss, stopped.doc_nll) == (10, pytest.approx(4.1), [400, 420])
     finished = run.model_copy(
         update={"spec": spec.model_copy(update={"run": spec.run.model_copy(update={"steps": 20})})}
     )
-    completed = record(finished, rows, None, None, StorageSpec(), protocol)
+    completed = record(finished, rows, None, None, protocol)
     assert (completed.status, completed.compared_step) == ("completed", 20)
 
 

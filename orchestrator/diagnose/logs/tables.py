@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from contract import documents
 from orchestrator.diagnose.logs.curve import LogError, Record, Rows
 
 TRAINER_KEYS = {"loss", "eval_loss", "train_runtime"}  # names only the Trainer's log_history uses
@@ -39,11 +40,9 @@ def csv_records(text: str, where: str) -> tuple[list[str], list[Record]]:
 
 
 def jsonl_records(text: str, where: str) -> list[Record]:
-    from jobs.data import DataError, jsonl_records
-
     try:
-        return [Record(f"line {number}", values) for number, values in jsonl_records(text)]
-    except DataError as err:
+        return [Record(f"line {number}", values) for number, values in documents.jsonl_records(text)]
+    except documents.DataError as err:
         raise LogError(f"{where}: {err}") from None
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from contract.parameters import gpt2_parameters, lora_parameters
 from contract.presets import local_folder
 from orchestrator.diagnose.rules.base import Context
 
@@ -129,16 +130,8 @@ def _card(path: Path) -> dict[str, Any]:
 
 
 def parameters(shape: dict[str, Any] | None) -> int | None:
-    """A GPT-2's parameter count from its config (weights and biases of every block, embeddings, final norm)."""
-    if not shape or shape.get("model_type") != "gpt2":
-        return None
-    d, layers = shape["n_embd"], shape["n_layer"]
-    block = 12 * d * d + 13 * d  # attention 4d^2 + 4d, MLP 8d^2 + 5d, two layer norms 4d
-    return layers * block + (shape["vocab_size"] + shape["n_positions"]) * d + 2 * d
-
-
-# LoRA's A (d_in x r) and B (r x d_out) per GPT-2 module, in units of r * n_embd; `c_proj` names two modules
-_LORA_WIDTH = {"c_attn": 1 + 3, "c_proj": (1 + 1) + (4 + 1), "c_fc": 1 + 4}
+    """A GPT-2's parameter count from its config (contract.parameters: as the model is built)."""
+    return gpt2_parameters(shape)
 
 
 def trainable(ctx: Context) -> int | None:
@@ -146,7 +139,6 @@ def trainable(ctx: Context) -> int | None:
     shape, method = ctx.shape, ctx.known("method")
     if method == "full":
         return parameters(shape)
-    rank, targets = ctx.value("lora.rank"), ctx.value("lora.target_modules")
-    if method != "lora" or not shape or shape.get("model_type") != "gpt2" or not set(targets) <= set(_LORA_WIDTH):
+    if method != "lora":
         return None
-    return shape["n_layer"] * rank * shape["n_embd"] * sum(_LORA_WIDTH[t] for t in targets)
+    return lora_parameters(shape, ctx.value("lora.rank"), ctx.value("lora.target_modules"))
