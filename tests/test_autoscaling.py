@@ -18,10 +18,10 @@ import pytest
 import yaml
 
 from contract.spec import StorageSpec
+from devtools.seaweed import ACCESS_KEY, SECRET_KEY
 from orchestrator.folder import ExperimentFolder
 from tests.conftest import BEHAVIOUR, launch
 from tests.raynodes import AutoscalingCluster
-from tests.seaweed import ACCESS_KEY, SECRET_KEY
 
 pytestmark = [pytest.mark.ray, pytest.mark.s3]
 
