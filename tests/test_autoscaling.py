@@ -77,7 +77,7 @@ def _training(folder: ExperimentFolder, run: str) -> tuple[float, float]:
     """When a run trained: from its first step to its last report, as its worker recorded them."""
     rows = folder.history(run)
     assert rows, f"{run} reported nothing"
-    return rows[0]["first_step_at"], rows[-1]["reported_at"]
+    return rows[0].first_step_at, rows[-1].reported_at
 
 
 def test_a_sweep_grows_the_cluster_and_trains_its_runs_at_once(s3_env, tmp_path):
