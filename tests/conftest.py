@@ -254,30 +254,41 @@ def multinode(local_cluster, s3_server, tmp_path_factory):
     spec_file.write_text(yaml.safe_dump(spec, sort_keys=False))
     cluster = local_cluster
     job = submit(cluster, spec_file, wait=False)
-    deadline = time.monotonic() + 1200  # two cores, shared with the other test process
-    asked = 0.0
-    while not registered(client, "cluster/multinode/two_workers/", step_folder(10)):
-        # `ray job status` is a process importing Ray, seconds on two cores: asked every 5 s only, so the kill
-        # follows the step-10 checkpoint before the run reaches step 20's (the restart must be from step 10)
-        if time.monotonic() - asked > 5:
-            state = _job(cluster, job, "status")  # asked once: a job can go from PENDING to RUNNING between asks
-            assert "RUNNING" in state or "PENDING" in state, _job(cluster, job, "logs")
-            asked = time.monotonic()
-        assert time.monotonic() < deadline, "two_workers did not checkpoint step 10"
-        time.sleep(0.2)
-    cluster.kill("b")
-    # --status from another process, from the bucket alone, while the run has lost its node
-    env = {**os.environ, **{k: cluster.env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")}}
-    status = launch(spec_file, "--status", env=env, timeout=120)
-    (spec_file.parent / "status.txt").write_text(status.stdout + status.stderr)  # to read after the session
-    cluster.add_node("b2", cpus=2, resources={"node_b": 1})  # the lost node's replacement, as an autoscaler adds one
-    while (state := _job(cluster, job, "status")) and ("RUNNING" in state or "PENDING" in state):
-        assert time.monotonic() < deadline, "the job did not finish"
-        time.sleep(1)
+    # The job's one watcher: `ray job logs --follow` ends when the job does. (A `ray job status` per check is a
+    # process importing Ray, 2 s of CPU on two cores: asked every second, it took a core from the sweep.)
+    logs = spec_file.parent / "job.log"
+    with logs.open("w") as out:
+        follow = subprocess.Popen(
+            ["ray", "job", "logs", "--follow", f"--address={cluster.url}", job],
+            env=cluster.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 1200  # two cores, shared with the other test process
+        while not registered(client, "cluster/multinode/two_workers/", step_folder(10)):
+            assert follow.poll() is None, f"the job ended before two_workers checkpointed step 10:\n{logs.read_text()}"
+            assert time.monotonic() < deadline, "two_workers did not checkpoint step 10"
+            time.sleep(0.2)
+        cluster.kill("b")
+        # --status from another process, from the bucket alone, while the run has lost its node
+        keys = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
+        env = {**os.environ, **{k: cluster.env[k] for k in keys}}
+        status = launch(spec_file, "--status", env=env, timeout=120)
+        (spec_file.parent / "status.txt").write_text(status.stdout + status.stderr)  # to read after the session
+        cluster.add_node(
+            "b2", cpus=2, resources={"node_b": 1}
+        )  # the lost node's replacement, as an autoscaler adds one
+        follow.wait(timeout=max(deadline - time.monotonic(), 1))
+    finally:
+        if follow.poll() is None:  # a failed wait above: the watcher is ours to stop
+            follow.kill()
+            follow.wait()
+    state = _job(cluster, job, "status")
     summary = client.get_object(Bucket="sweeps", Key="cluster/multinode/summary.json")["Body"].read()
     return {
         "state": state.lower(),
-        "logs": _job(cluster, job, "logs"),
+        "logs": logs.read_text(),
         "status": status,
         "spec": spec_file,
         "env": env,

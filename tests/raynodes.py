@@ -201,13 +201,17 @@ class LocalCluster:
         psutil.wait_procs(tree, timeout=30)
 
     def stop(self) -> None:
-        """Stop every node this cluster started (the head last), by PID."""
-        for name in [n for n in self.processes if n != "head"] + (["head"] if "head" in self.processes else []):
-            process = self.processes.pop(name)
-            root = psutil.Process(process.pid)
-            tree = [root, *root.children(recursive=True)]
-            process.send_signal(signal.SIGTERM)  # `ray start --block` tears down what it started
-            _, alive = psutil.wait_procs(tree, timeout=5)  # a test cluster need not shut down gracefully
+        """Stop every node this cluster started (the worker nodes together, then the head), by PID."""
+        workers = [n for n in self.processes if n != "head"]
+        for names in (workers, ["head"] if "head" in self.processes else []):
+            processes = [self.processes.pop(name) for name in names]
+            tree = []
+            for process in processes:
+                root = psutil.Process(process.pid)
+                tree += [root, *root.children(recursive=True)]
+            for process in processes:
+                process.send_signal(signal.SIGTERM)  # `ray start --block` tears down what it started
+            _, alive = psutil.wait_procs(tree, timeout=2)  # a test cluster need not shut down gracefully
             for leftover in alive:
                 try:
                     leftover.kill()
