@@ -109,6 +109,8 @@ def test_the_bench_trains_small_and_writes_its_figures(tmp_path):
         "run.eval_every=20",
         "--set",
         "run.checkpoint_every=20",
+        "--set",
+        "data.batch_size=4",  # a quarter of the default job's tokens: the bench's figures are tested, not its runs
     ]  # lr_schedule: 1 warmup step
     out = subprocess.run(
         [sys.executable, "-m", "bench.calibration", "--seeds", "3", "--effect-seeds", "1", "--configuration", "2,1"]

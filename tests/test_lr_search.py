@@ -21,6 +21,7 @@ SEARCH = {
     "lr_search": {"factors": None, "lrs": {"lora": [2.0e-3, 0.1]}},
     "base": {
         "lora": {"rank": 8, "alpha": 16.0},
+        "data": {"block_size": 64, "batch_size": 8},  # a quarter of the default tokens: the search is tested
         "optim": {"lr": 2.0e-3},
         "run": {"steps": 20, "eval_every": 10, "checkpoint_every": 10},
     },
