@@ -170,7 +170,8 @@ def run(experiment: ExperimentSpec, plan: Plan, *, local: bool = False, fresh: b
             "on a multi-node cluster use s3:// so every node writes to the same place"
         )
     preflight(experiment, plan)
-    print(*notes, sep="\n")
+    for note in notes:
+        print(note)
 
     with _storage_errors():  # before Ray starts: a relaunch that asks for anything else is refused here
         folder, experiment, resuming = ExperimentFolder(experiment.storage, experiment.name).resolve(
