@@ -451,6 +451,26 @@ def test_train_and_val_on_accumulation_scales_are_named_and_never_compared(tmp_p
     assert diagnosis["healthy"] is False and diagnosis["curve"]["best_val"] < 0.31
 
 
+def test_losses_summed_over_a_batch_are_named_as_sums_and_never_compared(tmp_path):
+    """A speech recogniser's CTC loss summed over each batch (huggingsound's wav2vec2: train 3,000 falling to 1,000,
+    val 2,000 to 600, train 1.5-2x val throughout): no mean per token reaches 12.5 nats, so train and val are sums over
+    batches of their own, and their ratio is no gap. Judged per token, the same run would be 'underfitting'."""
+    history = []
+    for i, s in enumerate(range(250, 2001, 250)):
+        val = 600 + 1400 * math.exp(-i / 2)
+        history += [{"step": s, "loss": round(val * (1.5 + 0.05 * (i % 3)), 1)}]
+        history += [{"step": s, "eval_loss": val, "eval_wer": 0.3 + 0.7 * math.exp(-i / 2)}]
+    command = "MODEL_TYPE=facebook/wav2vec2-large-xlsr-53 LEARNING_RATE=3e-4 BATCH_SIZE=12 python train.py"
+    code, diagnosis = _diagnosis(tmp_path, _state(tmp_path, history), command)
+    fired = {f["rule"]: f for f in diagnosis["findings"]}
+    assert fired["scale"]["title"] == "Train and val are sums, not means: they are not on one scale"
+    assert "train 1.5 to 1.6x val" in fired["scale"]["evidence"]
+    assert "task" in fired and not {"underfit", "overfit", "baseline", "numerics"} & set(fired)
+    # with a mean per token the same ratio is no scale: train 1.5x val is a gap other rules may read
+    means = [{**h, **{k: h[k] / 1000 for k in ("loss", "eval_loss") if k in h}} for h in history]
+    assert "scale" not in {f["rule"] for f in _diagnosis(tmp_path, _state(tmp_path, means), command)[1]["findings"]}
+
+
 def test_a_train_only_log_is_neither_healthy_nor_projected_and_is_told_what_to_log(tmp_path, capsys):
     history = [{"step": s, "loss": 2.0 * (1 + s / 100) ** -0.3, "epoch": s / 1000} for s in range(10, 1001, 10)]
     code, diagnosis = _diagnosis(tmp_path, _state(tmp_path, history, global_step=1000, max_steps=1000))

@@ -3,7 +3,10 @@ nats per token until it is put back on val's.
 
 Fires when the logged train loss is at least ``SCALE_FAR`` (4) times val at every evaluation, at a steady ratio (the
 largest within 2x of the smallest), or within 25% of the run's gradient-accumulation steps where the log shows them
-(trainer_state.json's train_batch_size and the summary's samples per step). A real gap is neither: train above val by
+(trainer_state.json's train_batch_size and the summary's samples per step), or when both are sums: every train and val
+value above ln of the largest listed vocabulary (12.5 nats), which no mean per token or per example reaches (a CTC
+loss summed over a batch of clips, in the thousands). A sum grows with the batch and the lengths it sums over, which
+train and eval seldom share, so no ratio of the two is a gap. A real gap is neither: train above val by
 dropout, augmentation or a train loss averaged over a window while it falls is tens of percent (a DistilBERT
 classifier's 100-step windows: 2-3.4x, unsteady), and memorisation widens the gap instead of holding it.
 
@@ -20,10 +23,12 @@ from statistics import median
 
 from orchestrator.diagnose.rules.base import Context, Finding
 from orchestrator.diagnose.rules.curve import Curve
+from orchestrator.diagnose.rules.models import LARGEST_VOCABULARY
 
 SCALE_FAR = 4  # ours: 2-3.4x is what window averaging and dropout give a fast-learning classifier
 STEADY = 2  # the largest ratio within 2x of the smallest: a scale, not a gap that grows
 NEAR = 0.25  # a ratio within 25% of the accumulation steps (or a power of two) is the accumulation bug's
+SUMMED = math.log(LARGEST_VOCABULARY)  # above a uniform guess over any listed vocabulary: no mean loss, a sum
 
 
 def accumulation(curve: Curve) -> int | None:
@@ -52,6 +57,8 @@ def scale(curve: Curve, ctx: Context, found: list[Finding]) -> list[Finding]:
     accum = accumulation(curve)
     typical = median(ratios)
     by_accum = accum is not None and accum >= 2 and all(abs(r / accum - 1) <= NEAR for r in ratios)
+    if min(v for _, t, v in pairs) > SUMMED and min(t for _, t, v in pairs) > SUMMED:
+        return [_summed(pairs, ratios)]
     if not by_accum and not (steady and min(ratios) >= SCALE_FAR):
         return []
     power = 2 ** round(math.log2(typical))
@@ -89,3 +96,21 @@ def scale(curve: Curve, ctx: Context, found: list[Finding]) -> list[Finding]:
             data={"ratio": typical},
         )
     ]
+
+
+def _summed(pairs: list[tuple[int, float, float]], ratios: list[float]) -> Finding:
+    shown = ", ".join(f"{t:,.0f} vs {v:,.0f} at step {s:,}" for s, t, v in pairs[:3])
+    return Finding(
+        "scale",
+        "Train and val are sums, not means: they are not on one scale",
+        f"train vs val: {shown}{' ...' if len(pairs) > 3 else ''} (train {min(ratios):.1f} to {max(ratios):.1f}x "
+        f"val); every value is above {SUMMED:.1f} nats, more than a uniform guess over any listed vocabulary, so "
+        "each is a loss summed over a batch (or over its tokens or frames), not averaged. A sum grows with the batch "
+        "size and the lengths it sums over, which train and eval seldom share: compare each curve only with itself, "
+        "read the task's own metric where the log has one, and log a mean (reduction='mean') to compare them. Until "
+        "then no rule compares train with val (gaps, memorisation, underfitting), and neither is read as nats per "
+        "token",
+        f"every train and val value above ln {LARGEST_VOCABULARY:,} = {SUMMED:.2f} nats: sums, not means",
+        "medium",
+        data={"ratio": median(ratios)},
+    )
