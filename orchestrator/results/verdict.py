@@ -559,7 +559,7 @@ def _undecided(
         return Verdict(None, f"No fix can be taken: none finished cleanly ({unfinished}); see why each stopped below.")
     best = contenders[0]
     d = best.delta
-    measured = f"Δ {d.mean:+.4f} (95% CI [{d.ci95[0]:+.4f}, {d.ci95[1]:+.4f}], Holm-corrected p {best.p_holm:.3f})"
+    measured = f"Δ {d.mean:+.4f} (95% CI [{d.ci95[0]:+.4f}, {d.ci95[1]:+.4f}], Holm-corrected p {best.p_holm:.4f})"
     tail = f" {_rests_on(best, base)}; {noise_text(noise)}."
     if not noise.measured:
         more = stats.control_seeds_for(len(base.finished), noise.measured_df)
