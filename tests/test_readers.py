@@ -254,6 +254,7 @@ def test_nan_gradient_norms_are_evidence_in_the_diagnosis_never_dropped(diverged
     assert bad == {"grad_norm": (2, 12, 11, 12), "val_loss": (4, 12, 3, 3)}  # every evaluation is NaN
     assert diagnosis["healthy"] is False
     assert "## Before any sweep: make the numbers finite" in printed
+    assert "## Root Causes (ranked by evidence)\n\nNone to rank until you make the numbers finite" in printed
     assert "(11 blank where rows of their kind have a value, as pandas writes NaN), steps 2 to 12" in printed
 
 

@@ -449,7 +449,10 @@ def markdown(title: str, log: RunLog, findings: list[Finding], ctx: Context, adv
     causes = rank_causes(findings)
     for i, (f, evidence) in enumerate(causes, 1):
         parts += [f"### {i}. {f.title} ({f.confidence} confidence)"] + [f"- {e}" for e in evidence] + [""]
-    if not causes:
+    first = [what for what, f in (("make the numbers finite", nonfinite), ("check the starting point", start)) if f]
+    if not causes and first:  # a cause ranked against others would be read from numbers these sections distrust
+        parts += [f"None to rank until you {' and '.join(first)}: the sections above say how.", ""]
+    elif not causes:
         parts += ["None: no rule found direct evidence of a cause." if not ok else "None: the run is healthy.", ""]
     parts += ["## Recommended Solutions (Prioritized)", ""]
     if ok:
