@@ -53,12 +53,12 @@ def scale(curve: Curve, ctx: Context, found: list[Finding]) -> list[Finding]:
             1:
         ]  # the first evaluation can sit anywhere (before training, or mid-warmup): the scale is the rest
     ratios = [t / v for _, t, v in pairs]
+    typical = median(ratios)
+    if all(t > SUMMED and v > SUMMED for _, t, v in pairs):
+        return [_summed(pairs, ratios, typical)]
     steady = max(ratios) <= STEADY * min(ratios)
     accum = accumulation(curve)
-    typical = median(ratios)
     by_accum = accum is not None and accum >= 2 and all(abs(r / accum - 1) <= NEAR for r in ratios)
-    if min(v for _, t, v in pairs) > SUMMED and min(t for _, t, v in pairs) > SUMMED:
-        return [_summed(pairs, ratios)]
     if not by_accum and not (steady and min(ratios) >= SCALE_FAR):
         return []
     power = 2 ** round(math.log2(typical))
@@ -98,7 +98,7 @@ def scale(curve: Curve, ctx: Context, found: list[Finding]) -> list[Finding]:
     ]
 
 
-def _summed(pairs: list[tuple[int, float, float]], ratios: list[float]) -> Finding:
+def _summed(pairs: list[tuple[int, float, float]], ratios: list[float], typical: float) -> Finding:
     shown = ", ".join(f"{t:,.0f} vs {v:,.0f} at step {s:,}" for s, t, v in pairs[:3])
     return Finding(
         "scale",
@@ -112,5 +112,5 @@ def _summed(pairs: list[tuple[int, float, float]], ratios: list[float]) -> Findi
         "token",
         f"every train and val value above ln {LARGEST_VOCABULARY:,} = {SUMMED:.2f} nats: sums, not means",
         "medium",
-        data={"ratio": median(ratios)},
+        data={"ratio": typical},
     )

@@ -25,7 +25,14 @@ import math
 from orchestrator.diagnose.logs import RunLog
 from orchestrator.diagnose.rules.base import Context, Finding, epochs, epochs_at, noted
 from orchestrator.diagnose.rules.curve import Curve
-from orchestrator.diagnose.rules.models import SMALLEST_LARGE_VOCABULARY, parameters, reference, trainable, vocabulary
+from orchestrator.diagnose.rules.models import (
+    LARGEST_VOCABULARY,
+    SMALLEST_LARGE_VOCABULARY,
+    parameters,
+    reference,
+    trainable,
+    vocabulary,
+)
 
 BASELINE_FAR = 1.5
 RANDOM_INIT = 0.5  # nats above or below ln V that a random init's first loss lands within (build-nanogpt: +0.13)
@@ -44,7 +51,7 @@ def from_scratch(log: RunLog, ctx: Context) -> str | None:
         return None
     loss = first.val_loss if first.val_loss is not None else first.train_loss
     vocab = vocabulary(ctx)
-    guesses = [vocab.guess] if vocab else [math.log(SMALLEST_LARGE_VOCABULARY), math.log(262_144)]
+    guesses = [vocab.guess] if vocab else [math.log(SMALLEST_LARGE_VOCABULARY), math.log(LARGEST_VOCABULARY)]
     if min(guesses) - RANDOM_INIT <= loss <= max(guesses) + RANDOM_INIT:
         return f"its first loss, {loss:.2f} at step {first.step:,}, is a uniform guess over " + (
             f"its {vocab.size:,}-token vocabulary (ln = {vocab.guess:.2f})" if vocab else "a common LM vocabulary"
