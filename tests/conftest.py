@@ -209,9 +209,9 @@ def submit(cluster: LocalCluster, spec: Path, *args: str, wait: bool = True) -> 
     return next(line.split("'")[1] for line in out.stdout.splitlines() if "submitted successfully" in line)
 
 
-def _job(cluster: LocalCluster, job_id: str, what: str) -> str:
+def _job_status(cluster: LocalCluster, job_id: str) -> str:
     return subprocess.run(
-        ["ray", "job", what, f"--address={cluster.url}", job_id], env=cluster.env, capture_output=True, text=True
+        ["ray", "job", "status", f"--address={cluster.url}", job_id], env=cluster.env, capture_output=True, text=True
     ).stdout
 
 
@@ -276,15 +276,14 @@ def multinode(local_cluster, s3_server, tmp_path_factory):
         env = {**os.environ, **{k: cluster.env[k] for k in keys}}
         status = launch(spec_file, "--status", env=env, timeout=120)
         (spec_file.parent / "status.txt").write_text(status.stdout + status.stderr)  # to read after the session
-        cluster.add_node(
-            "b2", cpus=2, resources={"node_b": 1}
-        )  # the lost node's replacement, as an autoscaler adds one
+        # the lost node's replacement, as an autoscaler adds one
+        cluster.add_node("b2", cpus=2, resources={"node_b": 1})
         follow.wait(timeout=max(deadline - time.monotonic(), 1))
     finally:
         if follow.poll() is None:  # a failed wait above: the watcher is ours to stop
             follow.kill()
             follow.wait()
-    state = _job(cluster, job, "status")
+    state = _job_status(cluster, job)
     summary = client.get_object(Bucket="sweeps", Key="cluster/multinode/summary.json")["Body"].read()
     return {
         "state": state.lower(),

@@ -49,6 +49,22 @@ def _node_ports() -> list[str]:
     ]
 
 
+def process_tree(pid: int) -> list[psutil.Process]:
+    """The process ``pid`` and every process it started."""
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+def kill_all(processes: list[psutil.Process], timeout: float = 30) -> None:
+    """SIGKILL each of ``processes`` (by PID, as they were listed) and wait for them to end."""
+    for process in processes:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:  # exited on its own meanwhile
+            pass
+    psutil.wait_procs(processes, timeout=timeout)
+
+
 class _NodeExited(AssertionError):
     """A node's `ray start` process ended before the node joined."""
 
@@ -191,32 +207,18 @@ class LocalCluster:
 
     def kill(self, name: str) -> None:
         """Lose a node: SIGKILL its raylet and everything it started, by PID, at once."""
-        root = psutil.Process(self.processes.pop(name).pid)
-        tree = [root, *root.children(recursive=True)]
-        for process in tree:
-            try:
-                process.kill()
-            except psutil.NoSuchProcess:  # exited on its own meanwhile
-                pass
-        psutil.wait_procs(tree, timeout=30)
+        kill_all(process_tree(self.processes.pop(name).pid))
 
     def stop(self) -> None:
         """Stop every node this cluster started (the worker nodes together, then the head), by PID."""
         workers = [n for n in self.processes if n != "head"]
         for names in (workers, ["head"] if "head" in self.processes else []):
             processes = [self.processes.pop(name) for name in names]
-            tree = []
-            for process in processes:
-                root = psutil.Process(process.pid)
-                tree += [root, *root.children(recursive=True)]
+            tree = [p for process in processes for p in process_tree(process.pid)]
             for process in processes:
                 process.send_signal(signal.SIGTERM)  # `ray start --block` tears down what it started
             _, alive = psutil.wait_procs(tree, timeout=2)  # a test cluster need not shut down gracefully
-            for leftover in alive:
-                try:
-                    leftover.kill()
-                except psutil.NoSuchProcess:
-                    pass
+            kill_all(alive)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 

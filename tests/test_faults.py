@@ -6,7 +6,6 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 import torch
 
@@ -18,6 +17,7 @@ from orchestrator.folder import PLAN, ExperimentFolder
 from orchestrator.spec import SpecError, load
 from orchestrator.sweep.trial import job_configs
 from tests.conftest import BEHAVIOUR, launch, registered
+from tests.raynodes import kill_all, process_tree
 
 
 @pytest.mark.ray
@@ -42,14 +42,7 @@ def test_a_killed_driver_relaunched_resumes_every_run_and_rides_out_a_storage_ou
             assert driver.poll() is None, f"the sweep ended before it could be interrupted: {first.read_text()[-3000:]}"
             time.sleep(0.1)
     finally:
-        # The driver and the local Ray it started die together, as in a crash; by PID only.
-        tree = [psutil.Process(driver.pid), *psutil.Process(driver.pid).children(recursive=True)]
-        for process in tree:
-            try:
-                process.kill()
-            except psutil.NoSuchProcess:  # exited meanwhile
-                pass
-        psutil.wait_procs(tree, timeout=30)
+        kill_all(process_tree(driver.pid))  # the driver and the local Ray it started die together, as in a crash
     # The outage follows a checkpoint the relaunch uploads: a run may have registered step 20 before the kill landed
     # (then its next is step 30), and S3 must not go down while the relaunch is still checking that it can reach it.
     following = {run: _next_checkpoint(client, f"relaunch/behaviour/{run}/") for run in options}
